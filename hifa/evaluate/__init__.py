@@ -1,0 +1,1 @@
+"""Evaluation: image metrics, geometry metrics against ground truth (CLIP metrics come later)."""

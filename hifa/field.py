@@ -1,0 +1,149 @@
+"""Neural fields: HiFA's and stable-dreamfusion's density + albedo networks (method.md §2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+
+from hifa.encoding import HashGridConfig, HashGridEncoding
+from hifa.errors import require
+from hifa.sh import sh_encode
+
+FieldKind = Literal["hifa", "dreamfusion"]
+Shading = Literal["albedo", "lambertian", "textureless", "normal"]
+SHADINGS = ("albedo", "lambertian", "textureless", "normal")
+
+
+@dataclass(frozen=True)
+class FieldConfig:
+    """Which field architecture, its hash grid and the density blob."""
+
+    kind: FieldKind = "hifa"
+    grid: HashGridConfig = field(default_factory=HashGridConfig)
+    bound: float = 1.0
+    blob_density: float = 5.0
+    blob_radius: float = 0.2
+    sh_degree: int = 4
+    view_dependent_rate: float = 0.5
+    normal_eps: float = 1e-2
+
+    def __post_init__(self) -> None:
+        require(self.kind in ("hifa", "dreamfusion"), "field.kind", f"must be 'hifa' or 'dreamfusion', got {self.kind!r}")
+        require(self.bound > 0, "field.bound", "must be positive")
+        require(self.blob_radius > 0, "field.blob_radius", "must be positive")
+        require(1 <= self.sh_degree <= 4, "field.sh_degree", "must lie in [1, 4]")
+        require(0.0 <= self.view_dependent_rate <= 1.0, "field.view_dependent_rate", "must lie in [0, 1]")
+        require(self.normal_eps > 0, "field.normal_eps", "must be positive")
+
+
+class _TruncExp(torch.autograd.Function):
+    """exp with its gradient clamped at exp(15), as stable-dreamfusion's density activation."""
+
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[override]
+        ctx.save_for_backward(x)
+        return torch.exp(x)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return grad * torch.exp(x.clamp(max=15.0))
+
+
+def trunc_exp(x: torch.Tensor) -> torch.Tensor:
+    """exp(x) whose backward uses exp(min(x, 15))."""
+    return _TruncExp.apply(x)
+
+
+def cone_blob(points: torch.Tensor, density: float, radius: float) -> torch.Tensor:
+    """HiFA's density bias: density * (1 - |x| / radius)."""
+    return density * (1.0 - points.norm(dim=-1) / radius)
+
+
+def gaussian_blob(points: torch.Tensor, density: float, radius: float) -> torch.Tensor:
+    """stable-dreamfusion's density bias: density * exp(-|x|^2 / (2 radius^2))."""
+    return density * torch.exp(-(points**2).sum(-1) / (2 * radius**2))
+
+
+class NeRFField(nn.Module):
+    """Hash-grid density + albedo field. `kind` picks HiFA's or stable-dreamfusion's heads."""
+
+    def __init__(self, config: FieldConfig):
+        super().__init__()
+        self.config = config
+        self.encoding = HashGridEncoding(config.grid, bound=config.bound)
+        enc = self.encoding.output_dim
+        self.sh_dim = config.sh_degree**2
+        if config.kind == "hifa":
+            self.sigma_net = nn.Linear(enc, 1 + 32)
+            self.color_net = nn.Sequential(nn.Linear(32 + self.sh_dim, 32), nn.ReLU(), nn.Linear(32, 3))
+        else:
+            self.sigma_net = nn.Sequential(
+                nn.Linear(enc, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4)
+            )
+            self.color_net = None
+
+    def _clamp(self, points: torch.Tensor) -> torch.Tensor:
+        return points.clamp(-self.config.bound, self.config.bound)
+
+    def density_features(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Density (N,) and the per-point feature (N, C) that `albedo` decodes."""
+        points = self._clamp(points)
+        out = self.sigma_net(self.encoding(points))
+        raw, feature = out[..., 0], out[..., 1:]
+        cfg = self.config
+        if cfg.kind == "hifa":
+            sigma = nn.functional.softplus(raw + cone_blob(points, cfg.blob_density, cfg.blob_radius))
+        else:
+            sigma = trunc_exp(raw + gaussian_blob(points, cfg.blob_density, cfg.blob_radius))
+        return sigma, feature
+
+    def density(self, points: torch.Tensor) -> torch.Tensor:
+        """Density only, (N,)."""
+        return self.density_features(points)[0]
+
+    def albedo(self, feature: torch.Tensor, directions: torch.Tensor | None = None) -> torch.Tensor:
+        """Albedo in [0,1] (N, 3); `directions` feed the SH input (None: zeroed, view-independent)."""
+        if self.color_net is None:
+            return torch.sigmoid(feature)
+        if directions is None:
+            sh = feature.new_zeros(feature.shape[0], self.sh_dim)
+        else:
+            sh = sh_encode(nn.functional.normalize(directions, dim=-1), self.config.sh_degree)
+        return torch.sigmoid(self.color_net(torch.cat([feature, sh], dim=-1)))
+
+    def normals(self, points: torch.Tensor) -> torch.Tensor:
+        """Unit normals -grad(sigma) by central differences (probe points clamped to the bound)."""
+        eps = self.config.normal_eps
+        offsets = torch.eye(3, device=points.device, dtype=points.dtype) * eps
+        probes = torch.cat([points[:, None, :] + offsets, points[:, None, :] - offsets], dim=1)  # (N, 6, 3)
+        sigma = self.density(self._clamp(probes.reshape(-1, 3))).reshape(-1, 6)
+        grad = (sigma[:, :3] - sigma[:, 3:]) / (2 * eps)
+        return nn.functional.normalize(torch.nan_to_num(-grad), dim=-1)
+
+
+def shade(
+    albedo: torch.Tensor,
+    normals: torch.Tensor | None,
+    mode: Shading,
+    light_dir: torch.Tensor | None = None,
+    ambient: float = 0.1,
+) -> torch.Tensor:
+    """Colour per shading mode (method.md §2): albedo, lambertian, textureless or normal."""
+    if mode == "albedo":
+        return albedo
+    if normals is None:
+        raise ValueError(f"shading '{mode}' needs normals")
+    if mode == "normal":
+        return (normals + 1.0) / 2.0
+    if light_dir is None:
+        raise ValueError(f"shading '{mode}' needs a light direction")
+    lambert = ambient + (1.0 - ambient) * (normals @ light_dir).clamp(min=0.0)[..., None]
+    if mode == "lambertian":
+        return albedo * lambert
+    if mode == "textureless":
+        return lambert.expand_as(albedo)
+    raise ValueError(f"unknown shading {mode!r}; expected one of {SHADINGS}")

@@ -1,0 +1,186 @@
+"""Mesh extraction: marching cubes on the density grid, open3d clean-up, albedo colours, export."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import open3d as o3d
+import torch
+import trimesh
+from skimage import measure
+
+from hifa.errors import HifaError, require
+from hifa.field import NeRFField
+
+log = logging.getLogger(__name__)
+EXPORT_SUFFIXES = (".ply", ".obj", ".glb")
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    """Grid resolution, threshold (None: automatic), clean-up and face budget."""
+
+    resolution: int = 512
+    threshold: float | None = None
+    auto_bounds: bool = True
+    coarse_resolution: int = 64
+    min_component_fraction: float = 0.02
+    max_faces: int = 100_000
+    chunk_points: int = 1 << 18
+
+    def __post_init__(self) -> None:
+        require(self.resolution >= 8, "mesh.resolution", f"must be >= 8, got {self.resolution}")
+        require(self.coarse_resolution >= 8, "mesh.coarse_resolution", f"must be >= 8, got {self.coarse_resolution}")
+        require(self.threshold is None or self.threshold > 0, "mesh.threshold", "must be positive (or null for automatic)")
+        require(0.0 <= self.min_component_fraction < 1.0, "mesh.min_component_fraction", "must lie in [0, 1)")
+        require(self.max_faces >= 4, "mesh.max_faces", "must be >= 4")
+
+
+@dataclass
+class Mesh:
+    """A triangle mesh with vertex colours, and how it was extracted."""
+
+    vertices: np.ndarray  # (V, 3) float
+    faces: np.ndarray  # (F, 3) int
+    colors: np.ndarray | None = None  # (V, 3) in [0, 1]
+    threshold: float = float("nan")
+
+    def to_open3d(self) -> o3d.geometry.TriangleMesh:
+        mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(self.vertices), o3d.utility.Vector3iVector(self.faces))
+        if self.colors is not None:
+            mesh.vertex_colors = o3d.utility.Vector3dVector(self.colors)
+        mesh.compute_vertex_normals()
+        return mesh
+
+
+DensityFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@torch.no_grad()
+def density_grid(
+    density: DensityFn, lo: np.ndarray, hi: np.ndarray, resolution: int | tuple[int, int, int], chunk: int = 1 << 18, device: str | torch.device = "cpu"
+) -> np.ndarray:
+    """Density sampled on a vertex grid of `resolution` (per axis or one for all) spanning [lo, hi]."""
+    res = (int(resolution),) * 3 if np.isscalar(resolution) else tuple(int(r) for r in resolution)
+    axes = [torch.linspace(float(lo[d]), float(hi[d]), res[d], device=device) for d in range(3)]
+    grid = np.empty(res, dtype=np.float32)
+    yz = torch.stack(torch.meshgrid(axes[1], axes[2], indexing="ij"), dim=-1).reshape(-1, 2)
+    # Slabs along x keep memory bounded at 512^3 while each call stays large enough to be fast.
+    slab = max(1, chunk // yz.shape[0])
+    for start in range(0, res[0], slab):
+        xs = axes[0][start : start + slab]
+        points = torch.cat([xs.repeat_interleave(yz.shape[0])[:, None], yz.repeat(len(xs), 1)], dim=-1)
+        grid[start : start + len(xs)] = density(points).reshape(len(xs), res[1], res[2]).float().cpu().numpy()
+    return grid
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold of log(1 + density): the split that best separates empty and solid."""
+    logs = np.log1p(np.clip(values, 0.0, None)).ravel()
+    hist, edges = np.histogram(logs, bins=bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centres) / np.maximum(w0, 1)
+    m1 = (np.sum(hist * centres) - np.cumsum(hist * centres)) / np.maximum(w1, 1)
+    between = w0 * w1 * (m0 - m1) ** 2
+    # Clean two-valued grids give a plateau of equally good splits: take its middle.
+    best = np.flatnonzero(between >= between.max() * (1 - 1e-9))
+    return float(np.expm1(edges[int(round(best.mean())) + 1]))
+
+
+def marching_cubes(grid: np.ndarray, threshold: float, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Iso-surface at `threshold` of a grid spanning [lo, hi]: vertices (world) and faces (outward)."""
+    if not (grid.min() < threshold < grid.max()):
+        raise HifaError(
+            f"no surface at density threshold {threshold:.4g}: the field ranges over [{grid.min():.4g}, {grid.max():.4g}]"
+        )
+    spacing = tuple(float(s) for s in (hi - lo) / (np.array(grid.shape) - 1))
+    verts, faces, _, _ = measure.marching_cubes(grid, level=threshold, spacing=spacing, gradient_direction="descent")
+    # With (x, y, z) array axes skimage's winding comes out inward for a solid: reverse it.
+    return verts + lo, np.ascontiguousarray(faces[:, ::-1]).astype(np.int64)
+
+
+def clean_mesh(vertices: np.ndarray, faces: np.ndarray, min_component_fraction: float, max_faces: int) -> tuple[np.ndarray, np.ndarray]:
+    """Drop components smaller than a fraction of the largest, decimate to a face budget."""
+    mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(vertices), o3d.utility.Vector3iVector(faces))
+    mesh.remove_duplicated_vertices()
+    mesh.remove_degenerate_triangles()
+    clusters, sizes, _ = mesh.cluster_connected_triangles()
+    clusters, sizes = np.asarray(clusters), np.asarray(sizes)
+    if len(sizes) > 1:
+        mesh.remove_triangles_by_mask(sizes[clusters] < min_component_fraction * sizes.max())
+        mesh.remove_unreferenced_vertices()
+    if len(mesh.triangles) > max_faces:
+        mesh = mesh.simplify_quadric_decimation(target_number_of_triangles=max_faces)
+        mesh.remove_unreferenced_vertices()
+    return np.asarray(mesh.vertices), np.asarray(mesh.triangles)
+
+
+def occupied_bounds(grid: np.ndarray, threshold: float, lo: np.ndarray, hi: np.ndarray, margin: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Bounding box of grid cells above threshold, grown by `margin` cells, clipped to [lo, hi]."""
+    occupied = np.argwhere(grid > threshold)
+    if len(occupied) == 0:
+        return lo, hi
+    step = (hi - lo) / (np.array(grid.shape) - 1)
+    new_lo = lo + (occupied.min(0) - margin) * step
+    new_hi = lo + (occupied.max(0) + margin) * step
+    return np.maximum(new_lo, lo), np.minimum(new_hi, hi)
+
+
+@torch.no_grad()
+def vertex_albedo(field: NeRFField, vertices: np.ndarray, normals: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+    """Albedo at the vertices, viewed head-on (view direction = -normal)."""
+    device = next(field.parameters()).device
+    colors = []
+    for start in range(0, len(vertices), chunk):
+        pts = torch.as_tensor(vertices[start : start + chunk], dtype=torch.float32, device=device)
+        view = -torch.as_tensor(normals[start : start + chunk], dtype=torch.float32, device=device)
+        _, feature = field.density_features(pts)
+        colors.append(field.albedo(feature, view).cpu().numpy())
+    return np.concatenate(colors) if colors else np.zeros((0, 3))
+
+
+@torch.no_grad()
+def extract_mesh(field: NeRFField, config: MeshConfig) -> Mesh:
+    """Marching cubes on the field's density, cleaned, decimated and coloured by albedo."""
+    device = next(field.parameters()).device
+    bound = field.config.bound
+    lo, hi = np.full(3, -bound), np.full(3, bound)
+    threshold = config.threshold
+    if config.auto_bounds:
+        coarse = density_grid(field.density, lo, hi, config.coarse_resolution, config.chunk_points, device)
+        coarse_threshold = threshold if threshold is not None else otsu_threshold(coarse)
+        # Keep the fine grid's voxel size while cropping it to where the coarse grid is occupied.
+        voxel = 2 * bound / (config.resolution - 1)
+        lo, hi = occupied_bounds(coarse, coarse_threshold, lo, hi)
+        res = tuple(int(r) for r in np.maximum(np.ceil((hi - lo) / voxel).astype(int) + 1, 8))
+    else:
+        res = (config.resolution,) * 3
+    grid = density_grid(field.density, lo, hi, res, config.chunk_points, device)
+    if threshold is None:
+        threshold = otsu_threshold(grid)
+        log.info("mesh: automatic density threshold %.4g (Otsu on log density)", threshold)
+    vertices, faces = marching_cubes(grid, threshold, lo, hi)
+    vertices, faces = clean_mesh(vertices, faces, config.min_component_fraction, config.max_faces)
+    normals = np.asarray(trimesh.Trimesh(vertices, faces, process=False).vertex_normals)
+    colors = vertex_albedo(field, vertices, normals)
+    return Mesh(vertices, faces, colors, threshold)
+
+
+def export_mesh(mesh: Mesh, path: str | Path) -> Path:
+    """Write .ply, .obj or .glb (with vertex colours), atomically."""
+    path = Path(path)
+    if path.suffix.lower() not in EXPORT_SUFFIXES:
+        raise HifaError(f"cannot export mesh to {path.name!r}; use one of {', '.join(EXPORT_SUFFIXES)}")
+    colors = None if mesh.colors is None else (np.clip(mesh.colors, 0, 1) * 255).astype(np.uint8)
+    tm = trimesh.Trimesh(mesh.vertices, mesh.faces, vertex_colors=colors, process=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    tm.export(tmp)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,118 @@
+"""A scene: coloured watertight parts named by a prompt; loading user meshes as scenes."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import open3d as o3d
+
+from hifa.errors import HifaError
+
+Color = tuple[float, float, float]
+DEFAULT_COLOR: Color = (0.7, 0.7, 0.7)
+MESH_SUFFIXES = (".ply", ".obj", ".off", ".stl", ".glb", ".gltf")
+
+
+@dataclass
+class Part:
+    """One mesh with a solid colour, or with its own vertex colours when `color` is None."""
+
+    mesh: o3d.geometry.TriangleMesh
+    color: Color | None = None
+
+    def vertex_colors(self) -> np.ndarray:
+        """Per-vertex RGB (V, 3) in [0, 1]."""
+        if self.color is None and self.mesh.has_vertex_colors():
+            return np.asarray(self.mesh.vertex_colors, dtype=np.float64)
+        return np.tile(np.asarray(self.color or DEFAULT_COLOR, dtype=np.float64), (len(self.mesh.vertices), 1))
+
+
+@dataclass
+class Scene:
+    """Ground-truth geometry and albedo of an object centred at the origin inside [-1, 1]^3."""
+
+    name: str
+    prompt: str
+    parts: list[Part]
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def mesh(self) -> o3d.geometry.TriangleMesh:
+        """All parts as one mesh with vertex colours (parts may overlap)."""
+        merged = o3d.geometry.TriangleMesh()
+        for part in self.parts:
+            piece = o3d.geometry.TriangleMesh(part.mesh)
+            piece.vertex_colors = o3d.utility.Vector3dVector(part.vertex_colors())
+            merged += piece
+        merged.compute_vertex_normals()
+        return merged
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Axis-aligned bounding box (min, max)."""
+        points = np.concatenate([np.asarray(p.mesh.vertices) for p in self.parts])
+        return points.min(0), points.max(0)
+
+    def extent(self) -> float:
+        """The scene's size: its bounding-box diagonal (metric thresholds are fractions of it)."""
+        lo, hi = self.bounds()
+        return float(np.linalg.norm(hi - lo))
+
+    def surface_points(self, count: int, seed: int = 0) -> np.ndarray:
+        """Points sampled uniformly on the outer surface (parts' faces inside other parts dropped)."""
+        areas = np.array([p.mesh.get_surface_area() for p in self.parts])
+        rng = np.random.default_rng(seed)
+        counts = rng.multinomial(count, areas / areas.sum())
+        points = []
+        for i, (part, n) in enumerate(zip(self.parts, counts)):
+            if n == 0:
+                continue
+            o3d.utility.random.seed(seed + i)
+            pts = np.asarray(part.mesh.sample_points_uniformly(int(n)).points, dtype=np.float32)
+            keep = np.ones(len(pts), dtype=bool)
+            for j, other in enumerate(self.parts):
+                if j != i:
+                    keep &= ~_inside(other.mesh, pts)
+            points.append(pts[keep])
+        return np.concatenate(points)
+
+
+def _inside(mesh: o3d.geometry.TriangleMesh, points: np.ndarray) -> np.ndarray:
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(mesh))
+    occupancy = scene.compute_occupancy(o3d.core.Tensor(points, dtype=o3d.core.Dtype.Float32), nsamples=3)
+    return occupancy.numpy() > 0.5
+
+
+def slugify(text: str) -> str:
+    """A filesystem-safe lowercase name: letters, digits and single dashes."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "scene"
+
+
+def scene_from_mesh_file(path: str | Path, prompt: str | None = None, fit_radius: float = 0.5) -> Scene:
+    """Load a user mesh as a one-part scene, centred and scaled to fit a sphere of `fit_radius`."""
+    path = Path(path)
+    if not path.is_file():
+        raise HifaError(f"mesh file not found: {path}")
+    if path.suffix.lower() not in MESH_SUFFIXES:
+        raise HifaError(f"unsupported mesh file {path.name!r}; expected one of {', '.join(MESH_SUFFIXES)}")
+    try:
+        mesh = o3d.io.read_triangle_mesh(str(path))
+    except Exception as exc:  # open3d raises RuntimeError on parse failures
+        raise HifaError(f"cannot read mesh file {path}: {exc}") from exc
+    if len(mesh.triangles) == 0 or not np.isfinite(np.asarray(mesh.vertices)).all():
+        raise HifaError(f"cannot read mesh file {path}: no valid triangles found")
+    vertices = np.asarray(mesh.vertices)
+    lo, hi = vertices.min(0), vertices.max(0)
+    centre = (lo + hi) / 2
+    radius = np.linalg.norm(vertices - centre, axis=1).max()
+    if radius <= 0:
+        raise HifaError(f"cannot read mesh file {path}: the mesh is degenerate (all vertices coincide)")
+    mesh.translate(-centre)
+    mesh.scale(fit_radius / radius, center=(0.0, 0.0, 0.0))
+    mesh.compute_triangle_normals()
+    mesh.compute_vertex_normals()
+    color = None if mesh.has_vertex_colors() else DEFAULT_COLOR
+    name = slugify(path.stem)
+    return Scene(name=name, prompt=prompt or path.stem.replace("_", " "), parts=[Part(mesh, color)])

@@ -1,0 +1,67 @@
+"""The `hifa` CLI: one-line errors for bad input, and a tiny end-to-end reconstruction."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from hifa.cli import main
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "hifa.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def one_line_error(stderr: str) -> str:
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    assert "Traceback" not in stderr
+    return lines[-1]
+
+
+def test_unknown_scene_is_one_line(tmp_path):
+    proc = run_cli("reconstruct", "--scene", "unicorn", "--out", str(tmp_path))
+    assert proc.returncode == 2
+    assert one_line_error(proc.stderr).startswith("hifa: error: unknown scene 'unicorn'")
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "abc"])
+def test_non_positive_resolution_is_one_line(tmp_path, value):
+    proc = run_cli("reconstruct", "--scene", "snowman", "--resolution", value, "--out", str(tmp_path))
+    assert proc.returncode == 2
+    assert "argument --resolution" in one_line_error(proc.stderr)
+
+
+def test_unreadable_mesh_file_is_one_line(tmp_path):
+    bad = tmp_path / "bad.obj"
+    bad.write_text("v 1 2\nf 9 9 9\n")
+    proc = run_cli("scenes", "render", "--scene", str(bad), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    assert one_line_error(proc.stderr).startswith("hifa: error: cannot read mesh file")
+
+
+def test_scenes_list_names_every_scene(capsys):
+    assert main(["scenes", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "snowman" in out and "a red ball on a blue box" in out
+
+
+def test_scenes_render_writes_truth(tmp_path):
+    assert main(["scenes", "render", "--scene", "green-torus", "--out", str(tmp_path), "--views", "2", "--resolution", "32"]) == 0
+    assert (tmp_path / "green-torus" / "groundtruth.png").is_file()
+    assert (tmp_path / "green-torus" / "groundtruth.ply").stat().st_size > 1000
+
+
+def test_tiny_reconstruction_writes_all_outputs(tmp_path):
+    args = ["reconstruct", "--scene", "green-torus", "--out", str(tmp_path), "--steps", "20", "--resolution", "24",
+            "--eval-resolution", "24", "--views", "6", "--batch-rays", "256", "--mesh-resolution", "48", "--quiet"]
+    assert main(args) == 0
+    run = tmp_path / "green-torus"
+    for name in ("metrics.json", "train_log.csv", "comparison.png", "mesh.ply", "mesh.obj", "mesh.glb", "field.pt"):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["steps"] == 20 and metrics["scene"] == "green-torus"
+    for key in ("psnr", "chamfer", "fscore", "chamfer_fraction_of_extent", "mesh_threshold", "depth_mae"):
+        assert isinstance(metrics[key], float), key
+    assert len((run / "train_log.csv").read_text().strip().splitlines()) == 21

@@ -1,0 +1,121 @@
+"""Hash-grid encoding: tiny-cuda-nn's layout, interpolation, gradients, backend equivalence."""
+
+import math
+
+import pytest
+import torch
+
+from hifa.encoding import HashGridConfig, HashGridEncoding, corner_indices, grid_levels, tcnn_available
+from hifa.errors import ConfigError
+
+SMALL = HashGridConfig(n_levels=4, log2_hashmap_size=12, base_resolution=4, finest_resolution=64)
+
+
+def test_default_levels_span_16_to_2048():
+    config = HashGridConfig()
+    assert config.per_level_scale == pytest.approx(2 ** (7 / 15))
+    levels = grid_levels(config)
+    assert len(levels) == 16 and config.output_dim == 32
+    assert levels[0].scale == 15.0 and levels[0].resolution == 16 and not levels[0].hashed
+    assert levels[-1].scale == pytest.approx(2047.0) and levels[-1].hashed and levels[-1].size == 2**19
+    assert [lv.hashed for lv in levels] == [False] * 5 + [True] * 11
+    # Dense levels hold every vertex, rounded up to a multiple of 8 (tiny-cuda-nn's alignment).
+    for lv in levels[:5]:
+        assert lv.size == math.ceil(lv.resolution**3 / 8) * 8
+    offsets = [lv.offset for lv in levels]
+    assert offsets == [sum(lv.size for lv in levels[:i]) for i in range(16)]
+
+
+def test_hashed_index_is_the_uint32_prime_xor():
+    level = grid_levels(HashGridConfig())[-1]
+    pos = torch.tensor([[1000, 2047, 3], [0, 0, 0], [2047, 2047, 2047]])
+    got = corner_indices(pos, level)
+    for row, (x, y, z) in enumerate(pos.tolist()):
+        for c in range(8):
+            cx, cy, cz = x + (c & 1), y + ((c >> 1) & 1), z + ((c >> 2) & 1)
+            expected = ((cx * 1) ^ ((cy * 2654435761) % 2**32) ^ ((cz * 805459861) % 2**32)) % 2**19
+            assert int(got[row, c]) == expected
+
+
+def test_dense_index_is_row_major_in_x():
+    level = grid_levels(HashGridConfig())[0]
+    got = corner_indices(torch.tensor([[2, 3, 4]]), level)[0]
+    res = level.resolution
+    assert int(got[0]) == 2 + 3 * res + 4 * res * res
+    assert int(got[7]) == 3 + 4 * res + 5 * res * res
+
+
+@pytest.mark.parametrize("interpolation", ["linear", "smoothstep"])
+def test_vertices_return_table_entries_exactly(interpolation):
+    config = HashGridConfig(n_levels=1, log2_hashmap_size=12, base_resolution=5, finest_resolution=5, interpolation=interpolation)
+    enc = HashGridEncoding(config)
+    with torch.no_grad():
+        enc.tables[0].normal_()
+    level = enc.levels[0]
+    # Vertex i sits where unit * scale + 0.5 == i (tiny-cuda-nn's half-cell offset).
+    ijk = torch.tensor([[1, 2, 3], [1, 1, 1], [4, 1, 2]])
+    points = ((ijk - 0.5) / level.scale) * 2 - 1
+    expected = enc.tables[0][corner_indices(ijk, level)[:, 0]]
+    assert torch.allclose(enc(points), expected, atol=1e-5)
+
+
+def test_linear_interpolation_is_affine_inside_a_cell():
+    config = HashGridConfig(n_levels=1, log2_hashmap_size=12, base_resolution=5, finest_resolution=5, interpolation="linear")
+    enc = HashGridEncoding(config)
+    with torch.no_grad():
+        enc.tables[0].normal_()
+    a = torch.tensor([[0.1, 0.1, 0.1]])
+    b = a + torch.tensor([[0.1, 0.0, 0.0]]) / enc.levels[0].scale  # same cell, along x
+    mid = (a + b) / 2
+    assert torch.allclose(enc(mid), (enc(a) + enc(b)) / 2, atol=1e-6)
+
+
+def test_gradients_reach_every_level_table():
+    enc = HashGridEncoding(SMALL)
+    points = torch.rand(512, 3) * 2 - 1
+    enc(points).pow(2).sum().backward()
+    for table in enc.tables:
+        assert table.grad is not None and table.grad.abs().sum() > 0
+        assert torch.isfinite(table.grad).all()
+    # Entries no point touched receive no gradient.
+    touched = (enc.tables[-1].grad.abs().sum(-1) > 0).float().mean()
+    assert 0 < touched < 1
+
+
+def test_points_outside_the_bound_are_clamped():
+    enc = HashGridEncoding(SMALL)
+    with torch.no_grad():
+        for t in enc.tables:
+            t.normal_()
+    inside = torch.tensor([[1.0, -1.0, 0.3]])
+    outside = torch.tensor([[5.0, -3.0, 0.3]])
+    assert torch.allclose(enc(inside), enc(outside))
+
+
+def test_bad_grid_config_names_the_key():
+    with pytest.raises(ConfigError, match="grid.n_levels"):
+        HashGridConfig(n_levels=0)
+    with pytest.raises(ConfigError, match="grid.interpolation"):
+        HashGridConfig(interpolation="cubic")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not tcnn_available(), reason="needs CUDA and tiny-cuda-nn")
+def test_tcnn_matches_pure_pytorch():  # pragma: no cover - runs where CUDA and tcnn exist
+    config = HashGridConfig(backend="auto")
+    enc = HashGridEncoding(config).cuda()
+    with torch.no_grad():
+        for t in enc.tables:
+            t.uniform_(-1, 1)
+    points = torch.rand(4096, 3, device="cuda") * 2 - 1
+    fast = enc(points)
+    fast.pow(2).sum().backward()
+    fast_grads = [t.grad.clone() for t in enc.tables]
+    enc.zero_grad()
+    reference = HashGridEncoding(HashGridConfig(backend="torch")).cuda()
+    reference.load_state_dict(enc.state_dict())
+    slow = reference(points)
+    slow.pow(2).sum().backward()
+    assert torch.allclose(fast, slow, atol=1e-4)
+    for a, b in zip(fast_grads, reference.tables):
+        assert torch.allclose(a, b.grad, atol=1e-3)

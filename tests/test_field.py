@@ -1,0 +1,81 @@
+"""Field heads (method.md §2): blobs, activations, SH input, normals, shading."""
+
+import pytest
+import torch
+
+from hifa.encoding import HashGridConfig
+from hifa.errors import ConfigError
+from hifa.field import FieldConfig, NeRFField, cone_blob, gaussian_blob, shade, trunc_exp
+from hifa.sh import sh_encode
+
+SMALL_GRID = HashGridConfig(n_levels=4, log2_hashmap_size=12, base_resolution=4, finest_resolution=32)
+
+
+def test_cone_blob_values():
+    pts = torch.tensor([[0.0, 0.0, 0.0], [0.2, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    assert cone_blob(pts, 5.0, 0.2).tolist() == pytest.approx([5.0, 0.0, -20.0])
+
+
+def test_gaussian_blob_values():
+    pts = torch.tensor([[0.0, 0.0, 0.0], [0.2, 0.0, 0.0]])
+    assert gaussian_blob(pts, 5.0, 0.2).tolist() == pytest.approx([5.0, 5.0 * torch.exp(torch.tensor(-0.5)).item()])
+
+
+def test_trunc_exp_clamps_the_gradient_only():
+    x = torch.tensor([1.0, 20.0], requires_grad=True)
+    y = trunc_exp(x)
+    y.sum().backward()
+    assert torch.allclose(y, torch.exp(x.detach()))
+    assert torch.allclose(x.grad, torch.exp(torch.tensor([1.0, 15.0])))
+
+
+@pytest.mark.parametrize("kind", ["hifa", "dreamfusion"])
+def test_fresh_field_has_the_blob_at_the_centre(kind):
+    field = NeRFField(FieldConfig(kind=kind, grid=SMALL_GRID))
+    sigma = field.density(torch.tensor([[0.0, 0.0, 0.0], [0.9, 0.0, 0.0]]))
+    assert sigma[0] > 2.0 and sigma[0] > 10 * sigma[1]
+
+
+def test_hifa_albedo_uses_sh_only_when_given_directions():
+    field = NeRFField(FieldConfig(grid=SMALL_GRID))
+    points = torch.rand(16, 3) - 0.5
+    _, feature = field.density_features(points)
+    assert feature.shape == (16, 32)
+    plain = field.albedo(feature)
+    view_a = field.albedo(feature, torch.tensor([[0.0, 0.0, 1.0]]).expand(16, 3))
+    view_b = field.albedo(feature, torch.tensor([[1.0, 0.0, 0.0]]).expand(16, 3))
+    assert plain.min() >= 0 and plain.max() <= 1
+    assert not torch.allclose(view_a, view_b)
+
+
+def test_sh_basis_is_orthonormal_on_the_sphere():
+    d = torch.nn.functional.normalize(torch.randn(200_000, 3, dtype=torch.float64), dim=-1)
+    basis = sh_encode(d, 4)
+    gram = 4 * torch.pi * basis.T @ basis / d.shape[0]
+    assert torch.allclose(gram, torch.eye(16, dtype=torch.float64), atol=0.03)
+
+
+def test_normals_point_outward_for_a_ball_density():
+    field = NeRFField(FieldConfig(grid=SMALL_GRID))
+    field.density = lambda x: torch.relu(1.0 - x.norm(dim=-1)) * 10  # type: ignore[method-assign]
+    points = torch.nn.functional.normalize(torch.randn(32, 3), dim=-1) * 0.5
+    normals = field.normals(points)
+    assert torch.allclose(normals, torch.nn.functional.normalize(points, dim=-1), atol=1e-4)
+
+
+def test_shading_modes():
+    albedo = torch.tensor([[0.5, 0.2, 1.0]])
+    n = torch.tensor([[0.0, 0.0, 1.0]])
+    light = torch.tensor([0.0, 0.0, 1.0])
+    assert torch.equal(shade(albedo, None, "albedo"), albedo)
+    assert torch.allclose(shade(albedo, n, "normal"), torch.tensor([[0.5, 0.5, 1.0]]))
+    assert torch.allclose(shade(albedo, n, "lambertian", light, ambient=0.2), albedo)
+    assert torch.allclose(shade(albedo, n, "lambertian", -light, ambient=0.2), albedo * 0.2)
+    assert torch.allclose(shade(albedo, n, "textureless", -light, ambient=0.2), torch.full((1, 3), 0.2))
+    with pytest.raises(ValueError, match="needs normals"):
+        shade(albedo, None, "lambertian", light)
+
+
+def test_bad_field_config_names_the_key():
+    with pytest.raises(ConfigError, match="field.kind"):
+        FieldConfig(kind="nerfacto")
