@@ -7,8 +7,11 @@ with one backend loads into the other.
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -17,6 +20,9 @@ from torch import nn
 from hifa.errors import HifaError, require
 
 PRIMES = (1, 2654435761, 805459861)
+BACKENDS = ("auto", "torch", "cpp", "tcnn")
+CPP_SOURCE = Path(__file__).parent / "csrc" / "hashgrid_cpu.cpp"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -29,7 +35,7 @@ class HashGridConfig:
     base_resolution: int = 16
     finest_resolution: int = 2048
     interpolation: Literal["smoothstep", "linear"] = "smoothstep"
-    backend: Literal["auto", "torch", "tcnn"] = "auto"
+    backend: Literal["auto", "torch", "cpp", "tcnn"] = "auto"
 
     def __post_init__(self) -> None:
         require(self.n_levels >= 1, "grid.n_levels", f"must be >= 1, got {self.n_levels}")
@@ -38,7 +44,7 @@ class HashGridConfig:
         require(self.base_resolution >= 2, "grid.base_resolution", "must be >= 2")
         require(self.finest_resolution >= self.base_resolution, "grid.finest_resolution", "must be >= base_resolution")
         require(self.interpolation in ("smoothstep", "linear"), "grid.interpolation", "must be 'smoothstep' or 'linear'")
-        require(self.backend in ("auto", "torch", "tcnn"), "grid.backend", "must be 'auto', 'torch' or 'tcnn'")
+        require(self.backend in BACKENDS, "grid.backend", f"must be one of {BACKENDS}, got {self.backend!r}")
 
     @property
     def per_level_scale(self) -> float:
@@ -128,6 +134,8 @@ class HashGridEncoding(nn.Module):
         self._tcnn: nn.Module | None = None
         if config.backend == "tcnn" and not tcnn_available():
             raise HifaError("grid.backend 'tcnn' needs CUDA and the tinycudann package; use backend 'torch' or 'auto'")
+        if config.backend == "cpp" and cpp_kernel() is None:
+            raise HifaError("grid.backend 'cpp' needs a C++ compiler to build the CPU kernel; use backend 'torch' or 'auto'")
 
     @property
     def output_dim(self) -> int:
@@ -137,11 +145,33 @@ class HashGridEncoding(nn.Module):
         """Whether points on `device` go through tiny-cuda-nn."""
         return device.type == "cuda" and self.config.backend in ("auto", "tcnn") and tcnn_available()
 
+    def uses_cpp(self, unit: torch.Tensor) -> bool:
+        """Whether these points go through the C++ CPU kernel (float32, no gradient w.r.t. points)."""
+        return (
+            unit.device.type == "cpu"
+            and unit.dtype == torch.float32
+            and not unit.requires_grad
+            and self.config.backend in ("auto", "cpp")
+            and cpp_kernel() is not None
+        )
+
+    def kernel_args(self) -> tuple:
+        """Level layout as the C++ kernel takes it."""
+        return (
+            [lv.scale for lv in self.levels],
+            [lv.resolution for lv in self.levels],
+            [lv.hashed for lv in self.levels],
+            self.config.interpolation == "smoothstep",
+            torch.get_num_threads(),
+        )
+
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         """(N, 3) points -> (N, L*F) features; points outside the bound are clamped onto it."""
         unit = ((points / self.bound + 1.0) / 2.0).clamp(0.0, 1.0)
         if self.uses_tcnn(points.device):
             return self._tcnn_forward(unit)
+        if self.uses_cpp(unit):
+            return _CppHashGrid.apply(unit, self, *self.tables)
         smooth = self.config.interpolation == "smoothstep"
         return torch.cat([encode_level(unit, t, lv, smooth) for t, lv in zip(self.tables, self.levels)], dim=-1)
 
@@ -161,6 +191,36 @@ class HashGridEncoding(nn.Module):
             object.__setattr__(self, name, value)
         else:
             super().__setattr__(name, value)
+
+
+class _CppHashGrid(torch.autograd.Function):
+    """The C++ CPU kernel: forward features, backward gradients of the level tables."""
+
+    @staticmethod
+    def forward(ctx, unit, encoding, *tables):  # type: ignore[override]
+        ctx.save_for_backward(unit, *tables)
+        ctx.kernel_args = encoding.kernel_args()
+        return cpp_kernel().forward(unit.contiguous(), [t.detach() for t in tables], *ctx.kernel_args)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        unit, *tables = ctx.saved_tensors
+        grads = cpp_kernel().backward(grad, unit, [t.detach() for t in tables], *ctx.kernel_args)
+        return (None, None, *grads)
+
+
+@functools.cache
+def cpp_kernel():
+    """The compiled CPU kernel (built once per machine and cached by torch), or None if it cannot build."""
+    try:
+        # Quiet the CPU-only "No CUDA runtime is found" notice the loader logs on import.
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+        from torch.utils.cpp_extension import load
+
+        return load("hifa_hashgrid_cpu", [str(CPP_SOURCE)], extra_cflags=["-O3"], verbose=False)
+    except Exception as exc:  # no compiler, no ninja, or a build error: the PyTorch path still works
+        log.warning("hash grid: C++ CPU kernel unavailable (%s); using the slower pure-PyTorch path", str(exc).splitlines()[0])
+        return None
 
 
 def _as_int32(value: int) -> int:

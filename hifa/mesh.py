@@ -167,7 +167,7 @@ def extract_mesh(field: NeRFField, config: MeshConfig) -> Mesh:
         log.info("mesh: automatic density threshold %.4g (Otsu on log density)", threshold)
     vertices, faces = marching_cubes(grid, threshold, lo, hi)
     vertices, faces = clean_mesh(vertices, faces, config.min_component_fraction, config.max_faces)
-    normals = np.asarray(trimesh.Trimesh(vertices, faces, process=False).vertex_normals)
+    normals = np.array(trimesh.Trimesh(vertices, faces, process=False).vertex_normals)  # writable copy
     colors = vertex_albedo(field, vertices, normals)
     return Mesh(vertices, faces, colors, threshold)
 

@@ -107,9 +107,12 @@ def fit(renderer: Renderer, bank: RayBank, config: ReconstructConfig, progress: 
         loss_value = float(loss.detach())
         history.append({"step": step, "loss": loss_value, "psnr": float(-10 * np.log10(max(loss_value, 1e-10))), "time_s": elapsed})
         bar.set_postfix(loss=f"{loss_value:.4f}", psnr=f"{history[-1]['psnr']:.1f}")
-        if config.time_budget_s is not None and elapsed > config.time_budget_s:
-            bar.write(f"time budget of {config.time_budget_s:.0f} s reached after {step} steps")
-            break
+        if config.time_budget_s is not None:
+            if elapsed > config.time_budget_s:
+                bar.write(f"time budget of {config.time_budget_s:.0f} s reached after {step} steps")
+                break
+            # Keep the bar's total (and so its ETA) at the steps the time budget allows.
+            bar.total = max(step, min(config.steps, int(config.time_budget_s * step / elapsed)))
     bar.close()
     return history
 
