@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass
 from dataclasses import field as default
@@ -90,7 +91,9 @@ def fit(renderer: Renderer, bank: RayBank, config: ReconstructConfig, progress: 
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.Adam(renderer.parameters(), lr=config.lr, betas=(0.9, 0.99), eps=1e-15)
     history, start = [], time.perf_counter()
-    bar = tqdm(range(1, config.steps + 1), desc="reconstruct", unit="step", disable=not progress, dynamic_ncols=True)
+    # Redirected to a log file (a cluster job), refresh rarely instead of ten times a second.
+    interval = 0.2 if sys.stderr.isatty() else 30.0
+    bar = tqdm(range(1, config.steps + 1), desc="reconstruct", unit="step", disable=not progress, dynamic_ncols=True, mininterval=interval)
     for step in bar:
         origins, directions, rgb, mask = bank.sample(config.batch_rays, generator)
         # A random solid background per ray makes colour alone pin down the opacity.
