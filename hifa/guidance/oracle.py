@@ -1,0 +1,227 @@
+"""The oracle prior: an exact denoiser over ground-truth renders of the catalogue scenes (design.md §4).
+
+For a view v of scene s the prior is the set of renders x_k at cameras c_k, weighted
+pi_k ∝ exp(-angle(v, c_k)^2 / (2 tau^2)); its posterior mean given x_t is exact:
+x0(x_t) = sum_k softmax_k(log pi_k - |x_t - sqrt(abar) x_k|^2 / (2 (1 - abar))) x_k.
+The unconditional branch uses every scene's renders, so CFG behaves as with a text model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hifa.cameras import Cameras, sphere_cameras, spherical_to_position
+from hifa.errors import HifaError, require
+from hifa.guidance.prior import VIEW_MODES, Conditioning, ViewMode
+from hifa.guidance.schedules import stable_diffusion_alphas_cumprod
+from hifa.guidance.views import perpneg_plan
+from hifa.io import write_bytes_atomic
+from hifa.scenes import CATALOGUE, GroundTruthRenderer, Scene
+
+BANK_VERSION = 1
+
+
+@dataclass(frozen=True)
+class OracleConfig:
+    """Bank size and resolution, view uncertainty tau, and the cameras the bank is rendered with."""
+
+    resolution: int = 64
+    views: int = 400
+    uncond_views_per_scene: int = 80
+    tau_deg: float = 10.0
+    radius: float = 3.2
+    fovy_deg: float = 20.0
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        require(self.resolution >= 8, "oracle.resolution", f"must be >= 8, got {self.resolution}")
+        require(self.views >= 1, "oracle.views", f"must be positive, got {self.views}")
+        require(1 <= self.uncond_views_per_scene <= self.views, "oracle.uncond_views_per_scene", "must lie in [1, views]")
+        require(self.tau_deg > 0, "oracle.tau_deg", "must be positive")
+        require(self.radius > 1.0, "oracle.radius", "must be > 1")
+        require(0 < self.fovy_deg < 180, "oracle.fovy_deg", "must lie in (0, 180)")
+
+    def cache_root(self) -> Path:
+        root = self.cache_dir or os.environ.get("HIFA_CACHE_DIR") or Path.home() / ".cache" / "hifa"
+        return Path(root) / "oracle"
+
+
+@dataclass
+class SceneBank:
+    """Ground-truth renders of one scene: unit view directions, images and disparity."""
+
+    name: str
+    directions: torch.Tensor  # (K, 3)
+    images: torch.Tensor  # (K, 3, S, S) albedo on white
+    disparity: torch.Tensor  # (K, S, S): mask / planar depth, 0 on background
+
+
+@dataclass
+class OracleView:
+    """A conditioning handle: a scene (None: every scene, unconditional) seen from directions (B, 3)."""
+
+    scene: str | None
+    directions: torch.Tensor | None
+    positive: bool = False
+
+
+def bank_key(scene: Scene, config: OracleConfig) -> str:
+    """A content hash of the scene geometry, colours and bank settings: stale caches are never used."""
+    digest = hashlib.sha256(f"v{BANK_VERSION}:{config.resolution}:{config.views}:{config.radius}:{config.fovy_deg}".encode())
+    for part in scene.parts:
+        digest.update(np.asarray(part.mesh.vertices, dtype=np.float64).tobytes())
+        digest.update(np.asarray(part.mesh.triangles, dtype=np.int64).tobytes())
+        digest.update(part.vertex_colors().astype(np.float64).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def render_bank(scene: Scene, config: OracleConfig) -> SceneBank:
+    """Ground truth at `views` cameras spread over the sphere."""
+    cams = sphere_cameras(config.views, radius=config.radius, fovy_deg=config.fovy_deg)
+    truth = GroundTruthRenderer(scene).render(cams, config.resolution, config.resolution, background=1.0)
+    disparity = torch.where(truth.mask > 0.5, 1.0 / truth.depth.clamp(min=1e-6), torch.zeros_like(truth.depth))
+    return SceneBank(scene.name, torch.nn.functional.normalize(cams.origins, dim=-1), truth.rgb.permute(0, 3, 1, 2).contiguous(), disparity)
+
+
+def load_bank(scene: Scene, config: OracleConfig) -> SceneBank:
+    """The scene's bank from the disk cache, built and cached (atomically) on first use."""
+    path = config.cache_root() / f"{scene.name}-{bank_key(scene, config)}.pt"
+    if path.is_file():
+        try:
+            data = torch.load(path, weights_only=True)
+            return SceneBank(scene.name, data["directions"], data["images"], data["disparity"])
+        except Exception:  # a corrupt cache file is rebuilt rather than trusted
+            path.unlink(missing_ok=True)
+    bank = render_bank(scene, config)
+    buffer = io.BytesIO()
+    torch.save({"directions": bank.directions, "images": bank.images, "disparity": bank.disparity}, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
+    return bank
+
+
+def angle_log_prior(views: torch.Tensor, directions: torch.Tensor, tau_rad: float) -> torch.Tensor:
+    """log pi_k = -angle(v, c_k)^2 / (2 tau^2) for views (B, 3) and bank directions (K, 3): (B, K)."""
+    cos = (torch.nn.functional.normalize(views, dim=-1) @ directions.T).clamp(-1.0, 1.0)
+    return -torch.arccos(cos) ** 2 / (2 * tau_rad**2)
+
+
+def exact_x0(x_t: torch.Tensor, abar: torch.Tensor, bank: torch.Tensor, log_prior: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior mean of x0 over a bank (K, C, H, W) given x_t (B, C, H, W): (x0, softmax weights (B, K))."""
+    flat_x, flat_bank = x_t.flatten(1).double(), bank.flatten(1).double()
+    a = abar.double().sqrt()[:, None]
+    sq = (flat_x**2).sum(-1, keepdim=True) - 2 * a * flat_x @ flat_bank.T + a**2 * (flat_bank**2).sum(-1)[None]
+    logits = log_prior.double() - sq / (2 * (1 - abar.double()))[:, None]
+    weights = torch.softmax(logits, dim=-1)
+    return (weights @ flat_bank).view_as(x_t).to(x_t.dtype), weights.to(x_t.dtype)
+
+
+def eps_from_x0(x_t: torch.Tensor, x0: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
+    """eps = (x_t - sqrt(abar) x0) / sqrt(1 - abar), per item."""
+    abar = abar.to(x_t.dtype).view(-1, *([1] * (x_t.dim() - 1)))
+    return (x_t - abar.sqrt() * x0) / (1 - abar).sqrt()
+
+
+def scene_for_prompt(prompt: str) -> Scene:
+    """The catalogue scene a prompt names (by prompt or by name), or a clear error."""
+    wanted = prompt.strip().lower()
+    for spec in CATALOGUE:
+        if wanted in (spec.prompt.lower(), spec.name):
+            return spec.scene()
+    known = "; ".join(f"'{spec.prompt}'" for spec in CATALOGUE)
+    raise HifaError(f"the oracle prior has no scene for the prompt {prompt!r}; it knows: {known}")
+
+
+class OraclePrior:
+    """Exact pixel-space denoiser: identity 'VAE' at the bank resolution, epsilon prediction."""
+
+    def __init__(self, config: OracleConfig | None = None, scenes: list[Scene] | None = None):
+        self.config = config or OracleConfig()
+        self.alphas_cumprod = stable_diffusion_alphas_cumprod()
+        self.image_size = self.config.resolution
+        self._banks: dict[str, SceneBank] = {}
+        self._scenes = {s.name: s for s in (scenes or [spec.scene() for spec in CATALOGUE])}
+        self._uncond: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.last_disparity: torch.Tensor | None = None
+
+    def bank(self, name: str) -> SceneBank:
+        if name not in self._banks:
+            self._banks[name] = load_bank(self._scenes[name], self.config)
+        return self._banks[name]
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return images
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents.detach().clamp(0.0, 1.0)
+
+    def conditions(self, prompt: str, cameras: Cameras, view_mode: ViewMode) -> Conditioning:
+        """A view replaces text: Perp-Neg and suffix views map to canonical views at the camera's elevation."""
+        require(view_mode in VIEW_MODES, "guidance.view_mode", f"must be one of {VIEW_MODES}")
+        scene = scene_for_prompt(prompt)
+        if scene.name not in self._scenes:
+            self._scenes[scene.name] = scene
+        self._check_cameras(cameras)
+        polar, azimuth = cameras.polar_deg.double(), cameras.azimuth_deg.double()
+        own = spherical_to_position(torch.ones_like(polar), polar, azimuth)
+        canonical = lambda az: spherical_to_position(torch.ones_like(polar), polar, az)  # noqa: E731
+        side = torch.where(azimuth >= 0, torch.full_like(azimuth, 90.0), torch.full_like(azimuth, -90.0))
+        views = {"front": canonical(torch.zeros_like(azimuth)), "side": canonical(side), "back": canonical(torch.full_like(azimuth, 180.0))}
+        uncond = OracleView(None, None)
+        positive = OracleView(scene.name, own.float(), positive=True)
+        if view_mode == "none":
+            return Conditioning(uncond, positive, [], None)
+        if view_mode == "suffix":
+            labels = cameras.labels()
+            views["overhead"] = spherical_to_position(torch.ones_like(polar), torch.zeros_like(polar), azimuth)
+            dirs = torch.stack([views[label][b] for b, label in enumerate(labels)])
+            return Conditioning(uncond, OracleView(scene.name, dirs.float(), positive=True), [], None)
+        plans = [perpneg_plan(float(a)) for a in azimuth]
+        negatives = [
+            OracleView(scene.name, torch.stack([views[plan.negatives[j]][b] for b, plan in enumerate(plans)]).float())
+            for j in range(2)
+        ]
+        weights = torch.tensor([plan.weights for plan in plans], dtype=torch.float32)
+        return Conditioning(uncond, positive, negatives, weights)
+
+    def _check_cameras(self, cameras: Cameras) -> None:
+        cfg = self.config
+        if not (torch.allclose(cameras.radius, torch.full_like(cameras.radius, cfg.radius), rtol=0.01)
+                and torch.allclose(cameras.fovy_deg, torch.full_like(cameras.fovy_deg, cfg.fovy_deg), rtol=0.01)):
+            raise HifaError(
+                f"the oracle prior's renders use radius {cfg.radius} and fovy {cfg.fovy_deg}°; "
+                "set cameras.radius and cameras.fovy_deg to those (the oracle profile does)"
+            )
+
+    @torch.no_grad()
+    def predict_eps(self, latents: torch.Tensor, t: torch.Tensor, handles: list[OracleView]) -> list[torch.Tensor]:
+        abar = self.alphas_cumprod.to(latents.device)[t.to(latents.device)]
+        out = []
+        for handle in handles:
+            if handle.scene is None:
+                images, _ = self._uncond_bank()
+                log_prior = torch.zeros(latents.shape[0], images.shape[0])
+            else:
+                bank = self.bank(handle.scene)
+                images = bank.images
+                log_prior = angle_log_prior(handle.directions, bank.directions, math.radians(self.config.tau_deg))
+            x0, weights = exact_x0(latents, abar, images.to(latents.device), log_prior.to(latents.device))
+            if handle.positive and handle.scene is not None:
+                disparity = self.bank(handle.scene).disparity.to(latents.device)
+                self.last_disparity = (weights @ disparity.flatten(1)).view(-1, *disparity.shape[1:])
+            out.append(eps_from_x0(latents, x0, abar))
+        return out
+
+    def _uncond_bank(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._uncond is None:
+            step = max(1, self.config.views // self.config.uncond_views_per_scene)
+            banks = [self.bank(name) for name in sorted(self._scenes)]
+            self._uncond = (torch.cat([b.images[::step] for b in banks]), torch.cat([b.directions[::step] for b in banks]))
+        return self._uncond

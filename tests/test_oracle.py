@@ -1,0 +1,141 @@
+"""The oracle prior's exact denoiser, its conditioning, and guidance steps over it."""
+
+import math
+
+import pytest
+import torch
+
+from hifa.cameras import orbit_cameras
+from hifa.errors import HifaError
+from hifa.guidance.guidance import Guidance, GuidanceConfig
+from hifa.guidance.oracle import OracleConfig, OraclePrior, eps_from_x0, exact_x0, load_bank, scene_for_prompt
+from hifa.guidance.prior import guided_noise
+from hifa.guidance.schedules import stable_diffusion_alphas_cumprod
+
+ABAR = stable_diffusion_alphas_cumprod()
+
+
+@pytest.fixture(scope="module")
+def prior(tmp_path_factory):
+    config = OracleConfig(resolution=16, views=24, uncond_views_per_scene=6, cache_dir=str(tmp_path_factory.mktemp("cache")))
+    return OraclePrior(config)
+
+
+def test_one_image_bank_returns_that_image_at_every_t():
+    image = torch.rand(1, 3, 8, 8, dtype=torch.float64)
+    for t in (0, 250, 980):
+        x_t = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+        x0, weights = exact_x0(x_t, ABAR[[t, t]], image, torch.zeros(2, 1))
+        assert torch.allclose(x0, image.expand(2, -1, -1, -1)) and torch.allclose(weights, torch.ones(2, 1, dtype=torch.float64))
+
+
+def test_low_noise_returns_the_nearest_bank_image():
+    bank = torch.rand(5, 3, 8, 8, dtype=torch.float64)
+    abar = ABAR[[0]]
+    x_t = abar.sqrt() * bank[3:4] + 0.01 * torch.randn(1, 3, 8, 8, dtype=torch.float64)
+    x0, weights = exact_x0(x_t, abar, bank, torch.zeros(1, 5))
+    assert int(weights.argmax()) == 3 and torch.allclose(x0, bank[3:4], atol=1e-6)
+
+
+def test_high_noise_falls_back_to_the_view_prior():
+    bank = torch.rand(3, 3, 8, 8, dtype=torch.float64)
+    log_prior = torch.log(torch.tensor([[0.2, 0.5, 0.3]], dtype=torch.float64))
+    x0, weights = exact_x0(torch.zeros(1, 3, 8, 8, dtype=torch.float64), torch.tensor([1e-8], dtype=torch.float64), bank, log_prior)
+    assert torch.allclose(weights, log_prior.exp(), atol=1e-4)
+
+
+def test_eps_and_x0_are_consistent():
+    x_t, x0 = torch.randn(2, 3, 4, 4, dtype=torch.float64), torch.rand(2, 3, 4, 4, dtype=torch.float64)
+    abar = ABAR[[100, 700]]
+    eps = eps_from_x0(x_t, x0, abar)
+    a = abar.view(-1, 1, 1, 1)
+    assert torch.allclose((x_t - (1 - a).sqrt() * eps) / a.sqrt(), x0)
+
+
+def test_bank_is_ground_truth_and_cached(prior):
+    bank = prior.bank("snowman")
+    assert bank.images.shape == (24, 3, 16, 16) and bank.disparity.shape == (24, 16, 16)
+    assert 0.1 < float((bank.disparity > 0).float().mean()) < 0.6
+    assert torch.all(bank.disparity[bank.disparity > 0] > 1 / 4.2)  # surfaces lie within radius + object size
+    files = list(prior.config.cache_root().glob("snowman-*.pt"))
+    assert len(files) == 1
+    again = load_bank(scene_for_prompt("a snowman with a carrot nose"), prior.config)
+    assert torch.equal(again.images, bank.images)
+
+
+def test_corrupt_cache_is_rebuilt(prior):
+    prior.bank("green-torus")
+    path = next(prior.config.cache_root().glob("green-torus-*.pt"))
+    path.write_bytes(b"garbage")
+    rebuilt = load_bank(scene_for_prompt("a green torus"), prior.config)
+    assert rebuilt.images.shape[0] == 24 and path.stat().st_size > 1000
+
+
+def test_cfg_with_scale_zero_is_the_unconditional_prediction(prior):
+    cams = orbit_cameras(2, radius=3.2, fovy_deg=20.0)
+    cond = prior.conditions("a green torus", cams, "perpneg")
+    x_t = torch.rand(2, 3, 16, 16)
+    t = torch.tensor([500, 500])
+    eps_u = prior.predict_eps(x_t, t, [cond.uncond])[0]
+    assert torch.allclose(guided_noise(prior, x_t, t, cond, 0.0), eps_u)
+    assert not torch.allclose(guided_noise(prior, x_t, t, cond, 100.0), eps_u)
+
+
+def test_positive_call_exposes_the_ground_truth_disparity(prior):
+    cams = orbit_cameras(1, radius=3.2, fovy_deg=20.0)
+    cond = prior.conditions("a snowman with a carrot nose", cams, "none")
+    bank = prior.bank("snowman")
+    prior.predict_eps(bank.images[:1], torch.tensor([0]), [cond.positive])
+    assert prior.last_disparity.shape == (1, 16, 16)
+    assert torch.allclose(prior.last_disparity[0], bank.disparity[0], atol=1e-4)
+
+
+def test_unknown_prompt_is_a_clear_error(prior):
+    with pytest.raises(HifaError, match="no scene for the prompt 'a unicorn'"):
+        prior.conditions("a unicorn", orbit_cameras(1, radius=3.2, fovy_deg=20.0), "perpneg")
+
+
+def test_cameras_must_match_the_bank(prior):
+    with pytest.raises(HifaError, match="radius 3.2 and fovy 20"):
+        prior.conditions("a green torus", orbit_cameras(1, radius=3.0, fovy_deg=20.0), "perpneg")
+
+
+@pytest.mark.parametrize("method,view_mode", [("hifa", "perpneg"), ("sds", "suffix")])
+def test_guidance_step_backpropagates_to_the_render(prior, method, view_mode):
+    config = GuidanceConfig(method=method, view_mode=view_mode, schedule="sqrt" if method == "hifa" else "uniform")
+    render = torch.rand(2, 3, 12, 12, requires_grad=True)
+    out = Guidance(prior, config).loss(render, "a red ball on a blue box", orbit_cameras(2, radius=3.2, fovy_deg=20.0), 10, 100)
+    total = sum(out.terms.values())
+    total.backward()
+    assert torch.isfinite(render.grad).all() and render.grad.abs().sum() > 0
+    if method == "hifa":
+        assert set(out.terms) == {"latent", "image"} and out.x_hat.shape == (2, 3, 16, 16)
+
+
+def test_one_candidate_x0_mode_is_a_reconstruction_loss(prior):
+    """method.md §9: one bank image and mode x0 give gradient (l_lat + l_rgb) 0.05 s_res (x - x_k)."""
+    target = prior.bank("mug").images[:1].double()
+
+    class OneImage:
+        alphas_cumprod, image_size = ABAR, 16
+
+        def encode(self, x):
+            return x
+
+        def decode(self, z):
+            return z.detach().clamp(0, 1)
+
+        def conditions(self, prompt, cameras, view_mode):
+            return prior.conditions("a white mug with a red handle", cameras, "none")
+
+        def predict_eps(self, latents, t, handles):
+            abar = ABAR[t]
+            return [eps_from_x0(latents, target.expand_as(latents), abar) for _ in handles]
+
+    config = GuidanceConfig(denoise_mode="x0", view_mode="none")
+    render = torch.rand(1, 3, 16, 16, dtype=torch.float64, requires_grad=True)
+    out = Guidance(OneImage(), config).loss(render, "mug", orbit_cameras(1, radius=3.2, fovy_deg=20.0), 1, 100)
+    sum(out.terms.values()).backward()
+    expected = (1.0 + 0.1) * 0.05 * 1.0 * (render.detach() - target)
+    assert torch.allclose(render.grad, expected, atol=1e-8)
+    assert math.isclose(float(out.weight), 0.05)
