@@ -1,0 +1,140 @@
+"""Stable Diffusion as a prior: any diffusers SD 1.x/2.x checkpoint by hub id or local folder."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from hifa.cameras import Cameras
+from hifa.errors import HifaError, require
+from hifa.guidance.prior import VIEW_MODES, Conditioning, ViewMode
+from hifa.guidance.views import perpneg_plan, view_prompt
+
+DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"
+Precision = Literal["auto", "float16", "bfloat16", "float32"]
+
+
+@dataclass(frozen=True)
+class StableDiffusionConfig:
+    """Which checkpoint, on which device, in which precision; the negative prompt."""
+
+    model: str = DEFAULT_MODEL
+    precision: Precision = "auto"
+    device: str | None = None
+    negative_prompt: str = ""
+
+    def __post_init__(self) -> None:
+        require(bool(self.model.strip()), "prior.model", "must name a diffusers checkpoint id or folder")
+        require(self.precision in ("auto", "float16", "bfloat16", "float32"), "prior.precision", "must be auto, float16, bfloat16 or float32")
+
+
+def missing_model_message(model: str, what: str = "Stable Diffusion model") -> str:
+    """One line telling the user how to make a checkpoint available offline."""
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+    return (
+        f"{what} '{model}' is not available{' offline (HF_HUB_OFFLINE=1)' if offline else ''}: "
+        f"download it once with `hf download {model}` on a machine with internet and point HF_HOME at that cache, "
+        "or pass a local folder holding the checkpoint"
+    )
+
+
+def load_component(cls, model: str, subfolder: str | None, what: str, **kwargs):
+    """`cls.from_pretrained(model, subfolder=...)`, with a missing checkpoint turned into one clear line."""
+    local_only = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+    try:
+        if subfolder is None:
+            return cls.from_pretrained(model, local_files_only=local_only, **kwargs)
+        return cls.from_pretrained(model, subfolder=subfolder, local_files_only=local_only, **kwargs)
+    except (OSError, ValueError) as exc:
+        # from_pretrained raises OSError (or a subclass) for missing files and unreachable hubs.
+        raise HifaError(missing_model_message(model, what)) from exc
+
+
+def resolve_dtype(precision: Precision, device: torch.device) -> torch.dtype:
+    """fp16 on CUDA and fp32 on CPU for 'auto'."""
+    if precision == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[precision]
+
+
+class StableDiffusionPrior:
+    """Frozen SD components: VAE (latent space), CLIP text encoder, UNet; epsilon or v prediction."""
+
+    def __init__(self, config: StableDiffusionConfig | None = None):
+        from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        self.config = cfg = config or StableDiffusionConfig()
+        self.device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.dtype = resolve_dtype(cfg.precision, self.device)
+        what = "Stable Diffusion model"
+        self.tokenizer = load_component(CLIPTokenizer, cfg.model, "tokenizer", what)
+        self.text_encoder = load_component(CLIPTextModel, cfg.model, "text_encoder", what, torch_dtype=self.dtype)
+        self.vae = load_component(AutoencoderKL, cfg.model, "vae", what, torch_dtype=self.dtype)
+        self.unet = load_component(UNet2DConditionModel, cfg.model, "unet", what, torch_dtype=self.dtype)
+        scheduler = load_component(DDIMScheduler, cfg.model, "scheduler", what)
+        for module in (self.text_encoder, self.vae, self.unet):
+            module.to(self.device).eval().requires_grad_(False)
+        # The reference indexes the scheduler's float32 table (method.md §10); keep its values.
+        self.alphas_cumprod = scheduler.alphas_cumprod.to(torch.float64)
+        self.prediction_type = scheduler.config.prediction_type
+        require(self.prediction_type in ("epsilon", "v_prediction"), "prior.model", f"unsupported prediction type {self.prediction_type!r}")
+        self.scaling_factor = float(self.vae.config.scaling_factor)
+        self.vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.image_size = int(self.unet.config.sample_size) * self.vae_factor
+        self._embeddings: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def embed(self, text: str) -> torch.Tensor:
+        """CLIP text embedding (1, L, D) of one text, cached per text (so per view label)."""
+        if text not in self._embeddings:
+            length = min(self.tokenizer.model_max_length, self.text_encoder.config.max_position_embeddings)
+            tokens = self.tokenizer([text], padding="max_length", max_length=length, truncation=True, return_tensors="pt")
+            self._embeddings[text] = self.text_encoder(tokens.input_ids.to(self.device))[0]
+        return self._embeddings[text]
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] -> latents (posterior sample x scaling factor), with gradient through the VAE."""
+        posterior = self.vae.encode((2 * images - 1).to(self.device, self.dtype)).latent_dist
+        return (posterior.sample() * self.scaling_factor).float()
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents -> images in [0, 1] (no gradient)."""
+        images = self.vae.decode((latents / self.scaling_factor).to(self.dtype)).sample
+        return (images.float() / 2 + 0.5).clamp(0.0, 1.0)
+
+    def conditions(self, prompt: str, cameras: Cameras, view_mode: ViewMode) -> Conditioning:
+        """Text embeddings: plain, per-view suffixes, or Perp-Neg's interpolated positive and negatives."""
+        require(view_mode in VIEW_MODES, "guidance.view_mode", f"must be one of {VIEW_MODES}")
+        if not prompt.strip():
+            raise HifaError("the prompt is empty; give the text to generate from")
+        batch = len(cameras)
+        uncond = self.embed(self.config.negative_prompt).expand(batch, -1, -1)
+        if view_mode == "none":
+            return Conditioning(uncond, self.embed(prompt).expand(batch, -1, -1), [], None)
+        if view_mode == "suffix":
+            positive = torch.cat([self.embed(view_prompt(prompt, label)) for label in cameras.labels()])
+            return Conditioning(uncond, positive, [], None)
+        views = {label: self.embed(view_prompt(prompt, label)) for label in ("front", "side", "back")}
+        plans = [perpneg_plan(float(a)) for a in cameras.azimuth_deg]
+        positive = torch.cat([r0 * views[v0] + r1 * views[v1] for (v0, r0), (v1, r1) in (p.positive for p in plans)])
+        negatives = [torch.cat([views[p.negatives[j]] for p in plans]) for j in range(2)]
+        weights = torch.tensor([p.weights for p in plans], dtype=torch.float32, device=self.device)
+        return Conditioning(uncond, positive, negatives, weights)
+
+    @torch.no_grad()
+    def predict_eps(self, latents: torch.Tensor, t: torch.Tensor, handles: list[torch.Tensor]) -> list[torch.Tensor]:
+        """One UNet call on the batch of all conditionings; v predictions are converted to epsilon."""
+        n = len(handles)
+        z = latents.to(self.device, self.dtype).repeat(n, 1, 1, 1)
+        steps = t.to(self.device).repeat(n)
+        context = torch.cat(handles).to(self.dtype)
+        out = self.unet(z, steps, encoder_hidden_states=context).sample.float()
+        if self.prediction_type == "v_prediction":
+            abar = self.alphas_cumprod.to(self.device)[steps].float().view(-1, 1, 1, 1)
+            out = abar.sqrt() * out + (1 - abar).sqrt() * z.float()
+        return list(out.chunk(n))

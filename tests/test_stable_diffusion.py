@@ -1,0 +1,87 @@
+"""The Stable Diffusion prior through the real loaders, on a tiny random checkpoint, offline on CPU."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from hifa.cameras import orbit_cameras
+from hifa.errors import HifaError
+from hifa.guidance.guidance import Guidance, GuidanceConfig
+from hifa.guidance.schedules import stable_diffusion_alphas_cumprod
+from hifa.guidance.stable_diffusion import StableDiffusionConfig, StableDiffusionPrior
+from tests.tinyworld import build_tiny_stable_diffusion
+
+
+@pytest.fixture(scope="module")
+def tiny_sd(tmp_path_factory):
+    return build_tiny_stable_diffusion(tmp_path_factory.mktemp("tiny-sd"))
+
+
+@pytest.fixture(scope="module")
+def prior(tiny_sd):
+    return StableDiffusionPrior(StableDiffusionConfig(model=str(tiny_sd)))
+
+
+def test_tiny_checkpoint_loads_with_real_sizes(prior):
+    assert prior.image_size == 32 and prior.vae_factor == 2
+    assert prior.prediction_type == "epsilon"
+    assert torch.allclose(prior.alphas_cumprod, stable_diffusion_alphas_cumprod(), rtol=1e-5)
+    assert prior.scaling_factor == pytest.approx(0.18215)
+
+
+def test_embeddings_are_cached_per_text(prior):
+    a = prior.embed("a corgi, front view")
+    assert prior.embed("a corgi, front view") is a
+    assert not torch.equal(a, prior.embed("a corgi, back view"))
+
+
+@pytest.mark.parametrize("method,view_mode,schedule", [("hifa", "perpneg", "sqrt"), ("sds", "suffix", "uniform")])
+def test_guidance_step_backpropagates_through_the_real_loader(prior, method, view_mode, schedule):
+    render = torch.rand(1, 3, 16, 16, requires_grad=True)
+    config = GuidanceConfig(method=method, view_mode=view_mode, schedule=schedule)
+    cams = orbit_cameras(1, start_azimuth_deg=40.0)
+    out = Guidance(prior, config).loss(render, "a corgi", cams, step=5, total_steps=100, generator=torch.Generator().manual_seed(0))
+    sum(out.terms.values()).backward()
+    assert torch.isfinite(render.grad).all() and render.grad.abs().sum() > 0
+    if method == "hifa":
+        assert out.x_hat.shape == (1, 3, 32, 32)
+
+
+def test_perpneg_conditioning_shapes(prior):
+    cond = prior.conditions("a corgi", orbit_cameras(3), "perpneg")
+    assert cond.positive.shape == (3, 77, 32) and len(cond.negatives) == 2 and cond.weights.shape == (3, 2)
+
+
+def test_v_prediction_is_converted_to_epsilon(tmp_path):
+    prior = StableDiffusionPrior(StableDiffusionConfig(model=str(build_tiny_stable_diffusion(tmp_path, "v_prediction"))))
+    z = torch.randn(1, 4, 16, 16)
+    t = torch.tensor([400])
+    handle = prior.embed("x")
+    v = prior.unet(z, t, encoder_hidden_states=handle).sample
+    abar = prior.alphas_cumprod[400].float()
+    expected = abar.sqrt() * v + (1 - abar).sqrt() * z
+    assert torch.allclose(prior.predict_eps(z, t, [handle])[0], expected, atol=1e-5)
+
+
+def test_missing_model_offline_is_one_clear_line(tmp_path):
+    code = (
+        "from hifa.guidance.stable_diffusion import StableDiffusionPrior, StableDiffusionConfig\n"
+        "from hifa.cli import main\n"
+        "from hifa.errors import HifaError\n"
+        "try:\n"
+        "    StableDiffusionPrior(StableDiffusionConfig(model='nobody/no-such-model'))\n"
+        "except HifaError as e:\n"
+        "    print(e)\n"
+    )
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, proc.stdout + proc.stderr
+    assert "'nobody/no-such-model' is not available offline" in lines[0] and "hf download" in lines[0] and "HF_HOME" in lines[0]
+
+
+def test_empty_prompt_is_a_clear_error(prior):
+    with pytest.raises(HifaError, match="prompt is empty"):
+        prior.conditions("  ", orbit_cameras(1), "none")
