@@ -61,6 +61,26 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from hifa.configio import dump_yaml
+    from hifa.scenes import slugify
+    from hifa.training import resolve_config, run_training
+
+    config = resolve_config(args.method, args.prompt, args.prior, args.budget, args.config, args.set)
+    if args.no_mlflow:
+        from dataclasses import replace
+
+        config = replace(config, tracking=replace(config.tracking, enabled=False))
+    if args.print_config:
+        print(dump_yaml(config), end="")
+        return 0
+    out = Path(args.out or Path("results") / "runs" / f"{config.preset}-{slugify(config.prompt)[:60]}")
+    summary = run_training(config, out, resume=args.resume, progress=not args.quiet)
+    scores = f", held-out PSNR {summary['heldout_psnr']:.2f} dB" if "heldout_psnr" in summary else ""
+    print(f"{config.preset} on {config.prompt!r}: {summary['steps']} steps in {summary['wall_time_s']:.0f} s{scores}; wrote {out}")
+    return 0
+
+
 def cmd_scenes_list(args: argparse.Namespace) -> int:
     from hifa.scenes import CATALOGUE
 
@@ -111,6 +131,20 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--seed", type=int)
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
     rec.set_defaults(func=cmd_reconstruct)
+
+    train = sub.add_parser("train", help="optimise a 3D asset for a prompt (HiFA, DreamFusion or an ablation)")
+    train.add_argument("--prompt", required=True, help="the text (in the oracle world: a catalogue scene's prompt)")
+    train.add_argument("--method", default="hifa", help="preset: hifa, hifa-fast, dreamfusion, hifa-no-anneal, hifa-no-rgb, ...")
+    train.add_argument("--prior", default="stable-diffusion", help="'stable-diffusion[:model-id-or-folder]' or 'oracle'")
+    train.add_argument("--budget", default="cpu", choices=["cpu", "full"], help="oracle world scale: 'cpu' (< 10 min on 2 cores) or 'full'")
+    train.add_argument("--config", help="YAML file laid over the preset")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key (repeatable)")
+    train.add_argument("--out", help="run folder (default results/runs/<method>-<prompt>)")
+    train.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    train.add_argument("--no-mlflow", action="store_true", help="do not track the run in MLflow")
+    train.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(func=cmd_train)
 
     scenes = sub.add_parser("scenes", help="the catalogue of analytic scenes")
     scenes_sub = scenes.add_subparsers(dest="scenes_command", required=True)

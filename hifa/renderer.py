@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -68,10 +68,11 @@ class Renderer(nn.Module):
         sigma_c, feat_c = self._density(origins, directions, z_coarse)
         z_all, sigma_all, feat_all = z_coarse, sigma_c, feat_c
         if cfg.num_fine > 0:
-            _, w_c = volume.alpha_weights(sigma_c.detach(), volume.deltas(z_coarse, interval))
+            delta_c = volume.deltas(z_coarse, interval).detach()
+            _, w_c = volume.alpha_weights(sigma_c.detach(), delta_c)
             z_fine = importance_samples(
                 z_coarse.detach(),
-                volume.deltas(z_coarse, interval).detach(),
+                delta_c,
                 w_c,
                 cfg.num_fine,
                 cfg.smoothing,
@@ -134,7 +135,7 @@ class Renderer(nn.Module):
             sl = slice(start, start + self.config.chunk_rays)
             opts = options
             if options.background is not None and options.background.dim() == 2:
-                opts = RayOptions(**{**options.__dict__, "background": options.background[sl]})
+                opts = replace(options, background=options.background[sl])
             out = self(origins[sl], directions[sl], opts)
             for key, value in out.items():
                 if value.dim() <= 1 or key in ("image", "normals", "background"):

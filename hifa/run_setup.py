@@ -1,0 +1,25 @@
+"""Builders that turn config sections into live objects: the prior and the depth estimator."""
+
+from __future__ import annotations
+
+from hifa.config import PriorConfig, TrainConfig
+
+
+def build_prior(config: PriorConfig):
+    """The oracle prior or Stable Diffusion (loaded by the real diffusers loaders)."""
+    if config.kind == "oracle":
+        from hifa.guidance.oracle import OraclePrior
+
+        return OraclePrior(config.oracle)
+    from hifa.guidance.stable_diffusion import StableDiffusionConfig, StableDiffusionPrior
+
+    return StableDiffusionPrior(StableDiffusionConfig(model=config.model, precision=config.precision))
+
+
+def build_estimator(config: TrainConfig, prior):
+    """The oracle's ground-truth disparity in the oracle world, a DPT checkpoint otherwise."""
+    from hifa.depth import DPTDepthEstimator, OracleDepthEstimator
+
+    if config.prior.kind == "oracle":
+        return OracleDepthEstimator(prior)
+    return DPTDepthEstimator(config.depth.model)

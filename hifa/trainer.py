@@ -1,0 +1,234 @@
+"""The training loop (method.md §6): render, guide, regularise, step; checkpoints, resume, NaN guard."""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from hifa import regularisers as reg
+from hifa.background import BackgroundMLP
+from hifa.cameras import Cameras, orbit_cameras, sample_cameras
+from hifa.config import TrainConfig
+from hifa.configio import dump_yaml, to_dict
+from hifa.depth import pearson_depth_loss, ssi_depth_loss
+from hifa.errors import HifaError
+from hifa.field import NeRFField
+from hifa.guidance.guidance import Guidance
+from hifa.guidance.schedules import depth_weight_factor, ramp
+from hifa.io import save_image, write_bytes_atomic
+from hifa.optim import build_adan, clip_gradients, param_groups, warmup_factor
+from hifa.renderer import RayOptions, Renderer
+from hifa.run_setup import build_estimator, build_prior
+
+CHECKPOINT = "checkpoint.pt"
+DEPTH_SCALE = 0.05 * 256**2 * 0.5  # method.md §5.1: L_depth = lambda_d(i) * 0.05 * 256^2 * 1/2 * mean(r^2)
+
+
+def build_renderer(config: TrainConfig) -> Renderer:
+    """Field, background (per field kind, method.md §2) and renderer."""
+    octaves, hidden = (4, 16) if config.field.kind == "hifa" else (6, 32)
+    return Renderer(NeRFField(config.field), BackgroundMLP(octaves, hidden), config.renderer)
+
+
+class Trainer:
+    """One text-to-3D optimisation writing into `run_dir`; `train()` resumes from its checkpoint if present."""
+
+    def __init__(self, config: TrainConfig, run_dir: Path, prior=None, estimator=None, tracker=None, progress: bool = True):
+        if not config.prompt.strip():
+            raise HifaError("the prompt is empty; give the text to generate from (--prompt)")
+        self.config, self.run_dir, self.progress = config, Path(run_dir), progress
+        torch.manual_seed(config.seed)
+        self.renderer = build_renderer(config)
+        self.prior = prior if prior is not None else build_prior(config.prior)
+        self.guidance = Guidance(self.prior, config.guidance)
+        self.estimator = estimator
+        if self.estimator is None and config.depth.weight > 0:
+            self.estimator = build_estimator(config, self.prior)
+        groups = param_groups(self.renderer.field, self.renderer.background, config.optim.lr, config.optim.lr * config.optim.grid_lr_scale)
+        self.optimizer = build_adan(groups, config.optim.lr)
+        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+        self.ema = [p.detach().clone() for p in self.renderer.parameters()] if config.optim.ema_decay else None
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.tracker = tracker
+        self.step = self.checkpoint_step = 0
+        self.log_rows: list[dict] = []
+
+    # --- one step -------------------------------------------------------------------------
+    def _camera_and_options(self) -> tuple[Cameras, RayOptions]:
+        cfg, gen = self.config, self.generator
+        camera = sample_cameras(1, cfg.cameras, gen)
+        rand = lambda: float(torch.rand((), generator=gen))  # noqa: E731
+        shading, light, ambient = "albedo", None, 0.1
+        if cfg.shading == "lambertian-textureless":
+            shading = "textureless" if rand() < cfg.textureless_rate else "lambertian"
+            light = F.normalize(camera.origins[0] + torch.randn(3, generator=gen), dim=-1)
+            ambient = 0.1 + 0.9 * rand()
+        background = torch.rand(3, generator=gen) if rand() < cfg.random_background_rate else None
+        view_dependent = rand() < cfg.field.view_dependent_rate
+        options = RayOptions(
+            training=True, shading=shading, background=background, light_dir=light, ambient=ambient,
+            view_dependent=view_dependent, need_normals=cfg.regularisers.orientation > 0, generator=gen,
+        )
+        return camera, options
+
+    def loss_terms(self, step: int) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        """All weighted loss terms of step `step` (1-based) and diagnostics."""
+        cfg, n = self.config, self.config.iterations
+        camera, options = self._camera_and_options()
+        res = cfg.resolution
+        origins, dirs = camera.rays(res, res)
+        out = self.renderer(origins[0], dirs[0], options)
+        image = out["image"].view(1, res, res, 3).permute(0, 3, 1, 2)
+        guided = self.guidance.loss(image, cfg.prompt, camera, step, n, self.generator)
+        terms = dict(guided.terms)
+        r = ramp(step, n)
+        rw = cfg.regularisers
+        if cfg.depth.weight > 0 and self.estimator is not None:
+            x_prior = F.interpolate(image, size=(self.prior.image_size,) * 2, mode="bilinear", align_corners=False)
+            estimate = self.estimator.estimate(x_prior, size=(res, res))
+            loss_fn = ssi_depth_loss if cfg.depth.loss == "ssi" else pearson_depth_loss
+            depth_term = loss_fn(out["depth"].view(1, res, res), out["opacity"].view(1, res, res), estimate.detach())
+            scale = DEPTH_SCALE if cfg.depth.loss == "ssi" else 1.0
+            terms["depth"] = cfg.depth.weight * depth_weight_factor(step, n) * scale * depth_term
+        if rw.zvar > 0:
+            terms["zvar"] = rw.zvar * r * reg.zvar_loss(out["weights"], out["z_vals"], out["opacity"])
+        if rw.z_entropy > 0:
+            terms["z_entropy"] = rw.z_entropy * r * reg.z_entropy_loss(out["weights"], out["deltas"])
+        if rw.monotonicity > 0:
+            terms["monotonicity"] = rw.monotonicity * reg.monotonicity_loss(out["weights"], out["deltas"])
+        if rw.opacity_entropy > 0:
+            terms["opacity_entropy"] = rw.opacity_entropy * reg.opacity_entropy_loss(out["opacity"])
+        if rw.sample_entropy > 0:
+            terms["sample_entropy"] = rw.sample_entropy * r * reg.sample_entropy_loss(out["weights"])
+        if rw.orientation > 0:
+            terms["orientation"] = rw.orientation * reg.orientation_loss(out["orient"])
+        info = {"t": float(guided.t.float().mean()), "opacity": float(out["opacity"].detach().mean())}
+        return terms, info
+
+    def training_step(self, step: int) -> dict[str, float]:
+        """Forward, backward, NaN guard, clip, Adan step, EMA; returns the logged row."""
+        cfg = self.config
+        # The reference LambdaLR convention: global step i runs at factor(i - 1) (method.md §10).
+        factor = warmup_factor(step - 1, cfg.optim.warmup_steps, cfg.iterations)
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * factor
+        self.optimizer.zero_grad(set_to_none=True)
+        terms, info = self.loss_terms(step)
+        total = sum(terms.values())
+        total.backward()
+        params = [p for p in self.renderer.parameters() if p.grad is not None]
+        finite = bool(torch.isfinite(total)) and all(bool(torch.isfinite(p.grad).all()) for p in params)
+        if not finite:
+            bad = [k for k, v in terms.items() if not torch.isfinite(v)] or ["gradients"]
+            if cfg.nan_policy == "stop":
+                raise HifaError(
+                    f"non-finite loss at step {step} ({', '.join(bad)}); stopped, the last good checkpoint "
+                    f"(step {self.checkpoint_step}) is kept in {self.run_dir / CHECKPOINT}"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            return {"step": step, "skipped": 1.0, "lr": self.base_lrs[0] * factor, **info}
+        grad_norm = clip_gradients(params, cfg.optim.grad_clip) if cfg.optim.grad_clip else math.nan
+        self.optimizer.step()
+        if self.ema is not None:
+            with torch.no_grad():
+                for shadow, p in zip(self.ema, self.renderer.parameters()):
+                    shadow.lerp_(p.detach(), 1 - cfg.optim.ema_decay)
+        row = {"step": step, "loss": float(total.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
+        row.update(info, lr=self.base_lrs[0] * factor, grad_norm=float(grad_norm))
+        return row
+
+    # --- the loop -------------------------------------------------------------------------
+    def train(self, until: int | None = None) -> dict:
+        """Run (or resume) to `iterations` (or stop after step `until`, checkpointed); returns a summary."""
+        cfg = self.config
+        last = min(cfg.iterations, until or cfg.iterations)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(self.run_dir / "config.yaml", dump_yaml(cfg).encode())
+        if (self.run_dir / CHECKPOINT).is_file():
+            self.load_checkpoint(self.run_dir / CHECKPOINT)
+        start, t0 = self.step, time.perf_counter()
+        bar = tqdm(range(start + 1, last + 1), initial=start, total=cfg.iterations, desc=f"train {cfg.preset}",
+                   unit="step", disable=not self.progress, dynamic_ncols=True, mininterval=1.0)
+        for step in bar:
+            row = self.training_step(step)
+            self.step = step
+            if step % cfg.log_every == 0 or step == cfg.iterations:
+                row["time_s"] = time.perf_counter() - t0
+                self.log_rows.append(row)
+                if self.tracker is not None:
+                    self.tracker.log_metrics({k: v for k, v in row.items() if k != "step"}, step)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k in ("loss", "latent", "image", "sds", "depth", "t")})
+            if step % cfg.val_every == 0:
+                self.save_validation(step)
+            if step % cfg.checkpoint_every == 0 or step == last:
+                self.save_checkpoint()
+        bar.close()
+        return {"steps": self.step, "train_time_s": time.perf_counter() - t0, "final_loss": self.log_rows[-1].get("loss") if self.log_rows else None}
+
+    # --- state ----------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "step": self.step,
+            "renderer": self.renderer.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "ema": self.ema,
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "log_rows": self.log_rows,
+            "config": to_dict(self.config),
+        }
+
+    def save_checkpoint(self) -> Path:
+        """Write checkpoint.pt atomically (a crash mid-write leaves the previous one intact) and the log."""
+        buffer = io.BytesIO()
+        torch.save(self.state(), buffer)
+        path = write_bytes_atomic(self.run_dir / CHECKPOINT, buffer.getvalue())
+        self.checkpoint_step = self.step
+        self.write_log()
+        return path
+
+    def load_checkpoint(self, path: Path) -> None:
+        """Restore everything needed to continue exactly where the checkpoint left off."""
+        try:
+            state = torch.load(path, weights_only=False)
+        except Exception as exc:
+            raise HifaError(f"cannot read checkpoint {path}: {exc.__class__.__name__} (truncated or corrupt); delete it to start over") from None
+        self.renderer.load_state_dict(state["renderer"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.ema = state["ema"]
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step = self.checkpoint_step = state["step"]
+        self.log_rows = list(state["log_rows"])
+
+    def write_log(self) -> None:
+        keys: list[str] = []
+        for row in self.log_rows:
+            keys += [k for k in row if k not in keys]
+        lines = [",".join(keys)] + [",".join(f"{row.get(k, ''):.6g}" if isinstance(row.get(k), float) else str(row.get(k, "")) for k in keys) for row in self.log_rows]
+        write_bytes_atomic(self.run_dir / "train_log.csv", ("\n".join(lines) + "\n").encode())
+
+    @torch.no_grad()
+    def eval_renderer(self) -> Renderer:
+        """The renderer with EMA weights when EMA is on (stable-dreamfusion evaluates the EMA)."""
+        if self.ema is None:
+            return self.renderer
+        ema = build_renderer(self.config)
+        for shadow, p in zip(self.ema, ema.parameters()):
+            p.copy_(shadow)
+        return ema
+
+    def save_validation(self, step: int) -> Path:
+        """A strip of validation renders with the learned background (method.md §10)."""
+        cfg = self.config
+        cams = orbit_cameras(cfg.val_views, radius=float(sum(cfg.cameras.radius) / 2), fovy_deg=float(sum(cfg.cameras.fovy_deg) / 2))
+        views = self.eval_renderer().render_views(cams, cfg.val_resolution, cfg.val_resolution, RayOptions())
+        strip = torch.cat(list(views["image"]), dim=1)
+        return save_image(strip, self.run_dir / "validation" / f"step_{step:06d}.png")
+

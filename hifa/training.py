@@ -1,0 +1,121 @@
+"""`hifa train`: resolve the config, run the trainer with tracking, then final views, mesh and scores."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from hifa.cameras import orbit_cameras
+from hifa.config import PriorConfig, TrainConfig
+from hifa.configio import apply_overrides, from_dict, load_yaml, to_dict
+from hifa.errors import HifaError
+from hifa.evaluate.image import masked_abs_error, psnr
+from hifa.guidance.stable_diffusion import DEFAULT_MODEL
+from hifa.io import save_image, write_json_atomic
+from hifa.mesh import export_mesh, extract_mesh
+from hifa.presets import oracle_world, preset
+from hifa.renderer import RayOptions
+from hifa.trainer import CHECKPOINT, Trainer
+
+
+def prior_config(spec: str) -> tuple[str, str | None]:
+    """'oracle' or 'stable-diffusion[:model-id-or-path]' -> (kind, model)."""
+    kind, _, model = spec.partition(":")
+    if kind not in ("oracle", "stable-diffusion"):
+        raise HifaError(f"unknown prior {spec!r}; use 'oracle' or 'stable-diffusion[:model-id-or-path]'")
+    if kind == "oracle" and model:
+        raise HifaError("the oracle prior takes no model (use --prior oracle)")
+    return kind, (model or None)
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    """`update` laid over `base`, recursively (unknown keys survive to be rejected by from_dict)."""
+    merged = dict(base)
+    for key, value in update.items():
+        merged[key] = deep_merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return merged
+
+
+def resolve_config(
+    method: str, prompt: str, prior: str = "stable-diffusion", budget: str = "cpu",
+    config_file: str | None = None, overrides: list[str] | None = None,
+) -> TrainConfig:
+    """Preset -> world (oracle budget or real model) -> YAML file -> `--set` overrides, validated."""
+    config = preset(method)
+    kind, model = prior_config(prior)
+    if kind == "oracle":
+        config = oracle_world(config, budget)
+    else:
+        config = replace(config, prior=PriorConfig(kind="stable-diffusion", model=model or DEFAULT_MODEL))
+    data = to_dict(replace(config, prompt=prompt))
+    if config_file:
+        data = deep_merge(data, load_yaml(config_file))
+    data = apply_overrides(data, overrides or [])
+    return from_dict(TrainConfig, data)
+
+
+def make_tracker(config: TrainConfig, run_dir: Path, run_name: str):
+    """An MLflow tracker for the run (reopened on resume) or a no-op one."""
+    from hifa.tracking import NullTracker, Tracker, default_tracking_uri
+
+    if not config.tracking.enabled:
+        return NullTracker()
+    uri = config.tracking.tracking_uri or default_tracking_uri()
+    if (run_dir / "run.json").is_file():
+        return Tracker.from_run_dir(run_dir)
+    return Tracker.start(uri, config.tracking.experiment, run_name, to_dict(config), {"preset": config.preset, "prompt": config.prompt}, run_dir)
+
+
+def run_training(config: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
+    """Train into run_dir; on success write final views, the mesh and train_summary.json."""
+    run_dir = Path(run_dir)
+    if (run_dir / CHECKPOINT).is_file() and not resume:
+        raise HifaError(f"{run_dir} already holds a checkpoint; pass --resume to continue it or choose another --out")
+    t0 = time.perf_counter()
+    tracker = make_tracker(config, run_dir, run_dir.name)
+    trainer = Trainer(config, run_dir, tracker=tracker, progress=progress)
+    try:
+        summary = trainer.train()
+        summary.update(finalize(trainer, tracker))
+    except BaseException:
+        tracker.set_terminated("FAILED")
+        raise
+    summary["wall_time_s"] = time.perf_counter() - t0
+    summary.update(preset=config.preset, prompt=config.prompt, prior=config.prior.kind, iterations=config.iterations)
+    tracker.log_metrics({k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}, trainer.step)
+    write_json_atomic(run_dir / "train_summary.json", summary)
+    tracker.set_terminated("FINISHED")
+    return summary
+
+
+@torch.no_grad()
+def finalize(trainer: Trainer, tracker) -> dict:
+    """Final views (white background), the mesh, and in the oracle world scores against ground truth."""
+    cfg, run_dir = trainer.config, trainer.run_dir
+    renderer = trainer.eval_renderer()
+    renderer.eval()
+    cams = orbit_cameras(cfg.eval_views, start_azimuth_deg=180.0 / cfg.eval_views)
+    views = renderer.render_views(cams, cfg.val_resolution, cfg.val_resolution, RayOptions(background=torch.ones(3)))
+    rows = [torch.cat(list(views["image"]), dim=1)]
+    results: dict = {}
+    if cfg.prior.kind == "oracle":
+        from hifa.guidance.oracle import scene_for_prompt
+        from hifa.scenes import GroundTruthRenderer
+
+        truth = GroundTruthRenderer(scene_for_prompt(cfg.prompt)).render(cams, cfg.val_resolution, cfg.val_resolution)
+        results["heldout_psnr"] = psnr(views["image"], truth.rgb)
+        results["heldout_depth_mae"] = masked_abs_error(views["depth"], truth.depth, truth.mask)
+        rows.insert(0, torch.cat(list(truth.rgb), dim=1))
+    save_image(torch.cat(rows, dim=0), run_dir / "final_views.png")
+    tracker.log_artifact(run_dir / "final_views.png")
+    try:
+        mesh = extract_mesh(renderer.field, cfg.mesh)
+        path = export_mesh(mesh, run_dir / "mesh.glb")
+        results["mesh_faces"], results["mesh_threshold"] = int(len(mesh.faces)), float(mesh.threshold)
+        tracker.log_artifact(path)
+    except HifaError as exc:  # an empty field has no surface: report it, keep the run
+        results["mesh_error"] = str(exc)
+    return results

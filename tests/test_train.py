@@ -1,0 +1,156 @@
+"""Training end to end on tiny oracle runs: outputs, resume equality, NaN guard, CLI errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from hifa.errors import HifaError
+from hifa.trainer import Trainer
+from hifa.training import resolve_config, run_training
+
+TINY = [
+    "iterations=6", "resolution=16", "renderer.num_coarse=12", "renderer.num_fine=6", "checkpoint_every=3", "log_every=1",
+    "val_every=3", "val_views=2", "val_resolution=16", "eval_views=2", "prior.oracle.resolution=16", "prior.oracle.views=24",
+    "prior.oracle.uncond_views_per_scene=4", "field.grid.n_levels=4", "field.grid.log2_hashmap_size=12",
+    "field.grid.finest_resolution=64", "mesh.resolution=32", "mesh.coarse_resolution=16",
+]
+
+
+def tiny_config(tmp_path, method="hifa", extra=()):
+    overrides = [*TINY, f"prior.oracle.cache_dir={tmp_path / 'cache'}", f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}", *extra]
+    return resolve_config(method, "a green torus", "oracle", overrides=overrides)
+
+
+@pytest.mark.parametrize("method", ["hifa", "dreamfusion"])
+def test_tiny_oracle_run_writes_every_output(tmp_path, method):
+    run = tmp_path / "run"
+    summary = run_training(tiny_config(tmp_path, method), run, progress=False)
+    for name in ("config.yaml", "checkpoint.pt", "train_log.csv", "run.json", "train_summary.json", "final_views.png"):
+        assert (run / name).is_file(), name
+    assert sorted(p.name for p in (run / "validation").iterdir()) == ["step_000003.png", "step_000006.png"]
+    assert summary["steps"] == 6 and isinstance(summary["heldout_psnr"], float)
+    log = (run / "train_log.csv").read_text().splitlines()
+    assert len(log) == 7 and "loss" in log[0]
+    assert ("latent" in log[0]) == (method == "hifa") and ("sds" in log[0]) == (method == "dreamfusion")
+    from mlflow.tracking import MlflowClient
+
+    info = json.loads((run / "run.json").read_text())
+    client = MlflowClient(info["tracking_uri"])
+    mlrun = client.get_run(info["run_id"])
+    assert mlrun.info.status == "FINISHED" and mlrun.data.params["preset"] == method
+    assert len(client.get_metric_history(info["run_id"], "loss")) == 6
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path):
+    config = tiny_config(tmp_path, extra=["tracking.enabled=false"])
+    straight = Trainer(config, tmp_path / "a", progress=False)
+    straight.train()
+    first = Trainer(config, tmp_path / "b", progress=False)
+    first.train(until=3)
+    del first
+    resumed = Trainer(config, tmp_path / "b", progress=False)
+    resumed.train()
+    assert resumed.step == 6
+    for (name, a), (_, b) in zip(straight.renderer.state_dict().items(), resumed.renderer.state_dict().items()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    assert len(straight.log_rows) == len(resumed.log_rows) == 6
+    for a, b in zip(straight.log_rows, resumed.log_rows):
+        assert a.keys() == b.keys()
+        for key in a.keys() - {"time_s"}:
+            assert a[key] == pytest.approx(b[key], rel=1e-5, nan_ok=True), (a["step"], key)
+
+
+def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    config = tiny_config(tmp_path, extra=["tracking.enabled=false", "checkpoint_every=1"])
+    trainer = Trainer(config, tmp_path / "run", progress=False)
+    original = trainer.loss_terms
+
+    def poisoned(step):
+        terms, info = original(step)
+        if step == 3:
+            terms["latent"] = terms["latent"] * float("nan")
+        return terms, info
+
+    monkeypatch.setattr(trainer, "loss_terms", poisoned)
+    with pytest.raises(HifaError, match=r"non-finite loss at step 3 \(latent\); stopped, the last good checkpoint \(step 2\)"):
+        trainer.train()
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["step"] == 2
+
+
+def test_nan_guard_can_skip_steps(tmp_path, monkeypatch):
+    config = tiny_config(tmp_path, extra=["tracking.enabled=false", "nan_policy=skip"])
+    trainer = Trainer(config, tmp_path / "run", progress=False)
+    original = trainer.loss_terms
+    monkeypatch.setattr(trainer, "loss_terms", lambda step: (lambda t, i: ({**t, "latent": t["latent"] * float("nan")} if step == 2 else t, i))(*original(step)))
+    trainer.train()
+    assert trainer.step == 6 and trainer.log_rows[1].get("skipped") == 1.0
+    assert all(torch.isfinite(p).all() for p in trainer.renderer.parameters())
+
+
+def test_existing_checkpoint_needs_resume(tmp_path):
+    config = tiny_config(tmp_path, extra=["tracking.enabled=false"])
+    run_training(config, tmp_path / "run", progress=False)
+    with pytest.raises(HifaError, match="already holds a checkpoint; pass --resume"):
+        run_training(config, tmp_path / "run", progress=False)
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path):
+    config = tiny_config(tmp_path, extra=["tracking.enabled=false"])
+    Trainer(config, tmp_path / "run", progress=False).train(until=3)
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    with pytest.raises(HifaError, match=r"cannot read checkpoint .*\(truncated or corrupt\)"):
+        Trainer(config, tmp_path / "run", progress=False).train()
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "hifa.cli", *args], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--method", "nerfacto"], "hifa: error: unknown method 'nerfacto'"),
+        (["--set", "optim.lrr=1"], "hifa: error: config 'optim.lrr': unknown key"),
+        (["--prompt", ""], "hifa: error: the prompt is empty"),
+    ],
+)
+def test_train_cli_errors_are_one_line(tmp_path, args, message):
+    base = {"--prompt": "a green torus", "--method": "hifa"}
+    argv = ["train", "--prior", "oracle", "--no-mlflow", "--out", str(tmp_path / "run")]
+    for flag, value in base.items():
+        if flag not in args:
+            argv += [flag, value]
+    proc = cli(*argv, *args)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert lines[-1].startswith(message), proc.stderr
+
+
+def test_malformed_yaml_cli_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("iterations: [1,\n")
+    proc = cli("train", "--prompt", "a green torus", "--prior", "oracle", "--config", str(bad), "--no-mlflow", "--out", str(tmp_path / "r"))
+    assert proc.returncode == 2 and "malformed YAML at line" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_two_concurrent_trainings_share_one_store(tmp_path):
+    db = tmp_path / "shared.db"
+    common = [f"--set={o}" for o in TINY] + [f"--set=prior.oracle.cache_dir={tmp_path / 'cache'}", f"--set=tracking.tracking_uri=sqlite:///{db}"]
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "hifa.cli", "train", "--prompt", "a green torus", "--method", m, "--prior", "oracle",
+                          "--quiet", "--out", str(tmp_path / m), *common], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for m in ("hifa", "dreamfusion")
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{db}")
+    for m in ("hifa", "dreamfusion"):
+        run_id = json.loads((tmp_path / m / "run.json").read_text())["run_id"]
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED" and len(client.get_metric_history(run_id, "loss")) == 6
