@@ -61,3 +61,17 @@ def build_tiny_stable_diffusion(folder: Path, prediction_type: str = "epsilon", 
         clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type=prediction_type,
     ).save_pretrained(folder / "scheduler")
     return folder
+
+
+def build_tiny_dpt(folder: Path, seed: int = 0) -> Path:
+    """A tiny random DPT depth model with its image processor, saved like a real checkpoint."""
+    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+
+    config = DPTConfig(
+        hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32, image_size=32, patch_size=8,
+        neck_hidden_sizes=[8, 8, 16, 16], fusion_hidden_size=16, backbone_out_indices=[0, 1, 2, 3],
+    )
+    torch.manual_seed(seed)
+    DPTForDepthEstimation(config).save_pretrained(folder)
+    DPTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder

@@ -113,11 +113,18 @@ def angle_log_prior(views: torch.Tensor, directions: torch.Tensor, tau_rad: floa
     return -torch.arccos(cos) ** 2 / (2 * tau_rad**2)
 
 
-def exact_x0(x_t: torch.Tensor, abar: torch.Tensor, bank: torch.Tensor, log_prior: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior mean of x0 over a bank (K, C, H, W) given x_t (B, C, H, W): (x0, softmax weights (B, K))."""
-    flat_x, flat_bank = x_t.flatten(1).double(), bank.flatten(1).double()
+def exact_x0(
+    x_t: torch.Tensor, abar: torch.Tensor, bank: torch.Tensor, log_prior: torch.Tensor, bank_sq: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior mean of x0 over a bank (K, C, H, W) given x_t (B, C, H, W): (x0, softmax weights (B, K)).
+
+    `bank` may be given pre-flattened as float64 (K, C*H*W) with its squared norms `bank_sq` (K,).
+    """
+    flat_x = x_t.flatten(1).double()
+    flat_bank = bank if bank.dim() == 2 and bank.dtype == torch.float64 else bank.flatten(1).double()
+    bank_sq = (flat_bank**2).sum(-1) if bank_sq is None else bank_sq
     a = abar.double().sqrt()[:, None]
-    sq = (flat_x**2).sum(-1, keepdim=True) - 2 * a * flat_x @ flat_bank.T + a**2 * (flat_bank**2).sum(-1)[None]
+    sq = (flat_x**2).sum(-1, keepdim=True) - 2 * a * flat_x @ flat_bank.T + a**2 * bank_sq[None]
     logits = log_prior.double() - sq / (2 * (1 - abar.double()))[:, None]
     weights = torch.softmax(logits, dim=-1)
     return (weights @ flat_bank).view_as(x_t).to(x_t.dtype), weights.to(x_t.dtype)
@@ -149,6 +156,7 @@ class OraclePrior:
         self._banks: dict[str, SceneBank] = {}
         self._scenes = {s.name: s for s in (scenes or [spec.scene() for spec in CATALOGUE])}
         self._uncond: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._matrices: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.last_disparity: torch.Tensor | None = None
 
     def bank(self, name: str) -> SceneBank:
@@ -206,18 +214,25 @@ class OraclePrior:
         out = []
         for handle in handles:
             if handle.scene is None:
-                images, _ = self._uncond_bank()
-                log_prior = torch.zeros(latents.shape[0], images.shape[0])
+                flat, sq = self._matrix("*uncond*", lambda: self._uncond_bank()[0])
+                log_prior = torch.zeros(latents.shape[0], flat.shape[0])
             else:
                 bank = self.bank(handle.scene)
-                images = bank.images
+                flat, sq = self._matrix(handle.scene, lambda: bank.images)
                 log_prior = angle_log_prior(handle.directions, bank.directions, math.radians(self.config.tau_deg))
-            x0, weights = exact_x0(latents, abar, images.to(latents.device), log_prior.to(latents.device))
+            x0, weights = exact_x0(latents, abar, flat.to(latents.device), log_prior.to(latents.device), sq.to(latents.device))
             if handle.positive and handle.scene is not None:
                 disparity = self.bank(handle.scene).disparity.to(latents.device)
                 self.last_disparity = (weights @ disparity.flatten(1)).view(-1, *disparity.shape[1:])
             out.append(eps_from_x0(latents, x0, abar))
         return out
+
+    def _matrix(self, key: str, images) -> tuple[torch.Tensor, torch.Tensor]:
+        """A bank flattened to float64 rows with squared norms, computed once (hot in every DDIM call)."""
+        if key not in self._matrices:
+            flat = images().flatten(1).double()
+            self._matrices[key] = (flat, (flat**2).sum(-1))
+        return self._matrices[key]
 
     def _uncond_bank(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._uncond is None:

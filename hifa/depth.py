@@ -1,0 +1,142 @@
+"""Depth supervision (method.md §5.1): the scale/shift-invariant disparity loss and depth estimators.
+
+The losses take the renderer's `depth` (Σ w z, not divided by O), its `opacity` and an
+estimator's relative disparity, per image (H, W) or batched (B, H, W), and return the
+unweighted term; the trainer multiplies by λ_d(i)·0.05·256²·½ (or λ_d(i) for the Pearson
+variant).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+
+from hifa.errors import HifaError
+
+DEFAULT_DEPTH_MODEL = "Intel/dpt-hybrid-midas"
+MASK_THRESHOLD = 0.5
+_TINY = 1e-30  # only guards exact zeros (constant d or y), never changes a regular value
+
+
+def _per_image(loss_fn, depth: torch.Tensor, opacity: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
+    """Apply a per-image loss to (H, W) or (B, H, W) inputs; a batch averages the per-image losses."""
+    if not (depth.shape == opacity.shape == estimate.shape) or depth.dim() not in (2, 3):
+        raise HifaError(
+            f"depth loss: depth, opacity and estimate must all be (H, W) or (B, H, W); "
+            f"got {tuple(depth.shape)}, {tuple(opacity.shape)}, {tuple(estimate.shape)}"
+        )
+    if depth.dim() == 2:
+        return loss_fn(depth, opacity, estimate)
+    return torch.stack([loss_fn(d, o, e) for d, o, e in zip(depth, opacity, estimate)]).mean()
+
+
+def _masked(depth: torch.Tensor, opacity: torch.Tensor, estimate: torch.Tensor):
+    """Mask M = {O > 0.5} (no grad) and the values on it; None when fewer than 2 pixels are masked."""
+    mask = opacity.detach() > MASK_THRESHOLD
+    if int(mask.sum()) < 2:
+        return None
+    return depth[mask], opacity[mask], estimate.detach()[mask].to(depth.dtype)
+
+
+def _ssi_single(depth: torch.Tensor, opacity: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
+    picked = _masked(depth, opacity, estimate)
+    if picked is None:
+        return depth.sum() * 0.0
+    z, o, y = picked
+    d = o / z  # 1 / (depth / O)
+    y_hat = (y - y.mean()) / y.std(unbiased=True).clamp(min=_TINY)
+    p = d - d.mean()
+    c = (p * y_hat).sum() / (p * p).sum().clamp(min=_TINY)  # not detached
+    r = c * p - y_hat
+    return (r * r).mean()
+
+
+def ssi_depth_loss(depth: torch.Tensor, opacity: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
+    """mean_M((c·p - ŷ)²) on M = {O > 0.5}: least-squares affine fit of disparity O/depth to the standardised estimate."""
+    return _per_image(_ssi_single, depth, opacity, estimate)
+
+
+def _pearson_single(depth: torch.Tensor, opacity: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
+    picked = _masked(depth, opacity, estimate)
+    if picked is None:
+        return depth.sum() * 0.0
+    z, o, y = picked
+    a = z / o
+    b = 1.0 / y.clamp(min=1e-6)  # estimated depth from relative disparity (assumed positive on M)
+    a, b = a - a.mean(), b - b.mean()
+    rho = (a * b).sum() / ((a * a).sum() * (b * b).sum()).sqrt().clamp(min=_TINY)
+    return 1.0 - rho
+
+
+def pearson_depth_loss(depth: torch.Tensor, opacity: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
+    """1 - Pearson(depth/O, 1/y) on M = {O > 0.5}: the ablation variant of §5.1."""
+    return _per_image(_pearson_single, depth, opacity, estimate)
+
+
+@runtime_checkable
+class DepthEstimator(Protocol):
+    """Monocular relative-disparity estimator used by the depth loss."""
+
+    def estimate(self, images: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """Images (B, 3, H, W) in [0, 1] -> relative disparity (B, H', W'), (H', W') = size or (H, W)."""
+        ...
+
+
+def _target_size(images: torch.Tensor, size: tuple[int, int] | None) -> tuple[int, int]:
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise HifaError(f"depth estimator: expected images (B, 3, H, W), got {tuple(images.shape)}")
+    return (int(images.shape[-2]), int(images.shape[-1])) if size is None else (int(size[0]), int(size[1]))
+
+
+class DPTDepthEstimator:
+    """transformers `DPTForDepthEstimation` with its own image processor; fp16 on CUDA, fp32 on CPU."""
+
+    def __init__(self, model: str = DEFAULT_DEPTH_MODEL, device: str | torch.device | None = None):
+        from transformers import AutoImageProcessor, DPTForDepthEstimation
+
+        from hifa.guidance.stable_diffusion import load_component
+
+        self.model_name = model
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        what = "depth model"
+        self.processor = load_component(AutoImageProcessor, model, None, what)
+        self.model = load_component(DPTForDepthEstimation, model, None, what, dtype=self.dtype)
+        self.model.to(self.device).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def estimate(self, images: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """8-bit truncated input -> predicted relative disparity, resized bicubically to `size` (default input size)."""
+        out_size = _target_size(images, size)
+        quantised = (images.detach().float() * 255).to(torch.uint8).cpu()  # truncation, as the reference
+        inputs = self.processor(images=list(quantised), return_tensors="pt")
+        pixels = inputs["pixel_values"].to(self.device, self.dtype)
+        predicted = self.model(pixel_values=pixels).predicted_depth.float()
+        resized = F.interpolate(predicted[:, None], size=out_size, mode="bicubic", align_corners=False)
+        return resized[:, 0].to(images.device)
+
+
+class OracleDepthEstimator:
+    """The oracle prior's ground-truth disparity of the step's last positive-view denoiser call (method.md §9)."""
+
+    def __init__(self, prior):
+        self.prior = prior
+
+    @torch.no_grad()
+    def estimate(self, images: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """prior.last_disparity (B, S, S) resized bilinearly to `size` (default the images' (H, W))."""
+        out_size = _target_size(images, size)
+        disparity = getattr(self.prior, "last_disparity", None)
+        if disparity is None:
+            raise HifaError(
+                "the oracle depth estimator has no disparity yet: it needs a guidance call with a "
+                "positive view first (compute the guidance loss before the depth loss)"
+            )
+        if disparity.shape[0] != images.shape[0]:
+            raise HifaError(
+                f"the oracle depth estimator holds disparity for {disparity.shape[0]} images but was asked for {images.shape[0]}"
+            )
+        resized = F.interpolate(disparity[:, None].float(), size=out_size, mode="bilinear", align_corners=False)
+        return resized[:, 0].to(images.device)

@@ -1,0 +1,177 @@
+"""Adan (method.md §6.2, oracle §8.13), learning-rate schedule (§6.3, §8.14), gradient clipping."""
+
+import math
+
+import pytest
+import torch
+
+from hifa.background import BackgroundMLP
+from hifa.encoding import HashGridConfig
+from hifa.errors import ConfigError
+from hifa.field import FieldConfig, NeRFField
+from hifa.optim import build_adan, build_lr_scheduler, clip_gradients, param_groups, warmup_factor
+
+THETA = [(0.8999982020, -2.0999957990), (0.9315863735, -2.1907273686), (0.8762903599, -2.2775691426)]
+GRADS = [(0.5, 1.0), (-0.25, 2.0), (6.0, 8.0)]  # the last has norm 10: clip factor 0.5
+
+
+@pytest.mark.parametrize("foreach", [None, False, True])
+def test_adan_matches_the_worked_example(foreach):
+    theta = torch.nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
+    opt = build_adan([theta], lr=0.1, foreach=foreach)
+    for g, expected in zip(GRADS, THETA):
+        theta.grad = torch.tensor(g, dtype=torch.float64)
+        opt.step()
+        assert theta.detach().tolist() == pytest.approx(expected, abs=1e-7)
+
+
+@pytest.mark.parametrize("foreach", [None, False])
+def test_adan_is_identical_with_the_coordinates_as_two_parameters(foreach):
+    a = torch.nn.Parameter(torch.tensor([1.0], dtype=torch.float64))
+    b = torch.nn.Parameter(torch.tensor([-2.0], dtype=torch.float64))
+    opt = build_adan([a, b], lr=0.1, foreach=foreach)
+    for g, expected in zip(GRADS, THETA):
+        a.grad = torch.tensor([g[0]], dtype=torch.float64)
+        b.grad = torch.tensor([g[1]], dtype=torch.float64)
+        opt.step()
+        assert (a.item(), b.item()) == pytest.approx(expected, abs=1e-7)
+
+
+def test_adan_float32_agrees_to_float32_precision():
+    theta = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = build_adan([theta], lr=0.1)
+    for g, expected in zip(GRADS, THETA):
+        theta.grad = torch.tensor(g)
+        opt.step()
+        assert theta.detach().tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_adan_configuration():
+    opt = build_adan([torch.nn.Parameter(torch.zeros(2))], lr=5e-3)
+    d = opt.defaults
+    assert tuple(d["betas"]) == (0.98, 0.92, 0.99) and d["eps"] == 1e-8 and d["weight_decay"] == 2e-5
+    assert d["weight_decouple"] is False and d["max_grad_norm"] == 5.0 and opt.param_groups[0]["lr"] == 5e-3
+    with pytest.raises(ConfigError, match="optim.lr"):
+        build_adan([torch.nn.Parameter(torch.zeros(2))], lr=0.0)
+
+
+class SpecAdan:
+    """The §6.2 equations, written out in float64 (the replacement should the dependency go)."""
+
+    def __init__(self, groups, betas=(0.98, 0.92, 0.99), eps=1e-8, decay=2e-5, max_norm=5.0):
+        self.groups, self.betas, self.eps, self.decay, self.max_norm = groups, betas, eps, decay, max_norm
+        self.k = 0
+        self.state = {}
+
+    def step(self, grads):  # grads: {name: tensor or None}; groups: [(lr, {name: tensor})]
+        b1, b2, b3 = self.betas
+        self.k += 1
+        k = self.k
+        # c_k = min(1, max_norm / (‖g‖ + ε)); the norm is accumulated in float32, as the reference (§10)
+        present = [g for g in grads.values() if g is not None]
+        norm = torch.stack([g.norm() for g in present]).float().square().sum().sqrt() + self.eps
+        c = torch.clamp(self.max_norm / norm, max=1.0)
+        for lr, params in self.groups:
+            for name, theta in params.items():
+                if grads.get(name) is None:
+                    continue
+                g = c * grads[name]
+                if name not in self.state:
+                    self.state[name] = dict(prev=g, m=torch.zeros_like(g), v=torch.zeros_like(g), n=torch.zeros_like(g))
+                s = self.state[name]
+                diff = g - s["prev"]
+                s["m"] = b1 * s["m"] + (1 - b1) * g
+                s["v"] = b2 * s["v"] + (1 - b2) * diff
+                s["n"] = b3 * s["n"] + (1 - b3) * (g + b2 * diff) ** 2
+                s["prev"] = g
+                update = s["m"] / (1 - b1**k) + b2 * s["v"] / (1 - b2**k)
+                denom = s["n"].sqrt() / math.sqrt(1 - b3**k) + self.eps
+                theta.copy_((theta - lr * update / denom) / (1 + lr * self.decay))
+
+
+def test_adan_matches_the_equations_over_many_steps_groups_and_late_parameters():
+    g = torch.Generator().manual_seed(7)
+    shapes = {"mlp": (3, 2), "grid": (5,), "late": (2,)}
+    init = {name: torch.randn(shape, generator=g, dtype=torch.float64) for name, shape in shapes.items()}
+    live = {name: torch.nn.Parameter(t.clone()) for name, t in init.items()}
+    mirror = {name: t.clone() for name, t in init.items()}
+    opt = build_adan([{"params": [live["mlp"], live["late"]], "lr": 0.05}, {"params": [live["grid"]], "lr": 0.5}], lr=0.05)
+    spec = SpecAdan([(0.05, {"mlp": mirror["mlp"], "late": mirror["late"]}), (0.5, {"grid": mirror["grid"]})])
+    clipped = 0
+    for step in range(1, 13):
+        scale = 8.0 if step % 4 == 0 else 0.7  # some steps exceed max_grad_norm 5
+        grads = {name: scale * torch.randn(t.shape, generator=g, dtype=torch.float64) for name, t in init.items()}
+        if step < 5:
+            grads["late"] = None  # first seen at step 5, while the group's step counter keeps counting
+        clipped += math.sqrt(sum(float((v**2).sum()) for v in grads.values() if v is not None)) > 5.0
+        for name, p in live.items():
+            p.grad = None if grads[name] is None else grads[name].clone()
+        opt.step()
+        spec.step(grads)
+        for name in init:
+            assert torch.allclose(live[name].detach(), mirror[name], rtol=0, atol=1e-12), (step, name)
+    assert clipped >= 2 and not torch.equal(live["late"].detach(), init["late"])
+
+
+def test_param_groups_split_hash_grid_from_mlps():
+    grid = HashGridConfig(n_levels=2, log2_hashmap_size=8, base_resolution=4, finest_resolution=8, backend="torch")
+    field = NeRFField(FieldConfig(grid=grid))
+    background = BackgroundMLP()
+    groups = param_groups(field, background, lr_mlp=5e-3)
+    by_name = {gr["name"]: gr for gr in groups}
+    assert by_name["mlp"]["lr"] == 5e-3 and by_name["grid"]["lr"] == pytest.approx(5e-2)
+    assert {id(p) for p in by_name["grid"]["params"]} == {id(p) for p in field.encoding.parameters()}
+    everything = {id(p) for p in field.parameters()} | {id(p) for p in background.parameters()}
+    ids = [id(p) for gr in groups for p in gr["params"]]
+    assert len(ids) == len(set(ids)) and set(ids) == everything
+    assert param_groups(field, None, 1e-3, 7e-3)[1]["lr"] == 7e-3
+    opt = build_adan(groups, lr=5e-3)
+    assert [gr["lr"] for gr in opt.param_groups] == [5e-3, pytest.approx(5e-2)]
+
+
+def test_warmup_factor_values():
+    assert warmup_factor(0) == 0.0
+    assert warmup_factor(250) == pytest.approx(0.5)
+    assert warmup_factor(100) == pytest.approx(0.2)
+    for step in (500, 501, 2_000, 9_999, 10_000, 20_000):
+        assert warmup_factor(step, total=10_000) == 1.0
+    for step in (0, 1, 250, 10_000):
+        assert warmup_factor(step, schedule="dreamfusion") == 1.0
+        assert warmup_factor(step, warmup=0) == 1.0  # no warm-up: constant
+
+
+def test_warmup_factor_cosine_branch_with_lower_floor():
+    assert warmup_factor(500, total=1_500, min_ratio=0.1) == pytest.approx(1.0)
+    assert warmup_factor(1_000, total=1_500, min_ratio=0.1) == pytest.approx(0.5)
+    assert warmup_factor(1_450, total=1_500, min_ratio=0.1) == pytest.approx(0.1)
+    with pytest.raises(ConfigError, match="optim.lr_schedule"):
+        warmup_factor(3, schedule="linear")
+
+
+def test_scheduler_convention_step_one_at_zero_and_501_first_full_step():
+    params = [torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))]
+    opt = build_adan([{"params": [params[0]], "lr": 5e-3}, {"params": [params[1]], "lr": 5e-2}], lr=5e-3)
+    sched = build_lr_scheduler(opt, "hifa", warmup=500, total=10_000)
+    used = {}
+    for i in range(1, 503):  # global step i: optimiser step with the current lr, then scheduler step
+        used[i] = [gr["lr"] for gr in opt.param_groups]
+        opt.step()  # no gradients: a no-op update that keeps the optimiser/scheduler order
+        sched.step()
+    assert used[1] == [0.0, 0.0]
+    assert used[251] == [pytest.approx(2.5e-3), pytest.approx(2.5e-2)]
+    assert used[500] == [pytest.approx(5e-3 * 499 / 500), pytest.approx(5e-2 * 499 / 500)]
+    assert used[501] == [pytest.approx(5e-3), pytest.approx(5e-2)] and used[502] == used[501]
+    flat = build_lr_scheduler(build_adan([torch.nn.Parameter(torch.zeros(1))], lr=5e-3), "dreamfusion")
+    assert flat.get_last_lr() == [5e-3]
+
+
+def test_clip_gradients_returns_the_pre_clip_norm():
+    a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(1))
+    a.grad, b.grad = torch.tensor([3.0, 0.0]), torch.tensor([4.0])
+    norm = clip_gradients([a, b], 1.0)
+    assert norm.item() == pytest.approx(5.0)
+    assert torch.cat([a.grad, b.grad]).norm().item() == pytest.approx(1.0, rel=1e-5)
+    assert torch.allclose(a.grad, torch.tensor([0.6, 0.0]), atol=1e-6)
+    a.grad, b.grad = torch.tensor([0.3, 0.0]), torch.tensor([0.4])
+    assert clip_gradients([a, b], 1.0).item() == pytest.approx(0.5)
+    assert torch.allclose(b.grad, torch.tensor([0.4]))  # below the limit: untouched

@@ -1,0 +1,154 @@
+"""MLflow tracking against real SQLite stores: round trip, reopening, failures and parallel writers."""
+
+import json
+import logging
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from hifa import tracking
+from hifa.tracking import NullTracker, Tracker, default_tracking_uri
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_default_tracking_uri_is_absolute_sqlite(tmp_path, monkeypatch):
+    monkeypatch.delenv("HIFA_MLFLOW_DB", raising=False)
+    assert default_tracking_uri(tmp_path) == f"sqlite:///{tmp_path.resolve()}/results/mlflow.db"
+    monkeypatch.chdir(tmp_path)
+    assert default_tracking_uri() == f"sqlite:///{tmp_path.resolve()}/results/mlflow.db"
+    monkeypatch.setenv("HIFA_MLFLOW_DB", "elsewhere/x.db")
+    assert default_tracking_uri(Path("/ignored")) == f"sqlite:///{tmp_path.resolve()}/elsewhere/x.db"
+
+
+def test_flatten_params_dots_and_truncates():
+    flat = tracking.flatten_params({"a": {"b": 1, "c": {"d": [1, 2]}}, "long": "x" * 7000, "none": None})
+    assert flat == {"a.b": "1", "a.c.d": "[1, 2]", "long": "x" * 5997 + "...", "none": "None"}
+
+
+def test_run_round_trip(tmp_path):
+    uri = default_tracking_uri(tmp_path)
+    params = {"lr": 0.01, "model": {"width": 64, "levels": {"n": 16}}, "prompt": "a hamburger"}
+    tracker = Tracker.start(uri, "suite", "hifa-hamburger", params, {"method": "hifa"}, tmp_path / "run")
+    assert type(tracker) is Tracker
+    for step in (0, 10, 20):
+        tracker.log_metrics({"loss": 1.0 / (step + 1), "psnr": float(step)}, step)
+    (tmp_path / "view.png").write_bytes(b"png")
+    tracker.log_artifact(tmp_path / "view.png", "views")
+    tracker.set_terminated("FINISHED")
+    assert tracker.failures == 0
+
+    client = MlflowClient(uri)
+    run = client.get_run(tracker.run_id)
+    assert run.info.run_name == "hifa-hamburger" and run.info.status == "FINISHED"
+    assert run.data.params == {"lr": "0.01", "model.width": "64", "model.levels.n": "16", "prompt": "a hamburger"}
+    assert run.data.tags["method"] == "hifa"
+    assert [(m.step, m.value) for m in client.get_metric_history(tracker.run_id, "psnr")] == [(0, 0.0), (10, 10.0), (20, 20.0)]
+    assert [a.path for a in client.list_artifacts(tracker.run_id, "views")] == ["views/view.png"]
+    experiment = client.get_experiment(tracker.experiment_id)
+    assert experiment.artifact_location == (tmp_path / "results" / "mlartifacts" / "suite").as_uri()
+    assert (tmp_path / "results" / "mlartifacts" / "suite" / tracker.run_id / "artifacts" / "views" / "view.png").exists()
+    assert not (tmp_path / "mlruns").exists() and not Path("mlruns").exists()
+
+
+def test_run_json_and_reopen(tmp_path):
+    uri, run_dir = default_tracking_uri(tmp_path), tmp_path / "run"
+    tracker = Tracker.start(uri, "suite", "dreamfusion-cat", {"lr": 0.01}, None, run_dir)
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record == dict(
+        tracking_uri=uri, experiment_id=tracker.experiment_id, run_id=tracker.run_id, run_name="dreamfusion-cat"
+    )
+    tracker.set_terminated()
+
+    later = Tracker.from_run_dir(run_dir)
+    assert type(later) is Tracker and later.run_id == tracker.run_id
+    later.log_metrics({"clip_score": 0.3}, 5000)
+    later.log_params({"eval": {"views": 8}})
+    resumed = Tracker.start(uri, "suite", "dreamfusion-cat", {"lr": 0.01, "steps": 100}, None, run_dir)
+    assert resumed.run_id == tracker.run_id and resumed.failures == 0 and later.failures == 0
+
+    run = MlflowClient(uri).get_run(tracker.run_id)
+    assert run.data.metrics == {"clip_score": 0.3}
+    assert run.data.params == {"lr": "0.01", "eval.views": "8", "steps": "100"}
+    assert run.info.status == "RUNNING"  # resumed training
+    assert type(Tracker.from_run_dir(tmp_path / "no-such-run")) is NullTracker
+
+
+def test_failures_warn_once_and_do_not_raise(tmp_path, caplog):
+    class Broken:
+        def __getattr__(self, name):
+            raise RuntimeError("store unreachable")
+
+    tracker = Tracker(Broken(), default_tracking_uri(tmp_path), "1", "abc")
+    with caplog.at_level(logging.WARNING, logger="hifa.tracking"):
+        tracker.log_metrics({"loss": 1.0}, 0)
+        tracker.log_params({"a": 1})
+        tracker.set_terminated("FAILED")
+    assert tracker.failures == 3
+    assert len([r for r in caplog.records if "store unreachable" in r.getMessage()]) == 1
+    with NullTracker() as null:
+        null.log_metrics({"loss": 1.0}, 0), null.log_params({"a": 1}), null.log_artifact(tmp_path / "x"), null.set_terminated()
+    assert null.failures == 0 and null.run_id is None
+
+
+def test_retry_on_locked_database(monkeypatch):
+    monkeypatch.setattr(tracking.time, "sleep", lambda seconds: None)
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise sqlite3.OperationalError("database is locked")
+        return "ok"
+
+    assert tracking.with_retry(flaky) == "ok" and len(calls) == 3
+
+
+CHILD = """
+import sys, time
+from pathlib import Path
+from hifa.tracking import Tracker
+uri, work, job = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+(work / f"ready{job}").touch()
+while not (work / "go").exists():
+    time.sleep(0.005)
+params = {"job": job, "model": {"width": 64, "depth": job}}
+tracker = Tracker.start(uri, "race", f"job{job}", params, {"worker": job}, work / f"run{job}")
+for step in range(30):
+    tracker.log_metrics({"loss": 1.0 / (step + 1), "job": float(job)}, step)
+tracker.log_params({"done": True})
+tracker.set_terminated()
+sys.exit(0 if type(tracker) is Tracker and tracker.failures == 0 else 3)
+"""
+
+
+def test_parallel_processes_share_one_fresh_database(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-c", CHILD, uri, str(tmp_path)]
+    jobs = [subprocess.Popen([*command, str(job)], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True) for job in range(4)]
+    deadline = time.monotonic() + 40
+    while not all((tmp_path / f"ready{job}").exists() for job in range(4)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not (tmp_path / "store" / "mlflow.db").exists()
+    (tmp_path / "go").touch()  # all four now race to create the database, the experiment and their runs
+    errors = [job.communicate(timeout=50)[1] for job in jobs]
+    assert [job.returncode for job in jobs] == [0, 0, 0, 0], errors
+    assert not any(word in text for text in errors for word in ("Traceback", "locked", "failed", "disabled")), errors
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("race")
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(run.info.run_name for run in runs) == ["job0", "job1", "job2", "job3"]
+    for run in runs:
+        job = int(run.data.params["job"])
+        assert run.info.status == "FINISHED" and run.data.params["model.depth"] == str(job) and run.data.params["done"] == "True"
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == list(range(30))
+        assert {m.value for m in client.get_metric_history(run.info.run_id, "job")} == {float(job)}
+        assert json.loads((tmp_path / f"run{job}" / "run.json").read_text())["run_id"] == run.info.run_id
+    assert not (tmp_path / "mlruns").exists()

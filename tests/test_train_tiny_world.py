@@ -1,0 +1,42 @@
+"""Every preset runs a few steps under the real Stable Diffusion and DPT loaders (tiny random models, CPU, offline)."""
+
+import pytest
+import torch
+
+from hifa.presets import PRESETS
+from hifa.run_setup import build_prior
+from hifa.trainer import Trainer
+from hifa.training import resolve_config
+from tests.tinyworld import build_tiny_dpt, build_tiny_stable_diffusion
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny-models")
+    return build_tiny_stable_diffusion(root / "sd"), build_tiny_dpt(root / "dpt")
+
+
+@pytest.fixture(scope="module")
+def prior(models):
+    config = resolve_config("hifa", "a corgi", f"stable-diffusion:{models[0]}")
+    return build_prior(config.prior)
+
+
+@pytest.mark.parametrize("method", list(PRESETS))
+def test_preset_runs_under_the_tiny_world(method, models, prior, tmp_path):
+    sd, dpt = models
+    overrides = [
+        "iterations=3", "resolution=16", "renderer.num_coarse=8", "renderer.num_fine=4", "checkpoint_every=3", "val_every=3",
+        "val_views=1", "val_resolution=8", f"depth.model={dpt}", "tracking.enabled=false", "field.grid.n_levels=4",
+        "field.grid.log2_hashmap_size=12", "field.grid.finest_resolution=64",
+    ]
+    config = resolve_config(method, "a corgi", f"stable-diffusion:{sd}", overrides=overrides)
+    assert config.prior.model == str(sd)
+    trainer = Trainer(config, tmp_path / method, prior=prior, progress=False)
+    trainer.train()
+    assert trainer.step == 3 and (tmp_path / method / "checkpoint.pt").is_file()
+    expected = {"sds"} if method == "dreamfusion" else {"latent"}
+    assert expected <= set(trainer.log_rows[-1])
+    if config.depth.weight > 0:
+        assert "depth" in trainer.log_rows[-1]
+    assert all(torch.isfinite(p).all() for p in trainer.renderer.parameters())
