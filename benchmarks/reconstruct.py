@@ -57,16 +57,17 @@ def main() -> None:
     args = parser.parse_args()
     config = ReconstructConfig()
     rows = []
-    for name in args.scenes:
-        metrics = reconstruct(get_scene(name), config, Path(args.runs) / name)
-        print(summary_line(metrics), flush=True)
-        rows.append({k: v for k, v in metrics.items() if k not in ("config", "psnr_per_view")})
     device = "cuda" if torch.cuda.is_available() else "cpu"
     out = Path(args.out)
-    payload = {"benchmark": "reconstruct", "targets": TARGETS, "machine": machine(), "config": metrics["config"], "scenes": rows}
-    write_json_atomic(out / f"reconstruct-{device}.json", payload)
-    header = f"# hifa reconstruct on {device} ({payload['machine']['cpu_count']} cores, {payload['machine']['date']})\n\n"
-    write_bytes_atomic(out / f"reconstruct-{device}.md", (header + table(rows)).encode())
+    for name in args.scenes:
+        metrics = reconstruct(get_scene(name), config, Path(args.runs) / name, progress=False)
+        print(summary_line(metrics), flush=True)
+        rows.append({k: v for k, v in metrics.items() if k not in ("config", "psnr_per_view")})
+        # Written after every scene, so an interrupted benchmark keeps what it measured.
+        payload = {"benchmark": "reconstruct", "targets": TARGETS, "machine": machine(), "config": metrics["config"], "scenes": rows}
+        write_json_atomic(out / f"reconstruct-{device}.json", payload)
+        header = f"# hifa reconstruct on {device} ({payload['machine']['cpu_count']} cores, {payload['machine']['date']})\n\n"
+        write_bytes_atomic(out / f"reconstruct-{device}.md", (header + table(rows)).encode())
     print(table(rows))
 
 
