@@ -139,3 +139,42 @@ def test_one_candidate_x0_mode_is_a_reconstruction_loss(prior):
     expected = (1.0 + 0.1) * 0.05 * 1.0 * (render.detach() - target)
     assert torch.allclose(render.grad, expected, atol=1e-8)
     assert math.isclose(float(out.weight), 0.05)
+
+
+def test_view_cutoff_excludes_far_views_but_keeps_the_nearest():
+    from hifa.guidance.oracle import angle_log_prior
+
+    dirs = torch.nn.functional.normalize(torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.2, 1.0], [1.0, 0.0, 0.0]]), dim=-1)
+    lp = angle_log_prior(torch.tensor([[0.0, 0.0, 1.0]]), dirs, math.radians(5), math.radians(20))
+    assert torch.isfinite(lp[0, :2]).all() and lp[0, 2] == float("-inf")
+    far = angle_log_prior(torch.tensor([[0.0, -1.0, 0.0]]), dirs, math.radians(5), math.radians(1))
+    assert torch.isfinite(far).sum() == 1  # nothing within 1°: the nearest view alone remains
+
+
+def test_a_cutoff_wider_than_the_sphere_changes_nothing(prior, tmp_path):
+    from dataclasses import replace
+
+    wide = OraclePrior(replace(prior.config, view_cutoff_deg=180.0))
+    cams = orbit_cameras(1, radius=3.2, fovy_deg=20.0, start_azimuth_deg=33.0)
+    x_t, t = torch.rand(1, 3, 16, 16), torch.tensor([300])
+    a = prior.predict_eps(x_t, t, [prior.conditions("a green torus", cams, "none").positive])[0]
+    b = wide.predict_eps(x_t, t, [wide.conditions("a green torus", cams, "none").positive])[0]
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_a_tight_cutoff_pins_the_target_to_views_near_the_camera(prior):
+    from dataclasses import replace
+
+    tight = OraclePrior(replace(prior.config, view_cutoff_deg=1.0))
+    bank = tight.bank("green-torus")
+    k = 5
+    direction = bank.directions[k]
+    polar = math.degrees(math.acos(float(direction[1])))
+    azimuth = math.degrees(math.atan2(float(direction[0]), float(direction[2])))
+    cams = orbit_cameras(1, polar_deg=polar, radius=3.2, fovy_deg=20.0, start_azimuth_deg=azimuth)
+    cond = tight.conditions("a green torus", cams, "none")
+    blank = torch.ones(1, 3, 16, 16)
+    abar = ABAR[[200]]
+    eps = tight.predict_eps(blank * abar.sqrt().float(), torch.tensor([200]), [cond.positive])[0]
+    x0 = (blank * abar.sqrt().float() - (1 - abar).sqrt().float() * eps) / abar.sqrt().float()
+    assert torch.allclose(x0, bank.images[k : k + 1], atol=1e-4)  # only view k is allowed, whatever the render

@@ -12,7 +12,7 @@ import hashlib
 import io
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,7 @@ class OracleConfig:
     views: int = 400
     uncond_views_per_scene: int = 80
     tau_deg: float = 10.0
+    view_cutoff_deg: float | None = None
     radius: float = 3.2
     fovy_deg: float = 20.0
     cache_dir: str | None = None
@@ -46,6 +47,7 @@ class OracleConfig:
         require(self.views >= 1, "oracle.views", f"must be positive, got {self.views}")
         require(1 <= self.uncond_views_per_scene <= self.views, "oracle.uncond_views_per_scene", "must lie in [1, views]")
         require(self.tau_deg > 0, "oracle.tau_deg", "must be positive")
+        require(self.view_cutoff_deg is None or self.view_cutoff_deg > 0, "oracle.view_cutoff_deg", "must be positive or null")
         require(self.radius > 1.0, "oracle.radius", "must be > 1")
         require(0 < self.fovy_deg < 180, "oracle.fovy_deg", "must lie in (0, 180)")
 
@@ -107,10 +109,21 @@ def load_bank(scene: Scene, config: OracleConfig) -> SceneBank:
     return bank
 
 
-def angle_log_prior(views: torch.Tensor, directions: torch.Tensor, tau_rad: float) -> torch.Tensor:
-    """log pi_k = -angle(v, c_k)^2 / (2 tau^2) for views (B, 3) and bank directions (K, 3): (B, K)."""
+def view_angles(views: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """Angles (radians) between views (B, 3) and bank directions (K, 3): (B, K)."""
     cos = (torch.nn.functional.normalize(views, dim=-1) @ directions.T).clamp(-1.0, 1.0)
-    return -torch.arccos(cos) ** 2 / (2 * tau_rad**2)
+    return torch.arccos(cos)
+
+
+def angle_log_prior(views: torch.Tensor, directions: torch.Tensor, tau_rad: float, cutoff_rad: float | None = None) -> torch.Tensor:
+    """log pi_k = -angle(v, c_k)^2 / (2 tau^2), and -inf beyond the cut-off angle (the nearest view always stays)."""
+    angles = view_angles(views, directions)
+    log_prior = -(angles**2) / (2 * tau_rad**2)
+    if cutoff_rad is not None:
+        keep = angles <= cutoff_rad
+        keep[torch.arange(len(angles)), angles.argmin(-1)] = True
+        log_prior = log_prior.masked_fill(~keep, float("-inf"))
+    return log_prior
 
 
 def exact_x0(
@@ -219,10 +232,14 @@ class OraclePrior:
             else:
                 bank = self.bank(handle.scene)
                 flat, sq = self._matrix(handle.scene, lambda: bank.images)
-                log_prior = angle_log_prior(handle.directions, bank.directions, math.radians(self.config.tau_deg))
+                cutoff = None if self.config.view_cutoff_deg is None else math.radians(self.config.view_cutoff_deg)
+                log_prior = angle_log_prior(handle.directions, bank.directions, math.radians(self.config.tau_deg), cutoff)
+            # Views the prior rules out carry no weight: leave them out of the (exact) posterior.
+            allowed = torch.isfinite(log_prior).any(0).nonzero().squeeze(-1)
+            flat, sq, log_prior = flat[allowed], sq[allowed], log_prior[:, allowed]
             x0, weights = exact_x0(latents, abar, flat.to(latents.device), log_prior.to(latents.device), sq.to(latents.device))
             if handle.positive and handle.scene is not None:
-                disparity = self.bank(handle.scene).disparity.to(latents.device)
+                disparity = self.bank(handle.scene).disparity[allowed].to(latents.device)
                 self.last_disparity = (weights @ disparity.flatten(1)).view(-1, *disparity.shape[1:])
             out.append(eps_from_x0(latents, x0, abar))
         return out
@@ -236,7 +253,8 @@ class OraclePrior:
 
     def _uncond_bank(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._uncond is None:
-            step = max(1, self.config.views // self.config.uncond_views_per_scene)
-            banks = [self.bank(name) for name in sorted(self._scenes)]
-            self._uncond = (torch.cat([b.images[::step] for b in banks]), torch.cat([b.directions[::step] for b in banks]))
+            # A sparser bank per scene: the unconditional branch needs every scene, not every view.
+            sparse = replace(self.config, views=self.config.uncond_views_per_scene)
+            banks = [load_bank(self._scenes[name], sparse) for name in sorted(self._scenes)]
+            self._uncond = (torch.cat([b.images for b in banks]), torch.cat([b.directions for b in banks]))
         return self._uncond
