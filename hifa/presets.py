@@ -71,11 +71,17 @@ def oracle_world(config: TrainConfig, budget: str = "cpu") -> TrainConfig:
     """Scale a preset to the oracle world: the oracle prior, its cameras, and a size for the budget.
 
     'cpu' fits 2 CPU cores in under 10 minutes: 64x64 renders (the oracle's resolution),
-    fewer samples and steps, a smaller hash table; method logic is untouched.
+    fewer samples and steps, a smaller hash table.
+
+    Two world settings, measured in benchmarks/results/train-oracle-cpu.md: a dense bank with a
+    sharp, truncated view prior (otherwise the exact posterior ignores the view below t ~ 900),
+    and CFG scale 3 (the oracle's all-scenes unconditional branch is far from the conditional
+    one, so s = 100 saturates every colour).
     """
-    oracle = OracleConfig()
+    oracle = OracleConfig(views=1200, tau_deg=4.0, view_cutoff_deg=9.0)
     scaled = replace(
         config,
+        guidance=replace(config.guidance, guidance_scale=3.0),
         prior=PriorConfig(kind="oracle", oracle=oracle),
         cameras=replace(config.cameras, radius=(oracle.radius, oracle.radius), fovy_deg=(oracle.fovy_deg, oracle.fovy_deg)),
     )
@@ -86,7 +92,7 @@ def oracle_world(config: TrainConfig, budget: str = "cpu") -> TrainConfig:
     grid = HashGridConfig(log2_hashmap_size=16, finest_resolution=512)
     return replace(
         scaled,
-        iterations=600,
+        iterations=900,
         resolution=64,
         checkpoint_every=100,
         val_every=200,
