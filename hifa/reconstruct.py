@@ -7,7 +7,6 @@ together recover a catalogue scene from images alone.
 from __future__ import annotations
 
 import io
-import json
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -205,7 +204,3 @@ def summary_line(metrics: dict) -> str:
         f"{metrics['scene']}: PSNR {metrics['psnr']:.2f} dB, Chamfer {100 * metrics['chamfer_fraction_of_extent']:.2f}% "
         f"of extent, F-score@1% {metrics['fscore']:.3f}, {metrics['steps']} steps, {metrics['wall_time_s']:.0f} s"
     )
-
-
-def to_json(metrics: dict) -> str:
-    return json.dumps(metrics, indent=2, default=str)
