@@ -19,7 +19,7 @@ from hifa.configio import dump_yaml, to_dict
 from hifa.depth import pearson_depth_loss, ssi_depth_loss
 from hifa.errors import HifaError
 from hifa.field import NeRFField
-from hifa.guidance.guidance import Guidance
+from hifa.guidance.guidance import Guidance, to_prior_size
 from hifa.guidance.schedules import depth_weight_factor, ramp
 from hifa.io import save_image, write_bytes_atomic
 from hifa.optim import build_adan, clip_gradients, param_groups, warmup_factor
@@ -90,8 +90,7 @@ class Trainer:
         r = ramp(step, n)
         rw = cfg.regularisers
         if cfg.depth.weight > 0 and self.estimator is not None:
-            x_prior = F.interpolate(image, size=(self.prior.image_size,) * 2, mode="bilinear", align_corners=False)
-            estimate = self.estimator.estimate(x_prior, size=(res, res))
+            estimate = self.estimator.estimate(to_prior_size(image.detach(), self.prior.image_size), size=(res, res))
             loss_fn = ssi_depth_loss if cfg.depth.loss == "ssi" else pearson_depth_loss
             depth_term = loss_fn(out["depth"].view(1, res, res), out["opacity"].view(1, res, res), estimate.detach())
             scale = DEPTH_SCALE if cfg.depth.loss == "ssi" else 1.0

@@ -30,7 +30,8 @@ def test_sphere_depth_equals_the_analytic_planar_distance():
     # The UV sphere is a polyhedron inscribed in the true sphere: depth can only be a little larger.
     err = truth.depth.reshape(3, -1)[hit].double() - t[hit]
     assert err.abs().max() < 2e-3
-    assert torch.all((disc > 0) == hit) or ((disc > 0) != hit).float().mean() < 0.01
+    # Only rays grazing the rim may disagree (the polyhedron is slightly smaller than the sphere).
+    assert ((disc > 0) != hit).float().mean() < 0.01
     assert torch.all(truth.depth.reshape(3, -1)[~hit] == 0)
 
 
@@ -54,7 +55,7 @@ def test_catalogue_scenes_are_valid():
         lo, hi = scene.bounds()
         assert np.all(lo > -0.6) and np.all(hi < 0.6), spec.name  # inside the evaluation view
         assert all(p.mesh.is_watertight() for p in scene.parts), spec.name
-        assert len({p.color for p in scene.parts}) >= 1
+        assert all(p.color is not None for p in scene.parts), spec.name
 
 
 def test_scene_lookup_by_name_and_prompt():

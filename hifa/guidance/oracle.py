@@ -24,7 +24,7 @@ from hifa.guidance.prior import VIEW_MODES, Conditioning, ViewMode
 from hifa.guidance.schedules import stable_diffusion_alphas_cumprod
 from hifa.guidance.views import perpneg_plan
 from hifa.io import write_bytes_atomic
-from hifa.scenes import CATALOGUE, GroundTruthRenderer, Scene
+from hifa.scenes import CATALOGUE, GroundTruthRenderer, Scene, SceneSpec
 
 BANK_VERSION = 1
 
@@ -149,14 +149,19 @@ def eps_from_x0(x_t: torch.Tensor, x0: torch.Tensor, abar: torch.Tensor) -> torc
     return (x_t - abar.sqrt() * x0) / (1 - abar).sqrt()
 
 
-def scene_for_prompt(prompt: str) -> Scene:
-    """The catalogue scene a prompt names (by prompt or by name), or a clear error."""
+def catalogue_entry(prompt: str) -> SceneSpec:
+    """The catalogue entry a prompt names (by prompt or by name), or a clear error."""
     wanted = prompt.strip().lower()
     for spec in CATALOGUE:
         if wanted in (spec.prompt.lower(), spec.name):
-            return spec.scene()
+            return spec
     known = "; ".join(f"'{spec.prompt}'" for spec in CATALOGUE)
     raise HifaError(f"the oracle prior has no scene for the prompt {prompt!r}; it knows: {known}")
+
+
+def scene_for_prompt(prompt: str) -> Scene:
+    """The catalogue scene a prompt names, built."""
+    return catalogue_entry(prompt).scene()
 
 
 class OraclePrior:
@@ -168,7 +173,6 @@ class OraclePrior:
         self.image_size = self.config.resolution
         self._banks: dict[str, SceneBank] = {}
         self._scenes = {s.name: s for s in (scenes or [spec.scene() for spec in CATALOGUE])}
-        self._uncond: tuple[torch.Tensor, torch.Tensor] | None = None
         self._matrices: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.last_disparity: torch.Tensor | None = None
 
@@ -186,9 +190,11 @@ class OraclePrior:
     def conditions(self, prompt: str, cameras: Cameras, view_mode: ViewMode) -> Conditioning:
         """A view replaces text: Perp-Neg and suffix views map to canonical views at the camera's elevation."""
         require(view_mode in VIEW_MODES, "guidance.view_mode", f"must be one of {VIEW_MODES}")
-        scene = scene_for_prompt(prompt)
-        if scene.name not in self._scenes:
-            self._scenes[scene.name] = scene
+        # Called every training step: resolve the name only; the meshes are built once, when first needed.
+        spec = catalogue_entry(prompt)
+        if spec.name not in self._scenes:
+            self._scenes[spec.name] = spec.scene()
+        scene = self._scenes[spec.name]
         self._check_cameras(cameras)
         polar, azimuth = cameras.polar_deg.double(), cameras.azimuth_deg.double()
         own = spherical_to_position(torch.ones_like(polar), polar, azimuth)
@@ -227,7 +233,7 @@ class OraclePrior:
         out = []
         for handle in handles:
             if handle.scene is None:
-                flat, sq = self._matrix("*uncond*", lambda: self._uncond_bank()[0])
+                flat, sq = self._matrix("*uncond*", self._uncond_images)
                 log_prior = torch.zeros(latents.shape[0], flat.shape[0])
             else:
                 bank = self.bank(handle.scene)
@@ -251,10 +257,7 @@ class OraclePrior:
             self._matrices[key] = (flat, (flat**2).sum(-1))
         return self._matrices[key]
 
-    def _uncond_bank(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._uncond is None:
-            # A sparser bank per scene: the unconditional branch needs every scene, not every view.
-            sparse = replace(self.config, views=self.config.uncond_views_per_scene)
-            banks = [load_bank(self._scenes[name], sparse) for name in sorted(self._scenes)]
-            self._uncond = (torch.cat([b.images for b in banks]), torch.cat([b.directions for b in banks]))
-        return self._uncond
+    def _uncond_images(self) -> torch.Tensor:
+        # A sparser bank per scene: the unconditional branch needs every scene, not every view.
+        sparse = replace(self.config, views=self.config.uncond_views_per_scene)
+        return torch.cat([load_bank(self._scenes[name], sparse).images for name in sorted(self._scenes)])
