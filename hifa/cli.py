@@ -9,6 +9,8 @@ from pathlib import Path
 
 from hifa.errors import HifaError
 
+DEFAULT_CLIP_MODELS = ("ViT-B/32", "ViT-B/16", "ViT-L/14")  # hifa.evaluate.clip.DEFAULT_BACKBONES (kept import-free)
+
 
 def positive_int(text: str) -> int:
     """argparse type: an integer > 0."""
@@ -81,6 +83,62 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_render(args: argparse.Namespace) -> int:
+    from hifa.errors import ConfigError
+    from hifa.steps.render import RenderOptions, render_run
+
+    try:
+        options = RenderOptions(args.views, args.elevation, args.radius, args.fovy, args.resolution, args.start_azimuth, args.fps)
+    except ConfigError as exc:
+        raise HifaError(f"--{exc.key}: {str(exc).split(': ', 1)[-1]}") from None
+    marker = render_run(args.run, options, args.out, progress=not args.quiet)
+    out = Path(args.out or Path(args.run) / "render")
+    print(f"rendered {marker['cameras']['views']} views at {options.resolution}x{options.resolution} in {marker['wall_time_s']:.1f} s; wrote {out}")
+    return 0
+
+
+def cmd_depth(args: argparse.Namespace) -> int:
+    from hifa.steps.depth import estimate_depth
+
+    result = estimate_depth(args.run, args.out, batch=args.batch, progress=not args.quiet)
+    score = result["consistency"]["abs_rel"]
+    shown = "n/a (no view has a mask)" if score is None else f"{score:.4f}"
+    out = Path(args.out or Path(args.run) / "depth")
+    print(f"{result['estimator']['kind']} depth on {result['views']} views: disparity AbsRel after scale/shift {shown}; wrote {out}")
+    return 0
+
+
+def cmd_mesh(args: argparse.Namespace) -> int:
+    from hifa.steps.mesh import mesh_run
+
+    result = mesh_run(args.run, args.resolution, args.out, args.preview_resolution)
+    out = Path(args.out or Path(args.run) / "mesh")
+    print(f"mesh: {result['vertices']} vertices, {result['faces']} faces at density threshold {result['threshold']:.4g}; wrote {out}")
+    return 0
+
+
+def clip_models(text: str) -> tuple[str, ...]:
+    """argparse type: comma-separated CLIP backbones, or 'none'."""
+    if text.strip().lower() in ("none", ""):
+        return ()
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from hifa.steps.evaluate import EvaluateOptions, evaluate_run
+
+    options = EvaluateOptions(args.clip_models, args.captions, args.prompts, args.clip_dir, args.surface_points)
+    metrics = evaluate_run(args.run, options, args.out, progress=not args.quiet)
+    parts = [f"{name}: CLIP score {m['clip_score']['mean']:.2f}, R-precision {m['r_precision']['colour']:.2f}" for name, m in metrics["clip"].items()]
+    truth = metrics["groundtruth"]
+    if truth:
+        psnr = "inf" if truth["psnr"] is None else f"{truth['psnr']:.2f}"
+        parts.append(f"PSNR {psnr} dB, SSIM {truth['ssim']:.3f}, Chamfer {truth['chamfer']:.4f}, F-score {truth['fscore']:.3f}")
+    out = Path(args.out or Path(args.run) / "eval")
+    print(f"{'; '.join(parts) or 'no scores asked for'}; wrote {out / 'metrics.json'}")
+    return 0
+
+
 def cmd_scenes_list(args: argparse.Namespace) -> int:
     from hifa.scenes import CATALOGUE
 
@@ -109,6 +167,14 @@ def cmd_scenes_render(args: argparse.Namespace) -> int:
 
     export_mesh(Mesh(np.asarray(mesh.vertices), np.asarray(mesh.triangles), np.asarray(mesh.vertex_colors)), out / "groundtruth.ply")
     print(f"{scene.name} ({scene.prompt!r}): wrote {out}/groundtruth.png and groundtruth.ply")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from hifa.report import build_report
+
+    result = build_report(args.suite, views=args.views, paper=not args.no_paper)
+    print(result.summary_line())
     return 0
 
 
@@ -146,6 +212,45 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=cmd_train)
 
+    render_run = sub.add_parser("render", help="render a trained run at the test cameras: RGB, depth, normals, opacity, textureless, turntable")
+    render_run.add_argument("run", help="run folder written by `hifa train --out`")
+    render_run.add_argument("--views", type=positive_int, default=100, help="views evenly spaced in azimuth (default 100)")
+    render_run.add_argument("--elevation", type=float, default=20.0, help="camera elevation in degrees (default 20, i.e. polar 70)")
+    render_run.add_argument("--radius", type=positive_float, default=3.2, help="camera distance from the origin (default 3.2)")
+    render_run.add_argument("--fovy", type=positive_float, default=20.0, help="vertical field of view in degrees (default 20)")
+    render_run.add_argument("--resolution", type=positive_int, default=512, help="image height and width (default 512)")
+    render_run.add_argument("--start-azimuth", type=float, default=0.0, help="azimuth of the first view in degrees (default 0, the front)")
+    render_run.add_argument("--fps", type=positive_float, default=25.0, help="turntable frame rate")
+    render_run.add_argument("--out", help="output folder (default RUN/render)")
+    render_run.add_argument("--quiet", action="store_true", help="no progress bar")
+    render_run.set_defaults(func=cmd_render)
+
+    depth = sub.add_parser("depth", help="estimate depth of the rendered views (the run's estimator) and score its consistency")
+    depth.add_argument("run", help="run folder (rendered with `hifa render` first)")
+    depth.add_argument("--batch", type=positive_int, default=8, help="views per estimator call")
+    depth.add_argument("--out", help="output folder (default RUN/depth)")
+    depth.add_argument("--quiet", action="store_true", help="no progress bar")
+    depth.set_defaults(func=cmd_depth)
+
+    mesh = sub.add_parser("mesh", help="extract the mesh of a trained run (.ply, .obj, .glb) and a preview")
+    mesh.add_argument("run", help="run folder written by `hifa train --out`")
+    mesh.add_argument("--resolution", type=positive_int, help="marching-cubes grid resolution over [-1, 1] (default: the run's mesh.resolution)")
+    mesh.add_argument("--preview-resolution", type=positive_int, default=256, help="preview image size per view")
+    mesh.add_argument("--out", help="output folder (default RUN/mesh)")
+    mesh.set_defaults(func=cmd_mesh)
+
+    evaluate = sub.add_parser("evaluate", help="CLIP score / R-precision and (oracle world) scores against ground truth")
+    evaluate.add_argument("run", help="run folder (after `hifa render`, and `hifa mesh` in the oracle world)")
+    evaluate.add_argument("--clip-models", type=clip_models, default=",".join(DEFAULT_CLIP_MODELS),
+                          help="comma-separated CLIP backbones or checkpoint files, or 'none' (default %(default)s)")
+    evaluate.add_argument("--captions", help="R-precision caption set, one per line (default config/rprecision/object_centric_coco_val.txt)")
+    evaluate.add_argument("--prompts", help="the suite's prompts, one per line, added to the caption set")
+    evaluate.add_argument("--clip-dir", help="folder holding CLIP checkpoints (default $HIFA_CLIP_DIR or ~/.cache/clip)")
+    evaluate.add_argument("--surface-points", type=positive_int, default=100_000, help="surface samples for Chamfer and F-score")
+    evaluate.add_argument("--out", help="output folder (default RUN/eval)")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
+    evaluate.set_defaults(func=cmd_evaluate)
+
     scenes = sub.add_parser("scenes", help="the catalogue of analytic scenes")
     scenes_sub = scenes.add_subparsers(dest="scenes_command", required=True)
     scenes_sub.add_parser("list", help="list catalogue scenes and their prompts").set_defaults(func=cmd_scenes_list)
@@ -155,6 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--views", type=positive_int, default=8)
     render.add_argument("--resolution", type=positive_int, default=256)
     render.set_defaults(func=cmd_scenes_render)
+
+    report = sub.add_parser("report", help="comparison page, Markdown, paper tables and figures of a suite folder")
+    report.add_argument("suite", help="suite folder holding runs/<method>/<prompt-slug>/ (and suite.json)")
+    report.add_argument("--views", type=positive_int, default=4, help="views per run in the image grid")
+    report.add_argument("--no-paper", action="store_true", help="skip SUITE/paper/ (LaTeX tables, PDF figures)")
+    report.set_defaults(func=cmd_report)
     return parser
 
 

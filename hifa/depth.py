@@ -140,3 +140,8 @@ class OracleDepthEstimator:
             )
         resized = F.interpolate(disparity[:, None].float(), size=out_size, mode="bilinear", align_corners=False)
         return resized[:, 0].to(images.device)
+
+    @torch.no_grad()
+    def estimate_at(self, prompt: str, cameras, size: tuple[int, int]) -> torch.Tensor:
+        """Evaluation: the ground-truth disparity (B, H, W) at the given cameras, no denoiser call needed."""
+        return self.prior.disparity_at(prompt, cameras, int(size[0]), int(size[1]))

@@ -36,8 +36,10 @@ def write_json_atomic(path: str | Path, payload: object) -> Path:
 
 
 def to_uint8(image: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Float image in [0, 1] (H, W[, C]) to uint8."""
+    """Float image in [0, 1] (H, W[, C]) to uint8 (a uint8 image is returned as it is)."""
     array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if array.dtype == np.uint8:
+        return array
     return (np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
@@ -47,3 +49,16 @@ def save_image(image: torch.Tensor | np.ndarray, path: str | Path) -> Path:
     buffer = io.BytesIO()
     Image.fromarray(to_uint8(image)).save(buffer, format=path.suffix.lstrip(".").upper().replace("JPG", "JPEG") or "PNG")
     return write_bytes_atomic(path, buffer.getvalue())
+
+
+def write_npz_atomic(path: str | Path, **arrays: np.ndarray) -> Path:
+    """Arrays in one compressed .npz, written atomically."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **{name: np.asarray(value) for name, value in arrays.items()})
+    return write_bytes_atomic(path, buffer.getvalue())
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """A PNG as float32 RGB in [0, 1], (H, W, 3)."""
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0

@@ -89,8 +89,12 @@ def render_bank(scene: Scene, config: OracleConfig) -> SceneBank:
     """Ground truth at `views` cameras spread over the sphere."""
     cams = sphere_cameras(config.views, radius=config.radius, fovy_deg=config.fovy_deg)
     truth = GroundTruthRenderer(scene).render(cams, config.resolution, config.resolution, background=1.0)
-    disparity = torch.where(truth.mask > 0.5, 1.0 / truth.depth.clamp(min=1e-6), torch.zeros_like(truth.depth))
-    return SceneBank(scene.name, torch.nn.functional.normalize(cams.origins, dim=-1), truth.rgb.permute(0, 3, 1, 2).contiguous(), disparity)
+    return SceneBank(scene.name, torch.nn.functional.normalize(cams.origins, dim=-1), truth.rgb.permute(0, 3, 1, 2).contiguous(), truth_disparity(truth))
+
+
+def truth_disparity(truth) -> torch.Tensor:
+    """Ground-truth disparity: mask / planar depth, 0 on background (method.md §9)."""
+    return torch.where(truth.mask > 0.5, 1.0 / truth.depth.clamp(min=1e-6), torch.zeros_like(truth.depth))
 
 
 def load_bank(scene: Scene, config: OracleConfig) -> SceneBank:
@@ -175,6 +179,13 @@ class OraclePrior:
         self._scenes = {s.name: s for s in (scenes or [spec.scene() for spec in CATALOGUE])}
         self._matrices: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.last_disparity: torch.Tensor | None = None
+
+    def disparity_at(self, prompt: str, cameras: Cameras, height: int, width: int) -> torch.Tensor:
+        """Ground-truth disparity (B, H, W) of the prompt's scene at exactly these cameras (the limit tau -> 0)."""
+        spec = catalogue_entry(prompt)
+        if spec.name not in self._scenes:
+            self._scenes[spec.name] = spec.scene()
+        return truth_disparity(GroundTruthRenderer(self._scenes[spec.name]).render(cameras, height, width))
 
     def bank(self, name: str) -> SceneBank:
         if name not in self._banks:

@@ -1,0 +1,85 @@
+"""A training run folder (what `hifa train --out R` writes): loading the trained field and step markers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from hifa.config import TrainConfig
+from hifa.configio import from_dict, load_yaml
+from hifa.errors import HifaError
+from hifa.renderer import Renderer
+
+CONFIG_FILE = "config.yaml"
+CHECKPOINT_FILE = "checkpoint.pt"
+# Each pipeline step writes into R/<folder>/ and finishes by writing its marker, the completion signal.
+STEPS = {"render": "render.json", "depth": "depth.json", "mesh": "mesh.json", "eval": "metrics.json"}
+COMMANDS = {"render": "hifa render", "depth": "hifa depth", "mesh": "hifa mesh", "eval": "hifa evaluate"}
+
+
+def run_dir(path: str | Path) -> Path:
+    """The run folder, or a one-line error when it is not one."""
+    path = Path(path)
+    if not path.is_dir():
+        raise HifaError(f"run folder {path} does not exist; train one first with `hifa train --out {path}`")
+    if not (path / CONFIG_FILE).is_file():
+        raise HifaError(f"{path} is not a training run folder (no {CONFIG_FILE}); give the --out folder of `hifa train`")
+    return path
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """The resolved TrainConfig a run was trained with."""
+    return from_dict(TrainConfig, load_yaml(run_dir(path) / CONFIG_FILE))
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """The run's checkpoint state, or a one-line error when it is missing or unreadable."""
+    ckpt = run_dir(path) / CHECKPOINT_FILE
+    if not ckpt.is_file():
+        raise HifaError(f"{ckpt} is missing: the run has not saved a checkpoint yet (train it, or resume with `hifa train --resume`)")
+    try:
+        return torch.load(ckpt, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise HifaError(f"cannot read checkpoint {ckpt}: {exc.__class__.__name__} (truncated or corrupt)") from None
+
+
+@torch.no_grad()
+def load_run(path: str | Path, device: str | torch.device | None = None) -> tuple[TrainConfig, Renderer, int]:
+    """(config, evaluation renderer, trained step): the EMA weights where the run keeps an EMA, as `finalize` uses."""
+    from hifa.trainer import build_renderer
+
+    config = load_config(path)
+    state = load_checkpoint(path)
+    renderer = build_renderer(config)
+    try:
+        renderer.load_state_dict(state["renderer"])
+    except (KeyError, RuntimeError) as exc:
+        raise HifaError(f"checkpoint in {path} does not match its config.yaml ({exc.__class__.__name__}); was config.yaml edited?") from None
+    ema = state.get("ema")
+    if ema is not None:  # Trainer.eval_renderer: the EMA shadows replace the parameters
+        for shadow, param in zip(ema, renderer.parameters()):
+            param.copy_(shadow)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return config, renderer.to(device).eval(), int(state.get("step", 0))
+
+
+def step_dir(run: Path, step: str, out: str | Path | None) -> Path:
+    """Where a step writes: `out` or R/<step>; its old marker is removed first, so it only ever marks a finished step."""
+    folder = Path(out) if out is not None else run / step
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / STEPS[step]).unlink(missing_ok=True)
+    return folder
+
+
+def read_marker(run: Path, step: str) -> tuple[Path, dict]:
+    """(R/<step>, its marker's contents) of a finished step, or a one-line error saying which command to run first."""
+    folder = run / step
+    marker = folder / STEPS[step]
+    if not marker.is_file():
+        raise HifaError(f"{marker} is missing: run `{COMMANDS[step]} {run}` first")
+    try:
+        return folder, json.loads(marker.read_text())
+    except ValueError:
+        raise HifaError(f"{marker} is not valid JSON; run `{COMMANDS[step]} {run}` again") from None
