@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Debian packages the Python stack needs at run time: libusb for open3d, libgomp for torch/open3d.
+# Debian packages the Python stack needs at run time: libusb for open3d, libgomp for torch/open3d;
+# and chromium, which screenshots the suite report (scripts/screenshot-report.sh, tests/test_report.py).
 set -euo pipefail
 need=()
 ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0' || need+=(libusb-1.0-0)
 ldconfig -p 2>/dev/null | grep -q 'libgomp.so.1' || need+=(libgomp1)
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || need+=(chromium)
 [ ${#need[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "install-system-deps: please install ${need[*]} with your system's package manager" >&2

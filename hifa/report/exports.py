@@ -1,0 +1,54 @@
+"""Machine-readable outputs: SUITE/metrics.json (per-method aggregates, for `dvc metrics`)
+and report/curves.csv (every run's training log in long form, for `dvc plots`)."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from hifa.report.catalog import CURVE_ORDER
+from hifa.report.collect import Suite
+
+SCHEMA = "hifa.suite-metrics/1"
+
+
+def suite_metrics(suite: Suite) -> dict:
+    """{"schema", "suite", "world"?, "runs": counts, "methods": {method: {metric: {mean, se?, n}}},
+    "status": {method: {slug: status}}}; numbers only where DVC shows values."""
+    methods = {}
+    for m in suite.methods:
+        entry = {}
+        for key in suite.metric_keys:
+            agg = suite.aggregate(m, key)
+            if agg is not None:
+                entry[key] = {"mean": agg.mean, "n": agg.n, **({"se": agg.se} if agg.se is not None else {})}
+        statuses = [suite.run(m, s).status for s in suite.slugs]
+        entry["runs_complete"] = statuses.count("complete")
+        entry["runs_failed"] = statuses.count("failed")
+        methods[m] = entry
+    payload = {"schema": SCHEMA, "suite": suite.name, "runs": suite.counts(), "methods": methods,
+               "prompts": dict(suite.prompts),
+               "status": {m: {s: suite.run(m, s).badge for s in suite.slugs} for m in suite.methods}}
+    if suite.world:
+        payload["world"] = suite.world
+    return payload
+
+
+def curves_csv(suite: Suite) -> str:
+    """step, method, prompt, then every logged column (blank where a run does not log it)."""
+    columns: list[str] = []
+    for run in suite.runs.values():
+        for row in run.curves:
+            columns += [k for k in row if k != "step" and k not in columns]
+    known = [k for k in CURVE_ORDER if k in columns]
+    columns = known + [k for k in columns if k not in known]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["step", "method", "prompt", *columns])
+    for m in suite.methods:
+        for s in suite.slugs:
+            for row in suite.run(m, s).curves:
+                step = row["step"]
+                writer.writerow([int(step) if step == int(step) else step, m, s,
+                                 *("" if row.get(k) is None else repr(row[k]) for k in columns)])
+    return buffer.getvalue()

@@ -1,0 +1,108 @@
+"""report.md: the page's tables and images as GitHub-flavoured Markdown (links relative to
+the report folder, so it renders next to index.html)."""
+
+from __future__ import annotations
+
+from hifa.report.assets import Assets
+from hifa.report.catalog import method_label, metric_for
+from hifa.report.collect import Run, Suite
+from hifa.report.figures import pick
+from hifa.report.tables import Cell, Table, prompt_table, summary_table, table_keys
+
+
+def md_escape(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def md_cell(cell: Cell, show_n: bool = False) -> str:
+    text = cell.plain
+    if cell.mean is not None and cell.best:
+        text = f"**{text}**"
+    if show_n and cell.n is not None and cell.mean is not None:
+        text += f" (n={cell.n})"
+    return md_escape(text)
+
+
+def md_table(header: list[str], rows: list[list[str]], align_first_left: bool = True) -> str:
+    rule = [":--" if align_first_left and i == 0 else "--:" for i in range(len(header))]
+    lines = ["| " + " | ".join(md_escape(h) for h in header) + " |", "| " + " | ".join(rule) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def table_md(table: Table, show_n: bool = False) -> str:
+    return md_table(["Method", *table.columns], [[md_escape(method_label(m)), *(md_cell(c, show_n) for c in cells)] for m, cells in table.rows])
+
+
+def summary_md(table: Table) -> str:
+    """Transposed: a row per metric, a column per method."""
+    return md_table(["Metric", *(method_label(m) for m, _ in table.rows)],
+                    [[md_escape(label), *(md_cell(cells[i], show_n=True) for _, cells in table.rows)] for i, label in enumerate(table.columns)])
+
+
+def status_md(run: Run) -> str:
+    return {"complete": "✅ complete", "incomplete": "⚠️ " + run.badge, "failed": "❌ " + run.badge}[run.status]
+
+
+def run_images_md(run: Run, assets: Assets, views: int) -> str:
+    """One line per view kind of thumbnails (the same files as the page), linked to the full size."""
+    lines = []
+    for kind in ("rgb", "textureless", "depth", "normal"):
+        refs = []
+        for path in pick(run.views.get(kind, []), views):
+            ref = assets.thumbnail(path, f"{run.method}/{run.slug}/{kind}_{path.stem}.png")
+            if ref:
+                refs.append(f"[![{run.method} {kind} {path.stem}]({ref})]({assets.link(path)})")
+        if refs:
+            lines.append(f"{kind}: " + " ".join(refs))
+    if not lines and run.final_views is not None:
+        ref = assets.thumbnail(run.final_views, f"{run.method}/{run.slug}/final_views.png", 1024, 256)
+        if ref:
+            lines.append(f"final views: ![{run.method} final views]({ref})")
+    if run.turntable is not None:
+        ref = assets.copy(run.turntable, f"{run.method}/{run.slug}/turntable{run.turntable.suffix}")
+        if ref:
+            lines.append(f"turntable: ![{run.method} turntable]({ref})" if ref.endswith(".gif") else f"turntable: [{ref}]({ref})")
+    if run.meshes:
+        lines.append("mesh: " + " · ".join(f"[{p.suffix.lstrip('.')}]({assets.link(p)})" for p in run.meshes))
+    return "<br>".join(lines) if lines else "_no images_"
+
+
+def render_markdown(suite: Suite, assets: Assets, figures: dict[str, str], views: int = 4) -> str:
+    counts = suite.counts()
+    labels = [method_label(m) for m in suite.methods]
+    out = [f"# {suite.name}: {' vs '.join(labels)}", ""]
+    out.append(f"{len(suite.methods)} methods × {len(suite.slugs)} prompts" + (f", world: {suite.world}" if suite.world else "")
+               + f". Runs: {counts['complete']} complete, {counts['incomplete']} incomplete, {counts['failed']} failed."
+               + " The page with the same content: [index.html](index.html).")
+    out += ["", "## Runs", ""]
+    statuses = [[md_escape(suite.prompts[s]), *(md_escape(status_md(suite.run(m, s))) for m in suite.methods)] for s in suite.slugs]
+    out.append(md_table(["Prompt", *labels], statuses))
+    keys = table_keys(suite, suite.methods)
+    out += ["", "## Summary", ""]
+    if keys:
+        out.append("Mean ± standard error across prompts (n = prompts with a value; failed runs excluded); **bold**: best per column.")
+        out += ["", summary_md(summary_table(suite, suite.methods, keys))]
+    else:
+        out.append("No metrics yet: no run has finished its evaluation.")
+    if "metrics" in figures:
+        out += ["", f"![metric bar charts]({figures['metrics']})"]
+    if keys:
+        out += ["", "## Per prompt", ""]
+        for key in keys:
+            metric = metric_for(key)
+            out += [f"### {metric.label} {metric.arrow}".rstrip(), "", table_md(prompt_table(suite, key, suite.methods)), ""]
+    out += ["", "## Qualitative comparison", ""]
+    for slug in suite.slugs:
+        out += [f"### “{suite.prompts[slug]}”", ""]
+        out.append(md_table(["Method", "Status", "Images"], [[md_escape(method_label(m)), md_escape(status_md(suite.run(m, slug))),
+                                                               run_images_md(suite.run(m, slug), assets, views)] for m in suite.methods]))
+        out.append("")
+    out += ["## Training curves", ""]
+    out.append(f"![training curves]({figures['curves']})\n\nData: [curves.csv](curves.csv)" if "curves" in figures else "No training logs found.")
+    if suite.notes:
+        out += ["", "## Notes", ""]
+        out += [f"- **{metric_for(k).label if k in suite.metric_keys else k}**: {md_escape(v)}" for k, v in sorted(suite.notes.items())]
+    if suite.versions:
+        out += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(suite.versions.items()))]
+    return "\n".join(out) + "\n"

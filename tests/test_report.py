@@ -1,0 +1,187 @@
+"""`hifa report SUITE`: page, Markdown, paper tables and figures, suite metrics and curves,
+from a synthetic suite (2 methods x 2 prompts; one run lacks a step, one failed)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hifa.cli import main
+from hifa.report.collect import aggregate, collect, to_value
+from tests.report_fixture import make_suite
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory) -> Path:
+    root = make_suite(tmp_path_factory.mktemp("results") / "demo")
+    assert main(["report", str(root)]) == 0
+    return root
+
+
+def test_every_declared_output_exists(suite):
+    report, paper = suite / "report", suite / "paper"
+    for path in (report / "index.html", report / "report.md", report / "curves.csv", report / "figures" / "metrics.png",
+                 report / "figures" / "curves.png", suite / "metrics.json", paper / "table_main.tex", paper / "table_main.csv",
+                 paper / "per_prompt.csv"):
+        assert path.is_file() and path.stat().st_size > 0, path
+    for name in ("qualitative", "metrics", "training_curves"):
+        assert (paper / f"{name}.pdf").read_bytes().startswith(b"%PDF")
+        assert Image.open(paper / f"{name}.png").size[0] > 200
+    assert not (paper / "table_ablation.tex").exists()  # no ablation in this suite
+    assert not [p for p in suite.iterdir() if p.name.startswith(".")], "temporary folders left behind"
+
+
+def test_page_is_self_contained(suite):
+    report = suite / "report"
+    page = (report / "index.html").read_text()
+    refs = re.findall(r'(?:src|href|poster)="([^"#]+)"', page)
+    assert len(refs) > 40
+    for ref in refs:
+        assert not ref.startswith(("/", "file:", "http")), ref
+        assert (report / ref).exists(), ref
+    assert str(suite) not in page
+    assert page.count("<img") >= 4 * 4 * 3  # rgb, textureless, depth, normal views of the finished runs
+    assert "<video" in page and "turntable.gif" in page  # hifa's MP4 and dreamfusion's GIF
+    assert 'href="../runs/hifa/a-red-ball-on-blue-box/mesh/mesh.glb"' in page
+
+
+def test_missing_and_failed_runs_are_marked(suite):
+    page = (suite / "report" / "index.html").read_text()
+    markdown = (suite / "report" / "report.md").read_text()
+    for text in (page, markdown):
+        assert "missing: depth" in text
+        assert "failed at mesh: RuntimeError: CUDA out of memory" in text
+    assert 'class="badge failed"' in page and 'class="badge incomplete"' in page
+    status = json.loads((suite / "metrics.json").read_text())["status"]
+    assert status["dreamfusion"]["snowman"].startswith("failed at mesh")
+    assert status["hifa"]["snowman"] == "missing: depth"
+    assert status["hifa"]["a-red-ball-on-blue-box"] == "complete"
+
+
+def test_latex_has_booktabs_and_the_right_numbers(suite):
+    tex = (suite / "paper" / "table_main.tex").read_text()
+    assert tex.index("\\toprule") < tex.index("\\midrule") < tex.index("\\bottomrule")
+    rows = {line.split(" & ")[0]: line for line in tex.splitlines() if line.startswith(("HiFA &", "DreamFusion &"))}
+    # PSNR: hifa 20 and 22 -> 21.00 ± 1.00 (best); dreamfusion: the ball only (snowman failed) -> 15.00
+    assert rows["HiFA"].startswith("HiFA & \\textbf{21.00} $\\pm$ 1.00 & \\textbf{0.820} $\\pm$ 0.020 & \\textbf{0.090} $\\pm$ 0.010")
+    assert rows["DreamFusion"].startswith("DreamFusion & 15.00 & 0.700 & 0.200 & ")
+    assert "\\textbf{0.0090} $\\pm$ 0.0010" in rows["HiFA"]  # chamfer: lower is better
+    # R-precision ties (0.750 both): both bold
+    assert rows["HiFA"].count("\\textbf{0.750}") == 1 and rows["DreamFusion"].count("\\textbf{0.750}") == 1
+    assert "PSNR (dB) $\\uparrow$" in tex and "Chamfer $\\downarrow$" in tex
+
+
+def test_csv_round_trips(suite):
+    metrics = json.loads((suite / "metrics.json").read_text())["methods"]
+    with (suite / "paper" / "table_main.csv").open() as handle:
+        rows = {row["method"]: row for row in csv.DictReader(handle)}
+    assert set(rows) == {"hifa", "dreamfusion"}
+    assert float(rows["hifa"]["psnr_mean"]) == 21.0 and float(rows["hifa"]["psnr_se"]) == 1.0 and rows["hifa"]["psnr_n"] == "2"
+    assert rows["dreamfusion"]["psnr_se"] == "" and rows["dreamfusion"]["psnr_n"] == "1"
+    for method, row in rows.items():
+        for column, cell in row.items():
+            if column.endswith("_mean") and cell:
+                key = column[: -len("_mean")]
+                assert float(cell) == metrics[method][key]["mean"]
+                if row[f"{key}_se"]:
+                    assert float(row[f"{key}_se"]) == metrics[method][key]["se"]
+    clip = [0.30, 0.31, 0.29, 0.30], [0.32, 0.33, 0.31, 0.32]
+    assert math.isclose(metrics["hifa"]["clip_score/ViT-B-32"]["mean"], (np.mean(clip[0]) + np.mean(clip[1])) / 2)
+    with (suite / "paper" / "per_prompt.csv").open() as handle:
+        long = list(csv.DictReader(handle))
+    psnr = {(r["method"], r["prompt_slug"]): float(r["value"]) for r in long if r["metric"] == "psnr"}
+    assert psnr[("hifa", "snowman")] == 22.0 and psnr[("dreamfusion", "a-red-ball-on-blue-box")] == 15.0
+
+
+def test_curves_csv_holds_every_logged_row(suite):
+    with (suite / "report" / "curves.csv").open() as handle:
+        reader = csv.DictReader(handle)
+        assert reader.fieldnames[:4] == ["step", "method", "prompt", "loss"]
+        rows = list(reader)
+    assert len(rows) == 4 * 20  # every run trained (dreamfusion/snowman failed later, at mesh)
+    log = list(csv.DictReader((suite / "runs" / "hifa" / "snowman" / "train_log.csv").open()))
+    mine = [r for r in rows if r["method"] == "hifa" and r["prompt"] == "snowman"]
+    assert [float(r["latent"]) for r in mine] == [float(r["latent"]) for r in log]
+    assert all(r["sds"] == "" for r in mine) and all(r["sds"] for r in rows if r["method"] == "dreamfusion")
+
+
+def test_ablation_table_and_grid_and_a_clean_rebuild(tmp_path):
+    root = make_suite(tmp_path / "abl", methods=("hifa", "dreamfusion", "hifa-no-rgb"), failed=(), missing=())
+    (root / "report").mkdir()
+    (root / "report" / "stale.txt").write_text("from an older report")
+    (root / "paper").mkdir()
+    (root / "paper" / "stale.tex").write_text("old")
+    from hifa.report import build_report
+
+    build_report(root)
+    assert not (root / "report" / "stale.txt").exists() and not (root / "paper" / "stale.tex").exists()
+    ablation = (root / "paper" / "table_ablation.tex").read_text()
+    assert "HiFA &" in ablation and "HiFA w/o rgb &" in ablation and "DreamFusion" not in ablation
+    assert "HiFA w/o rgb" not in (root / "paper" / "table_main.tex").read_text()
+    assert (root / "paper" / "ablation.pdf").is_file() and (root / "paper" / "ablation.png").is_file()
+    assert "\\textbf{21.00} $\\pm$ 1.00" in ablation
+
+
+def test_a_run_without_any_folder_is_marked_not_dropped(tmp_path):
+    root = make_suite(tmp_path / "s", failed=(), missing=())
+    meta = json.loads((root / "suite.json").read_text())
+    meta["prompts"]["mug"] = "a mug"
+    (root / "suite.json").write_text(json.dumps(meta))
+    shutil.rmtree(root / "runs" / "dreamfusion" / "snowman")
+    (root / "runs" / "dreamfusion" / "snowman").mkdir()
+    (root / "runs" / "dreamfusion" / "snowman" / "FAILED").write_text("")
+    suite = collect(root)
+    assert suite.slugs == ["a-red-ball-on-blue-box", "snowman", "mug"]
+    assert suite.run("hifa", "mug").badge == "missing: train, render, depth, mesh, eval"
+    assert suite.run("dreamfusion", "snowman").badge == "failed at train"
+    assert suite.prompts["mug"] == "a mug"
+    assert suite.aggregate("dreamfusion", "psnr").n == 1
+
+
+def test_aggregate_and_values():
+    agg = aggregate({"a": 20.0, "b": 22.0})
+    assert (agg.mean, agg.se, agg.n) == (21.0, 1.0, 2)
+    assert aggregate({"a": 3.0}).se is None and aggregate({}) is None
+    assert to_value(2) == to_value({"mean": 2}) and to_value(True) is None
+    assert to_value([1.0, 3.0]).mean == 2.0 and to_value({"per_view": [1.0, 3.0]}).n == 2
+
+
+def test_errors_are_one_line(tmp_path, capsys):
+    afile = tmp_path / "file.txt"
+    afile.write_text("x")
+    assert main(["report", str(afile)]) == 2
+    assert capsys.readouterr().err.strip() == f"hifa: error: not a folder: {afile} (expected a suite folder holding runs/<method>/<prompt>/)"
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
+    assert "suite folder not found" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no runs found" in err
+    assert not (tmp_path / "empty" / "report").exists()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (scripts/install-system-deps.sh installs it)")
+def test_chromium_screenshot_and_dom(suite, tmp_path):
+    shot = tmp_path / "report.png"
+    proc = subprocess.run([str(REPO / "scripts" / "screenshot-report.sh"), str(suite / "report" / "index.html"), str(shot)],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    image = np.asarray(Image.open(shot).convert("RGB"))
+    assert image.shape == (2400, 1400, 3)
+    assert image.std() > 20 and len(np.unique(image.reshape(-1, 3), axis=0)) > 500  # text, tables, figures: not blank
+    profile = tmp_path / "profile"
+    dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}", "--dump-dom",
+                          (suite / "report" / "index.html").as_uri()], capture_output=True, text=True, timeout=180).stdout
+    assert "<table" in dom and dom.count("<img") >= 48 and "missing: depth" in dom
