@@ -75,10 +75,12 @@ def load_clip(name: str, device: str | torch.device, root: str | Path | None = N
         with warnings.catch_warnings():  # clip.load tries torch.jit.load first, which warns that it is deprecated
             warnings.simplefilter("ignore", FutureWarning)
             model, preprocess = clip.load(name, device=device, jit=False, download_root=str(root))
-    except (OSError, urllib.error.URLError, RuntimeError) as exc:
+    except Exception as exc:
         if Path(name).is_file():
             raise HifaError(f"cannot load CLIP checkpoint {name}: {exc.__class__.__name__} (not a CLIP state dict or JIT archive)") from None
-        raise HifaError(missing_clip_message(name, root)) from None
+        if isinstance(exc, (OSError, urllib.error.URLError, RuntimeError)):  # download failed or file corrupt
+            raise HifaError(missing_clip_message(name, root)) from None
+        raise
     return model.eval(), preprocess
 
 
@@ -125,7 +127,7 @@ def r_precision(image_emb: torch.Tensor, caption_emb: torch.Tensor, true_index: 
 
 def normalise_caption(text: str) -> str:
     """Dream Fields' caption normalisation: lower-case, trailing spaces/periods/commas stripped, a final period."""
-    return " ".join(text.lower().split()).rstrip(" .,") + "."
+    return text.strip().lower().rstrip(" .,") + "."
 
 
 def caption_set(prompt: str, suite_prompts: list[str], captions: list[str]) -> tuple[list[str], int]:
