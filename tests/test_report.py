@@ -32,7 +32,7 @@ def suite(tmp_path_factory) -> Path:
 
 def test_every_declared_output_exists(suite):
     report, paper = suite / "report", suite / "paper"
-    for path in (report / "index.html", report / "report.md", report / "curves.csv", report / "figures" / "metrics.png",
+    for path in (report / "index.html", report / "report.md", report / "curves.csv", report / "runs.json", report / "figures" / "metrics.png",
                  report / "figures" / "curves.png", suite / "metrics.json", paper / "table_main.tex", paper / "table_main.csv",
                  paper / "per_prompt.csv"):
         assert path.is_file() and path.stat().st_size > 0, path
@@ -64,10 +64,11 @@ def test_missing_and_failed_runs_are_marked(suite):
         assert "missing: depth" in text
         assert "failed at mesh: RuntimeError: CUDA out of memory" in text
     assert 'class="badge failed"' in page and 'class="badge incomplete"' in page
-    status = json.loads((suite / "metrics.json").read_text())["status"]
-    assert status["dreamfusion"]["snowman"].startswith("failed at mesh")
-    assert status["hifa"]["snowman"] == "missing: depth"
-    assert status["hifa"]["a-red-ball-on-blue-box"] == "complete"
+    runs = {(r["method"], r["prompt_slug"]): r for r in json.loads((suite / "report" / "runs.json").read_text())["runs"]}
+    assert runs[("dreamfusion", "snowman")]["badge"].startswith("failed at mesh") and runs[("dreamfusion", "snowman")]["status"] == "failed"
+    assert runs[("hifa", "snowman")]["badge"] == "missing: depth" and runs[("hifa", "snowman")]["steps"]["depth"] == "missing"
+    assert runs[("hifa", "a-red-ball-on-blue-box")]["status"] == "complete"
+    assert json.loads((suite / "metrics.json").read_text())["runs"] == {"runs": 4, "complete": 2, "incomplete": 1, "failed": 1}
 
 
 def test_latex_has_booktabs_and_the_right_numbers(suite):
@@ -83,8 +84,14 @@ def test_latex_has_booktabs_and_the_right_numbers(suite):
     assert "PSNR (dB) $\\uparrow$" in tex and "Chamfer $\\downarrow$" in tex
 
 
+def leaves(tree):
+    return [x for v in tree.values() for x in (leaves(v) if isinstance(v, dict) else [v])]
+
+
 def test_csv_round_trips(suite):
-    metrics = json.loads((suite / "metrics.json").read_text())["methods"]
+    document = json.loads((suite / "metrics.json").read_text())
+    metrics = document["methods"]
+    assert all(isinstance(x, (int, float)) for x in leaves(metrics) + leaves(document["runs"]))  # what `dvc metrics` lists
     with (suite / "paper" / "table_main.csv").open() as handle:
         rows = {row["method"]: row for row in csv.DictReader(handle)}
     assert set(rows) == {"hifa", "dreamfusion"}

@@ -1,16 +1,17 @@
 """`hifa report SUITE`: read the run folders and write, from them alone,
-SUITE/report/ (index.html, report.md, curves.csv, figures/, assets/), SUITE/paper/ and
+SUITE/report/ (index.html, report.md, curves.csv, runs.json, figures/, assets/), SUITE/paper/ and
 SUITE/metrics.json. Each folder is staged and swapped in whole; each file is atomic."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hifa.io import write_json_atomic
 from hifa.report.assets import Assets, staged_dir
 from hifa.report.collect import Suite, collect
-from hifa.report.exports import curves_csv, suite_metrics
+from hifa.report.exports import curves_csv, runs_json, suite_metrics
 from hifa.report.figures import curves_figure, metrics_figure, save
 from hifa.report.html import render_page
 from hifa.report.markdown import render_markdown
@@ -46,6 +47,7 @@ def build_report(suite_dir: str | Path, views: int = 4, paper: bool = True) -> R
             if fig is not None:
                 figures[name] = assets.write(f"figures/{name}.png", save(fig, "png", dpi=110))
         assets.write("curves.csv", curves_csv(suite).encode())
+        assets.write("runs.json", (json.dumps(runs_json(suite), indent=2, sort_keys=True) + "\n").encode())
         assets.write("report.md", render_markdown(suite, assets, figures, views).encode())
         assets.write("index.html", render_page(suite, assets, figures, views).encode())
     written = []

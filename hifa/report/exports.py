@@ -1,5 +1,6 @@
-"""Machine-readable outputs: SUITE/metrics.json (per-method aggregates, for `dvc metrics`)
-and report/curves.csv (every run's training log in long form, for `dvc plots`)."""
+"""Machine-readable outputs: SUITE/metrics.json (per-method aggregates, numbers only, for
+`dvc metrics`), report/runs.json (every run's status and values) and report/curves.csv (every
+run's training log in long form, for `dvc plots`)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ SCHEMA = "hifa.suite-metrics/1"
 
 
 def suite_metrics(suite: Suite) -> dict:
-    """{"schema", "suite", "world"?, "runs": counts, "methods": {method: {metric: {mean, se?, n}}},
-    "status": {method: {slug: status}}}; numbers only where DVC shows values."""
+    """{"schema", "suite", "world"?, "runs": counts, "methods": {method: {metric: {mean, se?, n}, runs_complete,
+    runs_failed}}}: numbers only below "runs" and "methods", so `dvc metrics show/diff` lists them all."""
     methods = {}
     for m in suite.methods:
         entry = {}
@@ -26,12 +27,26 @@ def suite_metrics(suite: Suite) -> dict:
         entry["runs_complete"] = statuses.count("complete")
         entry["runs_failed"] = statuses.count("failed")
         methods[m] = entry
-    payload = {"schema": SCHEMA, "suite": suite.name, "runs": suite.counts(), "methods": methods,
-               "prompts": dict(suite.prompts),
-               "status": {m: {s: suite.run(m, s).badge for s in suite.slugs} for m in suite.methods}}
+    payload = {"schema": SCHEMA, "suite": suite.name, "runs": suite.counts(), "methods": methods}
     if suite.world:
         payload["world"] = suite.world
     return payload
+
+
+def runs_json(suite: Suite) -> dict:
+    """Every run of the suite: status, badge, step states, failure, and its metric values."""
+    runs = []
+    for m in suite.methods:
+        for s in suite.slugs:
+            run = suite.run(m, s)
+            runs.append({
+                "method": m, "prompt_slug": s, "prompt": suite.prompts[s], "status": run.status, "badge": run.badge,
+                "steps": run.steps, "failure": run.failure, "problems": run.problems,
+                "path": run.path.relative_to(suite.root).as_posix() if run.path.is_relative_to(suite.root) else str(run.path),
+                "metrics": {k: {"mean": v.mean, **({"se": v.se} if v.se is not None else {}), **({"n": v.n} if v.n is not None else {})}
+                            for k, v in run.metrics.items()},
+            })
+    return {"schema": "hifa.suite-runs/1", "suite": suite.name, "runs": runs}
 
 
 def curves_csv(suite: Suite) -> str:
