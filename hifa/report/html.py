@@ -57,8 +57,10 @@ td .n { color:var(--muted); font-size:11px; }
 .row .imgs a { flex:1; min-width:0; }
 .row img { width:100%; aspect-ratio:1; object-fit:contain; background:#fff; border:1px solid var(--line); border-radius:4px; display:block; }
 .media { display:flex; gap:10px; margin-top:8px; }
-.media figure { margin:0; flex:1; text-align:center; }
-.media img, .media video { width:100%; max-width:150px; border:1px solid var(--line); border-radius:4px; background:#fff; }
+.media figure { margin:0; flex:0 1 150px; text-align:center; min-width:0; }
+.media figure.wide { flex:1 1 auto; }
+.media img, .media video { width:100%; border:1px solid var(--line); border-radius:4px; background:#fff; }
+.media figure.wide img { width:auto; max-width:100%; max-height:150px; }
 figcaption { color:var(--muted); font-size:12px; }
 .links { margin-top:8px; font-size:12.5px; }
 .links a { margin-right:10px; color:#3d5a99; }
@@ -143,14 +145,15 @@ def run_card(run: Run, assets: Assets, views: int, order: list[str]) -> str:
             first = run.views.get("rgb", [])[:1]
             poster = assets.thumbnail(first[0], f"{base}/rgb_{first[0].stem}.png") if first else None
             poster_attr = f' poster="{escape(poster)}"' if poster else ""
-            media.append(f'<figure><video src="{escape(ref)}"{poster_attr} autoplay loop muted playsinline controls></video>'
+            media.append(f'<figure><video src="{escape(ref)}"{poster_attr} autoplay loop muted playsinline></video>'
                          '<figcaption>turntable</figcaption></figure>')
         elif ref:
             media.append(f'<figure><img src="{escape(ref)}" alt="turntable"><figcaption>turntable</figcaption></figure>')
     if run.mesh_preview is not None:
-        ref = assets.thumbnail(run.mesh_preview, f"{base}/mesh_preview.png")
+        ref = assets.thumbnail(run.mesh_preview, f"{base}/mesh_preview.png", 1024, 256)
         if ref:
-            media.append(f'<figure><img src="{escape(ref)}" alt="mesh preview"><figcaption>mesh</figcaption></figure>')
+            media.append(f'<figure class="wide"><a href="{escape(assets.link(run.mesh_preview))}"><img src="{escape(ref)}" alt="mesh preview">'
+                         '</a><figcaption>mesh (shaded preview)</figcaption></figure>')
     if media:
         parts.append(f'<div class="media">{"".join(media)}</div>')
     if run.metrics:

@@ -63,6 +63,9 @@ def run_images_md(run: Run, assets: Assets, views: int) -> str:
         ref = assets.copy(run.turntable, f"{run.method}/{run.slug}/turntable{run.turntable.suffix}")
         if ref:
             lines.append(f"turntable: ![{run.method} turntable]({ref})" if ref.endswith(".gif") else f"turntable: [{ref}]({ref})")
+    preview = assets.thumbnail(run.mesh_preview, f"{run.method}/{run.slug}/mesh_preview.png", 1024, 256)
+    if preview:
+        lines.append(f"mesh preview: ![{run.method} mesh]({preview})")
     if run.meshes:
         lines.append("mesh: " + " · ".join(f"[{p.suffix.lstrip('.')}]({assets.link(p)})" for p in run.meshes))
     return "<br>".join(lines) if lines else "_no images_"
