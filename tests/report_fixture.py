@@ -136,7 +136,8 @@ def make_suite(root: Path, methods=("hifa", "dreamfusion"), failed=(("dreamfusio
                missing=(("hifa", "snowman", ("depth",)),), world: str = "oracle") -> Path:
     """2 methods x 2 prompts by default: dreamfusion/snowman failed at mesh, hifa/snowman lacks depth."""
     root.mkdir(parents=True, exist_ok=True)
-    write(root / "suite.json", json.dumps({"suite": root.name, "methods": list(methods), "prompts": PROMPTS, "world": world}))
+    write(root / "suite.json", json.dumps({"suite": root.name, "methods": list(methods), "prompts": PROMPTS, "world": world,
+                                                "description": "synthetic suite for the report tests"}))
     failed_at = {(m, s): step for m, s, step in failed}
     skips = {(m, s): tuple(steps) for m, s, steps in missing}
     for method in methods:

@@ -64,6 +64,7 @@ def test_missing_and_failed_runs_are_marked(suite):
         assert "missing: depth" in text
         assert "failed at mesh: RuntimeError: CUDA out of memory" in text
     assert 'class="badge failed"' in page and 'class="badge incomplete"' in page
+    assert "synthetic suite for the report tests" in page and "synthetic suite for the report tests" in markdown
     runs = {(r["method"], r["prompt_slug"]): r for r in json.loads((suite / "report" / "runs.json").read_text())["runs"]}
     assert runs[("dreamfusion", "snowman")]["badge"].startswith("failed at mesh") and runs[("dreamfusion", "snowman")]["status"] == "failed"
     assert runs[("hifa", "snowman")]["badge"] == "missing: depth" and runs[("hifa", "snowman")]["steps"]["depth"] == "missing"

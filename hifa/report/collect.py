@@ -113,6 +113,7 @@ class Suite:
     metric_keys: list[str]
     notes: dict[str, str]
     versions: dict
+    description: str | None = None  # suite.json "description"
 
     def run(self, method: str, slug: str) -> Run:
         return self.runs[(method, slug)]
@@ -359,4 +360,6 @@ def collect(suite_dir: str | Path) -> Suite:
             if notes.setdefault(key, note) != note and not notes[key].startswith("varies"):
                 notes[key] = f"varies across runs (e.g. {notes[key]}, {note})"
         versions = versions or run.versions
-    return Suite(root, str(meta.get("suite") or root.name), meta.get("world"), methods, slugs, prompts, runs, keys, notes, versions)
+    description = str(meta["description"]) if meta.get("description") else None
+    return Suite(root, str(meta.get("suite") or root.name), meta.get("world"), methods, slugs, prompts, runs, keys, notes, versions,
+                 description)

@@ -200,7 +200,8 @@ def render_page(suite: Suite, assets: Assets, figures: dict[str, str], views: in
            f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head><body>',
            f"<header><h1>{escape(title)}</h1><div class=\"sub\">{len(suite.methods)} methods × {len(suite.slugs)} prompts"
            f"{' · world: ' + escape(str(suite.world)) if suite.world else ''} · <span class=\"counts\">{counts['complete']} complete, "
-           f"{counts['incomplete']} incomplete, {counts['failed']} failed</span></div></header>",
+           f"{counts['incomplete']} incomplete, {counts['failed']} failed</span></div>"
+           + (f'<div class="sub">{escape(suite.description)}</div>' if suite.description else "") + "</header>",
            '<nav><a href="#runs">Runs</a><a href="#summary">Summary</a><a href="#per-prompt">Per prompt</a>'
            '<a href="#qualitative">Qualitative</a><a href="#curves">Training curves</a><a href="#notes">Notes</a></nav><main>']
     out.append('<h2 id="runs">Runs</h2>' + status_table(suite))

@@ -74,7 +74,7 @@ def run_images_md(run: Run, assets: Assets, views: int) -> str:
 def render_markdown(suite: Suite, assets: Assets, figures: dict[str, str], views: int = 4) -> str:
     counts = suite.counts()
     labels = [method_label(m) for m in suite.methods]
-    out = [f"# {suite.name}: {' vs '.join(labels)}", ""]
+    out = [f"# {suite.name}: {' vs '.join(labels)}", ""] + ([suite.description, ""] if suite.description else [])
     out.append(f"{len(suite.methods)} methods × {len(suite.slugs)} prompts" + (f", world: {suite.world}" if suite.world else "")
                + f". Runs: {counts['complete']} complete, {counts['incomplete']} incomplete, {counts['failed']} failed."
                + " The page with the same content: [index.html](index.html).")
