@@ -1,0 +1,233 @@
+# Config loading, validation and the (suite, method, prompt-slug) bookkeeping. No pipeline logic:
+# every step is a `hifa` command (workflow/rules/*.smk); this file only wires them.
+
+import copy
+import json
+import os
+import re
+import shlex
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+SCHEMA = "workflow/schemas/config.schema.yaml"
+STEPS = ("train", "render", "depth", "mesh", "evaluate", "report")
+SLUG_MAX = 60
+
+
+def slugify(text):
+    """hifa.scenes.slugify (kept import-free here: the driver need not load open3d), capped at SLUG_MAX
+    characters on a dash boundary. tests/test_workflow.py checks the two agree below the cap."""
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "scene"
+    if len(slug) > SLUG_MAX:
+        cut = slug[: SLUG_MAX + 1]
+        slug = cut[: cut.rfind("-")] if "-" in cut[1:] else cut[:SLUG_MAX]
+    return slug.strip("-")
+
+
+def _where(path):
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def validate_config(config):
+    """snakemake.utils.validate (which also fills in the schema's defaults), re-raised as one clear line."""
+    from snakemake.utils import validate
+    import jsonschema
+
+    try:
+        validate(config, "../schemas/config.schema.yaml")
+    except WorkflowError as exc:
+        errors = [a for a in exc.args if isinstance(a, jsonschema.ValidationError)]
+        if not errors:
+            raise
+        err = jsonschema.exceptions.best_match([errors[0]] + list(errors[0].context or []))
+        raise WorkflowError(f"invalid config at {_where(err.absolute_path)}: {err.message} (schema: {SCHEMA})") from None
+
+
+def normalise_prompts(suite_name, entries):
+    """[prompt | {prompt, slug}] -> {slug: prompt}; slugs are unique and filesystem-safe."""
+    prompts = {}
+    for i, entry in enumerate(entries):
+        prompt, slug = (entry, None) if isinstance(entry, str) else (entry["prompt"], entry.get("slug"))
+        prompt = " ".join(prompt.split())
+        slug = slug or slugify(prompt)
+        if slug in prompts:
+            raise WorkflowError(
+                f"invalid config at suites.{suite_name}.prompts.{i}: prompt {prompt!r} has the slug {slug!r} of "
+                f"{prompts[slug]!r}; give one of them an explicit slug ({{prompt: ..., slug: ...}})"
+            )
+        prompts[slug] = prompt
+    return prompts
+
+
+def load_suites(config):
+    """Validated config -> {suite: plain dict with 'prompts' as {slug: prompt}}."""
+    validate_config(config)
+    suites = {}
+    for name, raw in config["suites"].items():
+        suite = copy.deepcopy(raw)
+        suite["name"] = name
+        suite["prompts"] = normalise_prompts(name, raw["prompts"])
+        kind = suite["prior"].split(":", 1)[0]
+        suite["world"] = "oracle" if kind == "oracle" else ("tiny" if suite.get("tiny_world") else "real")
+        suites[name] = suite
+    return suites
+
+
+SUITES = load_suites(config)
+RESULTS = config["results"].rstrip("/")  # after validation (defaults filled in)
+RUN = RESULTS + "/{suite}/runs/{method}/{slug}"
+LOGS = RESULTS + "/{suite}/logs"
+BENCH = RESULTS + "/{suite}/benchmarks"
+
+# Wildcards never match across folders or outside the configured names.
+wildcard_constraints:
+    suite="|".join(re.escape(s) for s in SUITES),
+    method="[a-z0-9]+(-[a-z0-9]+)*",
+    slug="[a-z0-9]+(-[a-z0-9]+)*",
+
+
+def uses_conda():
+    from snakemake_interface_executor_plugins.settings import DeploymentMethod
+
+    return DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+
+
+def hifa_command():
+    """The `hifa` command: config `hifa`; under --use-conda the checkout's code on the env's Python
+    (workflow/envs/hifa.yaml holds the dependencies only); else the `hifa` next to Snakemake's Python
+    (the project venv), else `hifa` on PATH."""
+    if config.get("hifa"):
+        return config["hifa"]
+    if uses_conda():
+        return f"env PYTHONPATH={shlex.quote(workflow.basedir)} python -m hifa.cli"
+    local = Path(sys.executable).parent / "hifa"
+    return shlex.quote(str(local)) if local.is_file() else "hifa"
+
+
+HIFA = hifa_command()
+PYTHON = "python" if uses_conda() else shlex.quote(sys.executable)
+
+
+def suite_of(wildcards):
+    return SUITES[wildcards.suite]
+
+
+def run_path(suite, method, slug):
+    return f"{RESULTS}/{suite}/runs/{method}/{slug}"
+
+
+def run_dir(wildcards):
+    return run_path(wildcards.suite, wildcards.method, wildcards.slug)
+
+
+def step_resources(suite, step, method=None):
+    """Resources of a step: the suite's `resources.<step>`, then the method's `train.methods.<m>.resources`."""
+    res = dict(suite["resources"][step])
+    if method and step == "train":
+        res.update((suite["train"]["methods"].get(method) or {}).get("resources") or {})
+    return res
+
+
+def resource(step, key):
+    """A rule resource as a function of the wildcards (rules are shared by every suite)."""
+
+    def get(wildcards):
+        value = step_resources(suite_of(wildcards), step, getattr(wildcards, "method", None))[key]
+        return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+    return get
+
+
+def threads_of(step):
+    return resource(step, "cpus")
+
+
+def yaml_scalar(value):
+    """A config value as the text `hifa train --set key=VALUE` parses back (YAML)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def train_args(wildcards):
+    """Everything `hifa train` gets except --out/--resume, shell-quoted. The prompt itself is passed as a
+    separate quoted param ({params.prompt:q}), never spliced into the command text unquoted."""
+    suite = suite_of(wildcards)
+    sets = dict(suite["train"]["set"])
+    sets.update((suite["train"]["methods"].get(wildcards.method) or {}).get("set") or {})
+    sets.setdefault("tracking.experiment", suite["name"])
+    args = ["--method", wildcards.method, "--prior", suite["prior"]]
+    if suite["prior"] == "oracle":
+        args += ["--budget", suite["budget"]]
+    for key, value in sets.items():
+        args += ["--set", f"{key}={yaml_scalar(value)}"]
+    if not suite["train"]["tracking"]:
+        args.append("--no-mlflow")
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def option_args(options, names):
+    """--flag value for each configured (non-null) option, shell-quoted."""
+    args = []
+    for key, flag in names.items():
+        value = options.get(key)
+        if value is not None:
+            args += [flag, ",".join(value) if isinstance(value, list) else str(value)]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def mlflow_db():
+    """The MLflow store the pipeline writes: config `mlflow_db`, else $HIFA_MLFLOW_DB, else <results>/mlflow.db."""
+    configured = config.get("mlflow_db") or os.environ.get("HIFA_MLFLOW_DB")
+    if configured:
+        return configured
+    return str(Path(RESULTS, "mlflow.db").resolve())
+
+
+def tiny_world_inputs(wildcards):
+    """The tiny random model folders a tiny-world suite trains with (built by rule tiny_world)."""
+    tiny = suite_of(wildcards).get("tiny_world")
+    return {"sd": tiny["sd"], "dpt": tiny["dpt"]} if tiny else {}
+
+
+def runs_of(suite):
+    return [(m, s) for m in suite["methods"] for s in suite["prompts"]]
+
+
+def suite_inputs(marker):
+    """One file per run of the wildcard's suite, e.g. eval/metrics.json."""
+
+    def get(wildcards):
+        return [f"{run_path(wildcards.suite, m, s)}/{marker}" for m, s in runs_of(suite_of(wildcards))]
+
+    return get
+
+
+# Every file a run folder delivers (the declared outputs of rules train ... evaluate). They are all
+# targets of rule all, not intermediates: Snakemake does not re-create a missing intermediate file
+# whose consumers are up to date, but it does re-create a missing target, and then re-runs exactly
+# the jobs downstream of it (delete R/mesh/ and only extract_mesh, evaluate and report run).
+RUN_FILES = (
+    "train_summary.json", "final_views.png",
+    "render/render.json", "render/depth.npz", "render/contact_sheet.png",
+    "depth/depth.json", "depth/estimated.npz", "depth/comparison.png",
+    "mesh/mesh.json", "mesh/mesh.ply", "mesh/mesh.obj", "mesh/mesh.glb", "mesh/preview.png",
+    "eval/metrics.json",
+)
+
+
+def suite_targets(name):
+    """Everything a suite delivers: each run folder's files, the report, the paper files, metrics.json."""
+    runs = [f"{run_path(name, m, s)}/{f}" for m, s in runs_of(SUITES[name]) for f in RUN_FILES]
+    return runs + [f"{RESULTS}/{name}/metrics.json", f"{RESULTS}/{name}/report", f"{RESULTS}/{name}/paper"]
+
+
+def fail_marker(folder):
+    """Shell snippet for a failed step: leave the log's last line in FOLDER/FAILED (the report shows it)."""
+    return f'{{ mkdir -p {folder} && tail -n 1 {{log:q}} > {folder}/FAILED; exit 1; }}'
