@@ -88,7 +88,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     from hifa.steps.render import RenderOptions, render_run
 
     try:
-        options = RenderOptions(args.views, args.elevation, args.radius, args.fovy, args.resolution, args.start_azimuth, args.fps)
+        options = RenderOptions(args.views, args.elevation, args.radius, args.fovy, args.resolution, args.start_azimuth, args.fps, args.chunk_rays)
     except ConfigError as exc:
         raise HifaError(f"--{exc.key}: {str(exc).split(': ', 1)[-1]}") from None
     marker = render_run(args.run, options, args.out, progress=not args.quiet)
@@ -221,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     render_run.add_argument("--resolution", type=positive_int, default=512, help="image height and width (default 512)")
     render_run.add_argument("--start-azimuth", type=float, default=0.0, help="azimuth of the first view in degrees (default 0, the front)")
     render_run.add_argument("--fps", type=positive_float, default=25.0, help="turntable frame rate")
+    render_run.add_argument("--chunk-rays", type=positive_int, help="rays per renderer call (default: the run's, at least 65536 on CUDA)")
     render_run.add_argument("--out", help="output folder (default RUN/render)")
     render_run.add_argument("--quiet", action="store_true", help="no progress bar")
     render_run.set_defaults(func=cmd_render)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from hifa.run_folder import load_run, run_dir, step_dir
 
 SCHEMA = "hifa.render/1"
 AMBIENT = 0.1  # textureless shading: ambient + (1 - ambient) max(0, n . l), white albedo
+GPU_CHUNK = 1 << 16
 KINDS = ("rgb", "textureless", "depth", "normal", "opacity")
 
 
@@ -34,6 +35,7 @@ class RenderOptions:
     resolution: int = 512
     start_azimuth_deg: float = 0.0
     fps: float = 25.0
+    chunk_rays: int | None = None  # rays per renderer call; None: the run's renderer.chunk_rays, at least 65536 on CUDA
 
     def __post_init__(self) -> None:
         require(self.views >= 1, "views", "must be positive")
@@ -41,6 +43,7 @@ class RenderOptions:
         require(self.radius > 1.0, "radius", "cameras must stay outside the unit bound (radius > 1)")
         require(0.0 < self.fovy_deg < 180.0, "fovy", "must lie in (0, 180) degrees")
         require(self.resolution >= 8, "resolution", "must be >= 8")
+        require(self.chunk_rays is None or self.chunk_rays >= 1, "chunk-rays", "must be positive")
 
 
 def render_cameras(options: RenderOptions) -> Cameras:
@@ -86,6 +89,9 @@ def render_run(run: str | Path, options: RenderOptions, out: str | Path | None =
     t0 = time.perf_counter()
     run = run_dir(run)
     config, renderer, step = load_run(run)
+    # Chunking changes memory and speed only: small chunks leave a GPU idle between kernel launches.
+    chunk = options.chunk_rays or max(config.renderer.chunk_rays, GPU_CHUNK if next(renderer.parameters()).is_cuda else 0)
+    renderer.config = replace(renderer.config, chunk_rays=chunk)
     out = step_dir(run, "render", out)
     cams = render_cameras(options)
     count = len(cams)
@@ -143,7 +149,7 @@ def render_run(run: str | Path, options: RenderOptions, out: str | Path | None =
         "depth_npz": {"file": "depth.npz", "arrays": {"depth": "sum_k w_k z_k (planar, not divided by O), (V, H, W) float32", "opacity": "O = sum_k w_k, (V, H, W) float32"}},
         "counts": {kind: count for kind in KINDS},
         "files": {**files, "depth_npz": "depth.npz", "turntable": turntable.name, "contact_sheet": "contact_sheet.png"},
-        "options": asdict(options),
+        "options": {**asdict(options), "chunk_rays": chunk},
         "wall_time_s": time.perf_counter() - t0,
     }
     write_json_atomic(out / "render.json", marker)
