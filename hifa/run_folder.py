@@ -83,3 +83,14 @@ def read_marker(run: Path, step: str) -> tuple[Path, dict]:
         return folder, json.loads(marker.read_text())
     except ValueError:
         raise HifaError(f"{marker} is not valid JSON; run `{COMMANDS[step]} {run}` again") from None
+
+
+def log_artifacts(run: Path, paths: list[Path], artifact_path: str) -> None:
+    """Copy files into the run's MLflow artifacts when the run is tracked (R/run.json); never raises."""
+    if not (run / "run.json").is_file():
+        return
+    from hifa.tracking import Tracker
+
+    tracker = Tracker.from_run_dir(run)
+    for path in paths:
+        tracker.log_artifact(path, artifact_path)

@@ -150,8 +150,11 @@ def test_evaluate_writes_schema_valid_metrics_and_logs_them(stepped):
 
     record = load_json(stepped / "run.json")
     assert metrics["tracking"]["mlflow_run_id"] == record["run_id"]
-    logged = MlflowClient(record["tracking_uri"]).get_run(record["run_id"]).data.metrics
+    client = MlflowClient(record["tracking_uri"])
+    logged = client.get_run(record["run_id"]).data.metrics
     assert logged["eval.psnr"] == pytest.approx(truth["psnr"]) and logged["eval.clip_score.tiny-clip"] == pytest.approx(tiny["clip_score"]["mean"])
+    artifacts = {a.path for folder in ("render", "mesh", "eval") for a in client.list_artifacts(record["run_id"], folder)}
+    assert {"render/contact_sheet.png", "render/turntable.mp4", "mesh/mesh.glb", "mesh/preview.png", "eval/metrics.json"} <= artifacts
 
 
 def test_evaluate_without_clip_says_so(stepped, tmp_path):

@@ -13,7 +13,7 @@ import torch
 from hifa.cameras import orbit_cameras
 from hifa.io import save_image, write_json_atomic
 from hifa.mesh import Mesh, export_mesh, extract_mesh
-from hifa.run_folder import load_run, run_dir, step_dir
+from hifa.run_folder import load_run, log_artifacts, run_dir, step_dir
 
 SCHEMA = "hifa.mesh/1"
 EXPORTS = ("mesh.ply", "mesh.obj", "mesh.glb")
@@ -68,5 +68,6 @@ def mesh_run(run: str | Path, resolution: int | None = None, out: str | Path | N
         "wall_time_s": time.perf_counter() - t0,
     }
     write_json_atomic(out / "mesh.json", result)
+    log_artifacts(run, [out / "mesh.glb", out / "preview.png"], "mesh")
     return result
 

@@ -16,7 +16,7 @@ from hifa.errors import require
 from hifa.io import save_image, to_uint8, write_json_atomic, write_npz_atomic
 from hifa.media import colorize, contact_sheet, normalise, planar_depth, write_turntable
 from hifa.renderer import RayOptions
-from hifa.run_folder import load_run, run_dir, step_dir
+from hifa.run_folder import load_run, log_artifacts, run_dir, step_dir
 
 SCHEMA = "hifa.render/1"
 AMBIENT = 0.1  # textureless shading: ambient + (1 - ambient) max(0, n . l), white albedo
@@ -153,4 +153,5 @@ def render_run(run: str | Path, options: RenderOptions, out: str | Path | None =
         "wall_time_s": time.perf_counter() - t0,
     }
     write_json_atomic(out / "render.json", marker)
+    log_artifacts(run, [out / "contact_sheet.png", turntable], "render")
     return marker
