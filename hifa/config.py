@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from dataclasses import field as default
 from typing import Literal
@@ -92,6 +93,7 @@ class TrainConfig:
     iterations: int = 10_000
     resolution: int = 512
     seed: int = 0
+    device: str = "auto"  # 'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'; the field stays fp32
     shading: Literal["albedo", "lambertian-textureless"] = "albedo"
     textureless_rate: float = 0.2
     random_background_rate: float = 0.5
@@ -116,6 +118,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         require(self.iterations >= 1, "iterations", f"must be positive, got {self.iterations}")
         require(self.resolution >= 8, "resolution", f"must be >= 8, got {self.resolution}")
+        require(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None, "device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         require(0 <= self.textureless_rate <= 1, "textureless_rate", "must lie in [0, 1]")
         require(0 <= self.random_background_rate <= 1, "random_background_rate", "must lie in [0, 1]")
         for name in ("checkpoint_every", "log_every", "val_every", "val_views", "val_resolution", "eval_views"):

@@ -77,12 +77,21 @@ def oracle_world(config: TrainConfig, budget: str = "cpu") -> TrainConfig:
     sharp, truncated view prior (otherwise the exact posterior ignores the view below t ~ 900),
     and CFG scale 3 (the oracle's all-scenes unconditional branch is far from the conditional
     one, so s = 100 saturates every colour).
+
+    The oracle's images are albedo on white, so renders are too: no random solid backgrounds (no
+    candidate has them, so the exact posterior paints white floaters in front of them) and no
+    lambertian/textureless shading ('dreamfusion'; a shaded render has no matching candidate and
+    its colours would be pushed to undo the light). Normals are then needed only by the
+    orientation loss, evaluated where a sample's weight matters.
     """
     oracle = OracleConfig(views=1200, tau_deg=4.0, view_cutoff_deg=9.0)
     scaled = replace(
         config,
         guidance=replace(config.guidance, guidance_scale=3.0),
         prior=PriorConfig(kind="oracle", oracle=oracle),
+        shading="albedo",
+        random_background_rate=0.0,
+        renderer=replace(config.renderer, normal_weight_threshold=1e-4),
         cameras=replace(config.cameras, radius=(oracle.radius, oracle.radius), fovy_deg=(oracle.fovy_deg, oracle.fovy_deg)),
     )
     if budget == "full":

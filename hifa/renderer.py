@@ -23,8 +23,13 @@ class RendererConfig:
     num_fine: int = 64
     smoothing: Smoothing = "boxcar"
     chunk_rays: int = 4096
+    # Normals (finite differences, 6 density probes each) only where the detached weight exceeds this.
+    # Every use weights them by w_k (shading, the normal image) or sg(w_k) (orientation), so skipped
+    # samples change outputs by < threshold * |colour| per sample; 0 computes them everywhere.
+    normal_weight_threshold: float = 0.0
 
     def __post_init__(self) -> None:
+        require(self.normal_weight_threshold >= 0, "renderer.normal_weight_threshold", "must be >= 0")
         require(self.num_coarse >= 4, "renderer.num_coarse", f"must be >= 4, got {self.num_coarse}")
         require(self.num_fine >= 0, "renderer.num_fine", f"must be >= 0, got {self.num_fine}")
         require(self.smoothing in SMOOTHINGS, "renderer.smoothing", f"must be one of {SMOOTHINGS}, got {self.smoothing!r}")
@@ -100,7 +105,7 @@ class Renderer(nn.Module):
         normals = None
         if options.need_normals or options.shading != "albedo":
             points = (origins[:, None, :] + directions[:, None, :] * z[..., None]).reshape(-1, 3)
-            normals = self.field.normals(points)
+            normals = self._normals(points, weights.detach().reshape(-1))
         color = shade(albedo, normals, options.shading, options.light_dir, options.ambient).view(R, K, 3)
         if options.background is None:
             bg = self.background(directions)
@@ -127,6 +132,15 @@ class Renderer(nn.Module):
             facing = (n * directions[:, None, :]).sum(-1).clamp(min=0.0) ** 2
             out["orient"] = (weights.detach() * facing).sum(-1)
         return out
+
+    def _normals(self, points: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Field normals at `points`; zero where `weights` <= normal_weight_threshold (not evaluated)."""
+        threshold = self.config.normal_weight_threshold
+        if threshold <= 0:
+            return self.field.normals(points)
+        keep = (weights > threshold).nonzero().squeeze(-1)
+        normals = points.new_zeros(points.shape)
+        return normals.index_copy(0, keep, self.field.normals(points[keep]))
 
     def render_rays_chunked(self, origins: torch.Tensor, directions: torch.Tensor, options: RayOptions) -> dict[str, torch.Tensor]:
         """Render any number of rays in chunks of `chunk_rays` (keeps per-ray outputs only)."""

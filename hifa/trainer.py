@@ -36,6 +36,15 @@ def build_renderer(config: TrainConfig) -> Renderer:
     return Renderer(NeRFField(config.field), BackgroundMLP(octaves, hidden), config.renderer)
 
 
+def resolve_device(spec: str) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; an explicit CUDA device must exist."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise HifaError(f"device {spec!r} was asked for but CUDA is not available here; use --set device=cpu")
+    return torch.device(spec)
+
+
 class Trainer:
     """One text-to-3D optimisation writing into `run_dir`; `train()` resumes from its checkpoint if present."""
 
@@ -44,7 +53,8 @@ class Trainer:
             raise HifaError("the prompt is empty; give the text to generate from (--prompt)")
         self.config, self.run_dir, self.progress = config, Path(run_dir), progress
         torch.manual_seed(config.seed)
-        self.renderer = build_renderer(config)
+        self.device = resolve_device(config.device)
+        self.renderer = build_renderer(config).to(self.device)
         self.prior = prior if prior is not None else build_prior(config.prior)
         self.guidance = Guidance(self.prior, config.guidance)
         self.estimator = estimator
@@ -55,6 +65,10 @@ class Trainer:
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         self.ema = [p.detach().clone() for p in self.renderer.parameters()] if config.optim.ema_decay else None
         self.generator = torch.Generator().manual_seed(config.seed)
+        # Ray jitter and fine samples are drawn where the rays live; on CPU that is the one generator.
+        self.ray_generator = self.generator
+        if self.device.type != "cpu":
+            self.ray_generator = torch.Generator(self.device).manual_seed(config.seed)
         self.tracker = tracker
         self.step = self.checkpoint_step = 0
         self.log_rows: list[dict] = []
@@ -67,13 +81,13 @@ class Trainer:
         shading, light, ambient = "albedo", None, 0.1
         if cfg.shading == "lambertian-textureless":
             shading = "textureless" if rand() < cfg.textureless_rate else "lambertian"
-            light = F.normalize(camera.origins[0] + torch.randn(3, generator=gen), dim=-1)
+            light = F.normalize(camera.origins[0] + torch.randn(3, generator=gen), dim=-1).to(self.device)
             ambient = 0.1 + 0.9 * rand()
         background = torch.rand(3, generator=gen) if rand() < cfg.random_background_rate else None
         view_dependent = rand() < cfg.field.view_dependent_rate
         options = RayOptions(
             training=True, shading=shading, background=background, light_dir=light, ambient=ambient,
-            view_dependent=view_dependent, need_normals=cfg.regularisers.orientation > 0, generator=gen,
+            view_dependent=view_dependent, need_normals=cfg.regularisers.orientation > 0, generator=self.ray_generator,
         )
         return camera, options
 
@@ -82,7 +96,7 @@ class Trainer:
         cfg, n = self.config, self.config.iterations
         camera, options = self._camera_and_options()
         res = cfg.resolution
-        origins, dirs = camera.rays(res, res)
+        origins, dirs = camera.to(self.device).rays(res, res)
         out = self.renderer(origins[0], dirs[0], options)
         image = out["image"].view(1, res, res, 3).permute(0, 3, 1, 2)
         guided = self.guidance.loss(image, cfg.prompt, camera, step, n, self.generator)
@@ -132,7 +146,8 @@ class Trainer:
                 )
             self.optimizer.zero_grad(set_to_none=True)
             return {"step": step, "skipped": 1.0, "lr": self.base_lrs[0] * factor, **info}
-        grad_norm = clip_gradients(params, cfg.optim.grad_clip) if cfg.optim.grad_clip else math.nan
+        # Without a clip (max norm inf) this only measures the global norm, for the log.
+        grad_norm = clip_gradients(params, cfg.optim.grad_clip or math.inf)
         self.optimizer.step()
         if self.ema is not None:
             with torch.no_grad():
@@ -178,6 +193,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "ema": self.ema,
             "generator": self.generator.get_state(),
+            "ray_generator": self.ray_generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "log_rows": self.log_rows,
             "config": to_dict(self.config),
@@ -195,14 +211,16 @@ class Trainer:
     def load_checkpoint(self, path: Path) -> None:
         """Restore everything needed to continue exactly where the checkpoint left off."""
         try:
-            state = torch.load(path, weights_only=False)
+            state = torch.load(path, map_location=self.device, weights_only=False)
         except Exception as exc:
             raise HifaError(f"cannot read checkpoint {path}: {exc.__class__.__name__} (truncated or corrupt); delete it to start over") from None
         self.renderer.load_state_dict(state["renderer"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.ema = state["ema"]
-        self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
+        self.generator.set_state(state["generator"].cpu())
+        if "ray_generator" in state:
+            self.ray_generator.set_state(state["ray_generator"].cpu())
+        torch.set_rng_state(state["torch_rng"].cpu())
         self.step = self.checkpoint_step = state["step"]
         self.log_rows = list(state["log_rows"])
 
@@ -218,7 +236,7 @@ class Trainer:
         """The renderer with EMA weights when EMA is on (stable-dreamfusion evaluates the EMA)."""
         if self.ema is None:
             return self.renderer
-        ema = build_renderer(self.config)
+        ema = build_renderer(self.config).to(self.device)
         for shadow, p in zip(self.ema, ema.parameters()):
             p.copy_(shadow)
         return ema

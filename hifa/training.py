@@ -99,6 +99,7 @@ def finalize(trainer: Trainer, tracker) -> dict:
     renderer.eval()
     cams = orbit_cameras(cfg.eval_views, start_azimuth_deg=180.0 / cfg.eval_views)
     views = renderer.render_views(cams, cfg.val_resolution, cfg.val_resolution, RayOptions(background=torch.ones(3)))
+    views = {key: value.cpu() for key, value in views.items()}
     rows = [torch.cat(list(views["image"]), dim=1)]
     results: dict = {}
     if cfg.prior.kind == "oracle":

@@ -123,3 +123,38 @@ def test_bad_renderer_config_names_the_key():
         RendererConfig(smoothing="gaussian")
     with pytest.raises(ConfigError, match="renderer.num_coarse"):
         RendererConfig(num_coarse=0)
+
+
+def test_normals_on_significant_samples_only_match_the_full_computation():
+    torch.manual_seed(0)
+    field = NeRFField(FieldConfig(grid=HashGridConfig(n_levels=4, log2_hashmap_size=10, finest_resolution=64, backend="torch")))
+    origins, dirs = orbit_cameras(1).rays(12, 12)
+    origins, dirs = origins.reshape(-1, 3), dirs.reshape(-1, 3)
+    options = RayOptions(
+        training=False, shading="lambertian", background=torch.ones(3), light_dir=torch.tensor([0.0, 1.0, 0.0]), need_normals=True
+    )
+    outputs, grads, probed = [], [], []
+    for threshold in (0.0, 1e-4):
+        renderer = Renderer(field, BackgroundMLP(), RendererConfig(num_coarse=32, num_fine=16, normal_weight_threshold=threshold))
+        calls = []
+        original = field.normals
+        field.normals = lambda p, calls=calls, original=original: calls.append(len(p)) or original(p)
+        try:
+            out = renderer(origins, dirs, options)
+        finally:
+            del field.normals
+        field.zero_grad()
+        (out["image"].sum() + out["orient"].sum()).backward()
+        outputs.append(out)
+        grads.append(torch.cat([p.grad.flatten() for p in field.parameters() if p.grad is not None]))
+        probed.append(sum(calls))
+    full, skipped = outputs
+    assert probed[1] < probed[0] / 2  # most samples of a fresh field are empty
+    for key in ("image", "normals", "orient"):
+        assert torch.allclose(full[key], skipped[key], atol=2e-3), key
+    assert torch.allclose(grads[0], grads[1], rtol=1e-2, atol=1e-3 * grads[0].abs().max().item())
+
+
+def test_normal_weight_threshold_is_validated():
+    with pytest.raises(ConfigError, match="normal_weight_threshold"):
+        RendererConfig(normal_weight_threshold=-1.0)

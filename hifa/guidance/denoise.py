@@ -57,6 +57,8 @@ def denoise(
         var = eta**2 * (1 - abar_next) / (1 - abar[tau]) * (1 - abar[tau] / abar_next)
         z = abar_next**0.5 * x0 + max(1 - abar_next - var, 0.0) ** 0.5 * eps
         if var > 0:
-            z = z + var**0.5 * torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+            # Drawn where the generator lives (the trainer's is on the CPU), then moved to the latents.
+            where = generator.device if generator is not None else z.device
+            z = z + var**0.5 * torch.randn(z.shape, generator=generator, device=where, dtype=z.dtype).to(z.device)
         tau = nxt
     return DenoiseResult(z if mode == "ddim" else x0, visited, x0)
