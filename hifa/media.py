@@ -65,7 +65,8 @@ def _pad_even(frame: np.ndarray, fill: int = 255) -> np.ndarray:
 
 
 def _atomic_target(path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    """A temporary file beside `path`, named like hifa.io's atomic writes (.NAME.XXXX.tmp)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     return Path(tmp)
 
@@ -78,7 +79,10 @@ def write_mp4(frames: list[np.ndarray], path: Path, fps: float) -> Path:
     h, w = frames[0].shape[:2]
     tmp = _atomic_target(path)
     try:
-        writer = imageio_ffmpeg.write_frames(str(tmp), (w, h), fps=fps, codec="libx264", macro_block_size=1, quality=8, ffmpeg_log_level="error")
+        # The temporary name has no .mp4 suffix for ffmpeg to guess the container from: name it.
+        writer = imageio_ffmpeg.write_frames(
+            str(tmp), (w, h), fps=fps, codec="libx264", macro_block_size=1, quality=8, ffmpeg_log_level="error", output_params=["-f", "mp4"]
+        )
         writer.send(None)
         for frame in frames:
             writer.send(np.ascontiguousarray(frame))

@@ -73,6 +73,14 @@ def step_dir(run: Path, step: str, out: str | Path | None) -> Path:
     return folder
 
 
+def clear_outputs(folder: Path, patterns: list[str]) -> None:
+    """Delete a step's earlier outputs matching glob patterns (e.g. views beyond a new, smaller count)."""
+    for pattern in patterns:
+        for path in folder.glob(pattern):
+            if path.is_file():
+                path.unlink()
+
+
 def read_marker(run: Path, step: str) -> tuple[Path, dict]:
     """(R/<step>, its marker's contents) of a finished step, or a one-line error saying which command to run first."""
     folder = run / step

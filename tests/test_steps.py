@@ -178,6 +178,13 @@ def test_a_failed_step_leaves_no_done_marker(stepped, tmp_path, monkeypatch):
     assert not (out / "render.json").exists()  # the old marker went first, no new one was written
 
 
+def test_a_smaller_rerender_leaves_no_stale_views(stepped, tmp_path):
+    out = tmp_path / "render"
+    for views in (3, 1):
+        assert main(["render", str(stepped), "--views", str(views), "--resolution", "16", "--out", str(out), "--quiet"]) == 0
+    assert sorted(p.name for p in (out / "rgb").iterdir()) == ["000.png"]
+
+
 def cli(*args, env=None):
     return subprocess.run([sys.executable, "-m", "hifa.cli", *args], capture_output=True, text=True, env=env)
 

@@ -13,7 +13,7 @@ from hifa.config import TrainConfig
 from hifa.evaluate.consistency import depth_consistency
 from hifa.io import load_image, save_image, write_json_atomic, write_npz_atomic
 from hifa.media import colorize, contact_sheet, normalise
-from hifa.run_folder import load_config, read_marker, run_dir, step_dir
+from hifa.run_folder import clear_outputs, load_config, read_marker, run_dir, step_dir
 from hifa.steps.render import marker_cameras, view_name
 
 SCHEMA = "hifa.depth/1"
@@ -69,6 +69,7 @@ def estimate_depth(run: str | Path, out: str | Path | None = None, batch: int = 
         depth, opacity = arrays["depth"], arrays["opacity"]
     images = load_views(render_folder, marker["files"]["rgb"])
     out = step_dir(run, "depth", out)
+    clear_outputs(out, ["estimated/*.png"])
     estimator, info = build_step_estimator(config)
     estimate = run_estimator(estimator, config, marker, images, batch, progress)
     scores = depth_consistency(depth, opacity, estimate)

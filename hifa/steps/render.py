@@ -16,7 +16,7 @@ from hifa.errors import require
 from hifa.io import save_image, to_uint8, write_json_atomic, write_npz_atomic
 from hifa.media import colorize, contact_sheet, normalise, planar_depth, write_turntable
 from hifa.renderer import RayOptions
-from hifa.run_folder import load_run, log_artifacts, run_dir, step_dir
+from hifa.run_folder import clear_outputs, load_run, log_artifacts, run_dir, step_dir
 
 SCHEMA = "hifa.render/1"
 AMBIENT = 0.1  # textureless shading: ambient + (1 - ambient) max(0, n . l), white albedo
@@ -93,6 +93,7 @@ def render_run(run: str | Path, options: RenderOptions, out: str | Path | None =
     chunk = options.chunk_rays or max(config.renderer.chunk_rays, GPU_CHUNK if next(renderer.parameters()).is_cuda else 0)
     renderer.config = replace(renderer.config, chunk_rays=chunk)
     out = step_dir(run, "render", out)
+    clear_outputs(out, [f"{kind}/*.png" for kind in KINDS] + ["turntable.mp4", "turntable.gif"])
     cams = render_cameras(options)
     count = len(cams)
     names = [view_name(i, count) for i in range(count)]
