@@ -11,6 +11,8 @@
 # evaluate; then per suite: report (page, Markdown, curves, paper tables and figures, metrics.json).
 # Every rule calls the `hifa` CLI; this file and workflow/rules/ only wire them.
 
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -18,7 +20,7 @@ min_version("9.0")
 # A --configfile replaces the default suites instead of being merged into them.
 if not config.get("suites"):
 
-    configfile: "config/config.yaml"
+    configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 report: "workflow/report/workflow.rst"

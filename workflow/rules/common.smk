@@ -26,6 +26,10 @@ def slugify(text):
     return slug.strip("-")
 
 
+def _files():
+    return ", ".join(str(f) for f in workflow.configfiles) or "--config"
+
+
 def _where(path):
     return ".".join(str(p) for p in path) or "(top level)"
 
@@ -38,11 +42,11 @@ def validate_config(config):
     try:
         validate(config, "../schemas/config.schema.yaml")
     except WorkflowError as exc:
-        errors = [a for a in exc.args if isinstance(a, jsonschema.ValidationError)]
-        if not errors:
+        cause = exc.__cause__ or exc.__context__
+        if not isinstance(cause, jsonschema.ValidationError):
             raise
-        err = jsonschema.exceptions.best_match([errors[0]] + list(errors[0].context or []))
-        raise WorkflowError(f"invalid config at {_where(err.absolute_path)}: {err.message} (schema: {SCHEMA})") from None
+        err = jsonschema.exceptions.best_match([cause] + list(cause.context or []))
+        raise WorkflowError(f"invalid config ({_files()}) at {_where(err.absolute_path)}: {err.message} (schema: {SCHEMA})") from None
 
 
 def normalise_prompts(suite_name, entries):
@@ -54,7 +58,7 @@ def normalise_prompts(suite_name, entries):
         slug = slug or slugify(prompt)
         if slug in prompts:
             raise WorkflowError(
-                f"invalid config at suites.{suite_name}.prompts.{i}: prompt {prompt!r} has the slug {slug!r} of "
+                f"invalid config ({_files()}) at suites.{suite_name}.prompts.{i}: prompt {prompt!r} has the slug {slug!r} of "
                 f"{prompts[slug]!r}; give one of them an explicit slug ({{prompt: ..., slug: ...}})"
             )
         prompts[slug] = prompt

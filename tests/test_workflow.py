@@ -1,0 +1,232 @@
+"""The Snakemake workflow and its DVC stage.
+
+Fast: the paper suites' DAG (dry run: job counts, resources, slugs, quoting) and the config schema's
+errors. Slow (one real run, shared): the smoke suite (tiny world) through `dvc repro`, every declared
+output, `dvc metrics show`, `dvc push` to the default remote, a no-op re-run, and a re-run after
+deleting one run's mesh that runs only what depends on it (while another run resumes its training).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hifa.presets import PRESETS
+from hifa.scenes import slugify
+from tests.workflow_helpers import (
+    ROOT,
+    BIN,
+    copy_pipeline,
+    dry_run_jobs,
+    job_counts,
+    parse_pairs,
+    run,
+    snakemake,
+    tool_env,
+)
+
+SMOKE = "config/suites/smoke.yaml"
+PAPER_STEPS = ("train", "render", "estimate_depth", "extract_mesh", "evaluate")
+
+
+def load_yaml(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+# --- the paper suites (dry run) -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def paper_dry_run(tmp_path_factory) -> str:
+    """`snakemake -n -p --cores 8` with no --configfile: config/config.yaml, run in an empty folder."""
+    workdir = tmp_path_factory.mktemp("paper-dry-run")
+    proc = snakemake(["-s", str(ROOT / "Snakefile"), "-d", str(workdir), "-n", "-p", "--cores", "8"], workdir, timeout=300)
+    return proc.stdout + proc.stderr
+
+
+def test_paper_suite_dag_has_every_job(paper_dry_run):
+    config = load_yaml(ROOT / "config" / "config.yaml")
+    paper, ablation = config["suites"]["paper"], config["suites"]["ablation"]
+    assert paper["methods"] == ["hifa", "dreamfusion"] and len(paper["prompts"]) == 37  # method.md A.1
+    assert ablation["methods"] == ["hifa", "hifa-no-anneal", "hifa-no-rgb", "hifa-no-depth", "hifa-no-zvar", "hifa-1step", "hifa-no-smoothing"]
+    assert ablation["prompts"] == ["a ladybug", "a wooden buddha head", "a bottle of beer", "head of thanos",
+                                   "a highly detailed stone bust of Theodoros Kolokotronis"]  # first five of A.4
+    runs = 2 * 37 + 7 * 5
+    counts = job_counts(paper_dry_run)
+    assert counts == {**{step: runs for step in PAPER_STEPS}, "suite_manifest": 2, "report": 2, "all": 1}, counts
+
+
+def test_paper_suite_dag_resources_threads_and_slugs(paper_dry_run):
+    jobs = dry_run_jobs(paper_dry_run)
+    trains = [j for j in jobs if j["rule"] == "train"]
+    assert len(trains) == 109
+    slugs = set()
+    for job in trains:
+        wildcards, resources = parse_pairs(job["wildcards"]), parse_pairs(job["resources"])
+        slow = wildcards["method"] != "dreamfusion"
+        assert resources["gpu"] == "1" and resources["cpus_per_task"] == "8" and job["threads"] == "8"
+        assert resources["mem_mb"] == ("32000" if slow else "24000") and resources["runtime"] == ("480" if slow else "180")
+        if wildcards["suite"] == "paper":
+            slugs.add(wildcards["slug"])
+    for job in jobs:
+        if job["rule"] in ("render", "estimate_depth", "extract_mesh", "evaluate"):
+            assert parse_pairs(job["resources"])["gpu"] == "1", job
+        if job["rule"] == "report":
+            assert parse_pairs(job["resources"])["gpu"] == "0", job
+    prompts = load_yaml(ROOT / "config" / "config.yaml")["suites"]["paper"]["prompts"]
+    expected = {slugify(p) if isinstance(p, str) else p["slug"] for p in prompts}
+    assert slugs == expected and len(slugs) == 37
+    # The prompt reaches `hifa train` as one shell-quoted argument, never as raw text.
+    assert "--prompt 'Michelangelo style statue of dog reading news on a cellphone' --method" in paper_dry_run
+    assert "--prompt 'a stylized witch pot made of stone or mud with a wide base and a narrow neck, decorated" in paper_dry_run
+    assert "--budget" not in paper_dry_run  # real-world suites do not pass the oracle budget
+
+
+def test_methods_in_schema_match_presets():
+    schema = load_yaml(ROOT / "workflow" / "schemas" / "config.schema.yaml")
+    assert set(schema["$defs"]["method"]["enum"]) == set(PRESETS)
+
+
+def test_conda_env_pins_the_project_stack():
+    import tomllib
+
+    pins = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])
+    env = load_yaml(ROOT / "workflow" / "envs" / "hifa.yaml")
+    pip = set(next(d["pip"] for d in env["dependencies"] if isinstance(d, dict)))
+    workflow_tools = {p for p in pins if p.startswith(("snakemake", "dvc"))}
+    assert pip == pins - workflow_tools
+
+
+# --- the config schema ----------------------------------------------------------------------
+
+BAD_CONFIGS = {
+    "unknown method": (
+        {"suites": {"bad": {"prior": "oracle", "methods": ["hifa", "hifa-turbo"], "prompts": ["a green torus"]}}},
+        r"invalid config \(\S+\) at suites\.bad\.methods\.1: 'hifa-turbo' is not one of \['hifa'",
+    ),
+    "missing prompts": (
+        {"suites": {"bad": {"prior": "oracle", "methods": ["hifa"]}}},
+        r"invalid config \(\S+\) at suites\.bad: 'prompts' is a required property",
+    ),
+    "misspelt key": (
+        {"suites": {"bad": {"prior": "oracle", "methods": ["hifa"], "prompts": ["a green torus"], "render": {"view": 8}}}},
+        r"invalid config \(\S+\) at suites\.bad\.render: Additional properties are not allowed \('view' was unexpected\)",
+    ),
+    "wrong type": (
+        {"suites": {"bad": {"prior": "oracle", "methods": ["hifa"], "prompts": ["a green torus"], "resources": {"train": {"mem_mb": "lots"}}}}},
+        r"invalid config \(\S+\) at suites\.bad\.resources\.train\.mem_mb: 'lots' is not of type 'integer'",
+    ),
+    "slug collision": (
+        {"suites": {"bad": {"prior": "oracle", "methods": ["hifa"], "prompts": ["a green torus", "A green torus!"]}}},
+        r"invalid config \(\S+\) at suites\.bad\.prompts\.1: prompt 'A green torus!' has the slug 'a-green-torus' of 'a green torus'; give one of them an explicit slug",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CONFIGS))
+def test_schema_rejects_a_malformed_config_with_a_clear_message(case, tmp_path):
+    config, message = BAD_CONFIGS[case]
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = snakemake(["-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--configfile", str(path), "-n"], tmp_path, check=False, timeout=120)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert re.search(message, output), output[-3000:]
+    assert "Traceback" not in output
+
+
+# --- the smoke suite for real ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smoke_repo(tmp_path_factory) -> Path:
+    """A fresh checkout of the pipeline where `dvc repro smoke` has run the smoke suite."""
+    repo = copy_pipeline(tmp_path_factory.mktemp("smoke") / "repo")
+    run([str(BIN / "dvc"), "repro", "smoke"], repo, timeout=1200)
+    return repo
+
+
+def declared_outputs(repo: Path) -> list[tuple[str, str]]:
+    """(file, status) of every output the smoke suite declares (`snakemake --summary`)."""
+    proc = snakemake(["--configfile", SMOKE, "--summary"], repo, timeout=300)
+    rows = [line.split("\t") for line in proc.stdout.splitlines() if "\t" in line]
+    header = rows[0]
+    return [(row[header.index("output_file")], row[header.index("status")]) for row in rows[1:]]
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("workflow-smoke")
+def test_smoke_suite_produces_every_declared_output(smoke_repo):
+    outputs = declared_outputs(smoke_repo)
+    run_dirs = [f"results/smoke/runs/{m}/a-dslr-photo-of-a-corgi" for m in ("hifa", "dreamfusion")]
+    files = {f for f, _ in outputs}
+    for run_dir in run_dirs:
+        for name in ("train_summary.json", "final_views.png", "render/render.json", "render/contact_sheet.png", "depth/depth.json",
+                     "mesh/mesh.json", "mesh/mesh.ply", "mesh/mesh.obj", "mesh/mesh.glb", "mesh/preview.png", "eval/metrics.json"):
+            assert f"{run_dir}/{name}" in files
+    for name in ("results/smoke/metrics.json", "results/smoke/report", "results/smoke/paper", "results/smoke/suite.json", "results/tiny-world/sd"):
+        assert name in files
+    missing = [(f, s) for f, s in outputs if s != "ok" or not (smoke_repo / f).exists()]
+    assert not missing, missing
+    for name in ("index.html", "report.md", "curves.csv"):
+        assert (smoke_repo / "results/smoke/report" / name).is_file()
+    assert (smoke_repo / "results/smoke/paper/table_main.tex").is_file()
+    manifest = json.loads((smoke_repo / "results/smoke/suite.json").read_text())
+    assert manifest["prompts"] == {"a-dslr-photo-of-a-corgi": "a DSLR photo of a corgi"}
+    assert manifest["methods"] == ["hifa", "dreamfusion"] and manifest["world"] == "tiny"
+    assert (smoke_repo / "results/smoke/prompts.txt").read_text() == "a DSLR photo of a corgi\n"
+    assert (smoke_repo / "results/smoke/benchmarks/train/hifa/a-dslr-photo-of-a-corgi.tsv").is_file()
+    assert (smoke_repo / "results/smoke/logs/train/hifa/a-dslr-photo-of-a-corgi.log").is_file()
+    # MLflow: experiment = suite name, one run per (method, prompt), in results/mlflow.db.
+    with sqlite3.connect(smoke_repo / "results/mlflow.db") as db:
+        names = db.execute("select r.name from runs r join experiments e on r.experiment_id = e.experiment_id where e.name = 'smoke'").fetchall()
+    assert sorted(n for (n,) in names) == ["a-dslr-photo-of-a-corgi", "a-dslr-photo-of-a-corgi"]
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("workflow-smoke")
+def test_dvc_metrics_show_and_push_after_repro(smoke_repo):
+    proc = run([str(BIN / "dvc"), "metrics", "show", "--json"], smoke_repo)
+    metrics = json.loads(proc.stdout)
+    data = next(v for v in metrics.values())["data"]["results/smoke/metrics.json"]["data"]
+    assert data["suite"] == "smoke" and data["runs"]["complete"] == 2
+    assert set(data["methods"]) == {"hifa", "dreamfusion"}
+    assert "Data and pipelines are up to date" in run([str(BIN / "dvc"), "status", "smoke"], smoke_repo).stdout
+    run([str(BIN / "dvc"), "push"], smoke_repo)
+    remote = smoke_repo.parent / "hifa-dvc-remote"  # the default remote: next to the checkout
+    assert remote.is_dir() and any(remote.rglob("*"))
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("workflow-smoke")
+def test_rerun_after_completion_does_nothing(smoke_repo):
+    proc = snakemake(["--configfile", SMOKE, "-n"], smoke_repo)
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("workflow-smoke")
+def test_deleting_a_mesh_reruns_only_what_depends_on_it(smoke_repo):
+    import shutil
+
+    hifa_run = smoke_repo / "results/smoke/runs/hifa/a-dslr-photo-of-a-corgi"
+    df_run = smoke_repo / "results/smoke/runs/dreamfusion/a-dslr-photo-of-a-corgi"
+    untouched = {p: p.stat().st_mtime_ns for p in (hifa_run / "train_summary.json", hifa_run / "render/render.json", hifa_run / "depth/depth.json")}
+    shutil.rmtree(hifa_run / "mesh")
+    proc = snakemake(["--configfile", SMOKE, "-n"], smoke_repo)
+    assert job_counts(proc.stdout) == {"extract_mesh": 1, "evaluate": 1, "report": 1, "all": 1}
+    # A training killed before its summary (pre-emption): the re-run resumes from the checkpoint.
+    (df_run / "train_summary.json").unlink()
+    proc = snakemake(["--configfile", SMOKE], smoke_repo, timeout=900)
+    assert job_counts(proc.stdout + proc.stderr) == {"train": 1, "render": 1, "estimate_depth": 1, "extract_mesh": 2, "evaluate": 2, "report": 1, "all": 1}
+    assert (hifa_run / "mesh/mesh.ply").is_file()
+    assert {p: p.stat().st_mtime_ns for p in untouched} == untouched
+    log = (smoke_repo / "results/smoke/logs/train/dreamfusion/a-dslr-photo-of-a-corgi.log").read_text()
+    assert "workflow: resuming from" in log
+    assert json.loads((df_run / "train_summary.json").read_text())["steps"] == 4
+    assert "Nothing to be done" in (lambda p: p.stdout + p.stderr)(snakemake(["--configfile", SMOKE, "-n"], smoke_repo))
