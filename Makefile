@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export DVC_NO_ANALYTICS ?= 1
 
-.PHONY: install test demo reconstruct clean
+.PHONY: install test demo smoke paper reconstruct bench clean
 
 install: $(STAMP)
 
@@ -23,15 +23,35 @@ $(STAMP): pyproject.toml scripts/install-system-deps.sh
 	touch $@
 
 test: install
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --durations=15
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=15
 
-# Placeholder until the workflow issue lands: the demo suite (Snakemake over the oracle
-# world) does not exist yet. This runs the engine's end-to-end check instead.
+# The demo suite: HiFA vs DreamFusion (and HiFA without annealing) on three oracle-world scenes,
+# scored against ground truth, on the CPU and offline; then Snakemake's own report of the run.
+SNAKEMAKE := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake
+DEMO := config/suites/demo.yaml
 demo: install
-	@echo "make demo: the demo suite (HiFA vs DreamFusion on the oracle world) is not built yet;"
-	@echo "make demo: running the engine check 'hifa reconstruct' on one catalogue scene instead."
-	$(VENV)/bin/hifa reconstruct --scene red-ball-on-blue-box --out results/reconstruct
-	@echo "make demo: results in results/reconstruct/red-ball-on-blue-box (metrics.json, comparison.png, mesh.glb)"
+	@start=$$(date +%s); \
+	$(SNAKEMAKE) --configfile $(DEMO) || { echo "make demo: some jobs failed: see results/demo/logs/ and the FAILED files in results/demo/runs/; \
+	'$(VENV)/bin/hifa report results/demo' reports the finished runs" >&2; exit 1; }; \
+	$(SNAKEMAKE) --configfile $(DEMO) --report results/demo/snakemake-report.zip --quiet all && \
+	echo "make demo: finished in $$(( $$(date +%s) - start )) s (after installation)" && \
+	echo "make demo: comparison report: $(CURDIR)/results/demo/report/index.html (Markdown: results/demo/report/report.md)" && \
+	echo "make demo: paper tables and figures: results/demo/paper/; Snakemake report: results/demo/snakemake-report.zip" && \
+	echo "make demo: browse the MLflow runs: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/results/mlflow.db"
+
+# The tiny-world smoke suite (random models, a few steps): the whole pipeline in about a minute.
+smoke: install
+	$(SNAKEMAKE) --configfile config/suites/smoke.yaml
+
+# The paper suites (config/config.yaml: real Stable Diffusion, GPU). On a cluster:
+#   .venv/bin/snakemake --profile profiles/slurm
+paper: install
+	$(SNAKEMAKE)
+
+# Speed benchmarks (not part of `make test`): CUDA when present (full-size SD 2.1-base architecture,
+# random weights), else CI-sized CPU figures. Writes benchmarks/results/bench-<device>.{json,md}.
+bench: install
+	$(PY) benchmarks/bench.py --out benchmarks/results
 
 # The engine acceptance run: every catalogue scene, figures into benchmarks/results/.
 reconstruct: install

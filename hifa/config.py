@@ -51,8 +51,12 @@ class RegulariserConfig:
     opacity_entropy: float = 1e-4
     sample_entropy: float = 0.0
     orientation: float = 0.0
+    # Fraction of a step's rays that carry the orientation term (a random subset, so its mean over
+    # rays stays unbiased); below 1 it saves finite-difference normals on a CPU budget.
+    orientation_ray_fraction: float = 1.0
 
     def __post_init__(self) -> None:
+        require(0 < self.orientation_ray_fraction <= 1, "regularisers.orientation_ray_fraction", "must lie in (0, 1]")
         for name in ("zvar", "z_entropy", "monotonicity", "opacity_entropy", "sample_entropy", "orientation"):
             require(getattr(self, name) >= 0, f"regularisers.{name}", "must be >= 0")
 
@@ -118,6 +122,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         require(self.iterations >= 1, "iterations", f"must be positive, got {self.iterations}")
         require(self.resolution >= 8, "resolution", f"must be >= 8, got {self.resolution}")
+        require(0 <= self.seed < 2**63, "seed", f"must lie in [0, 2^63), got {self.seed}")
         require(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None, "device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         require(0 <= self.textureless_rate <= 1, "textureless_rate", "must lie in [0, 1]")
         require(0 <= self.random_background_rate <= 1, "random_background_rate", "must lie in [0, 1]")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import torch
@@ -47,10 +48,19 @@ class RayOptions:
     ambient: float = 0.1
     view_dependent: bool = True
     need_normals: bool = False
+    # With albedo shading, normals (and `orient`) only on this random fraction of the rays; the
+    # normal image is then not rendered. 1.0: every ray.
+    normal_ray_fraction: float = 1.0
     generator: torch.Generator | None = None
 
     def __post_init__(self) -> None:
         require(self.shading in SHADINGS, "shading", f"must be one of {SHADINGS}, got {self.shading!r}")
+
+
+def orient_per_ray(weights: torch.Tensor, normals: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """Orientation per ray (method.md §3.6): sum_k sg(w_k) max(0, n_k . d)^2, d unnormalised."""
+    facing = (normals * directions[:, None, :]).sum(-1).clamp(min=0.0) ** 2
+    return (weights.detach() * facing).sum(-1)
 
 
 class Renderer(nn.Module):
@@ -103,7 +113,12 @@ class Renderer(nn.Module):
         view_dirs = directions[:, None, :].expand(R, K, 3).reshape(-1, 3) if options.view_dependent else None
         albedo = self.field.albedo(feat.reshape(R * K, -1), view_dirs)
         normals = None
-        if options.need_normals or options.shading != "albedo":
+        if options.shading == "albedo" and options.need_normals and options.normal_ray_fraction < 1.0:
+            subset = self._orient_subset(origins, directions, z, weights, options)
+            normals_needed = False
+        else:
+            subset, normals_needed = None, options.need_normals or options.shading != "albedo"
+        if normals_needed:
             points = (origins[:, None, :] + directions[:, None, :] * z[..., None]).reshape(-1, 3)
             normals = self._normals(points, weights.detach().reshape(-1))
         color = shade(albedo, normals, options.shading, options.light_dir, options.ambient).view(R, K, 3)
@@ -129,9 +144,21 @@ class Renderer(nn.Module):
         if normals is not None:
             n = normals.view(R, K, 3)
             out["normals"] = volume.composite(weights, (n + 1.0) / 2.0, bg)
-            facing = (n * directions[:, None, :]).sum(-1).clamp(min=0.0) ** 2
-            out["orient"] = (weights.detach() * facing).sum(-1)
+            out["orient"] = orient_per_ray(weights, n, directions)
+        if subset is not None:
+            out["orient"] = subset
         return out
+
+    def _orient_subset(self, origins, directions, z, weights, options: RayOptions) -> torch.Tensor:
+        """`orient` on a random subset of ceil(fraction * R) rays (its mean estimates the full mean)."""
+        R, K = z.shape
+        count = max(1, math.ceil(options.normal_ray_fraction * R))
+        gen = options.generator
+        rays = torch.randperm(R, generator=gen, device=gen.device if gen is not None else z.device)[:count].to(z.device)
+        points = (origins[rays, None, :] + directions[rays, None, :] * z[rays, :, None]).reshape(-1, 3)
+        w = weights[rays]
+        normals = self._normals(points, w.detach().reshape(-1)).view(count, K, 3)
+        return orient_per_ray(w, normals, directions[rays])
 
     def _normals(self, points: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Field normals at `points`; zero where `weights` <= normal_weight_threshold (not evaluated)."""

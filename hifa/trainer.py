@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import logging
 import math
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -17,16 +20,22 @@ from hifa.cameras import Cameras, orbit_cameras, sample_cameras
 from hifa.config import TrainConfig
 from hifa.configio import dump_yaml, to_dict
 from hifa.depth import pearson_depth_loss, ssi_depth_loss
-from hifa.errors import HifaError
+from hifa.errors import HifaError, OutputError, Terminated, is_out_of_memory, shorten
 from hifa.field import NeRFField
 from hifa.guidance.guidance import Guidance, to_prior_size
 from hifa.guidance.schedules import depth_weight_factor, ramp
-from hifa.io import save_image, write_bytes_atomic
+from hifa.io import remove_stale_temporaries, save_image, write_bytes_atomic
 from hifa.optim import build_adan, clip_gradients, param_groups, warmup_factor
 from hifa.renderer import RayOptions, Renderer
 from hifa.run_setup import build_estimator, build_prior
 
+log = logging.getLogger(__name__)
+
 CHECKPOINT = "checkpoint.pt"
+# nan_policy=skip: this many non-finite steps in a row mean the run diverged; it stops (checkpoint kept).
+MAX_CONSECUTIVE_SKIPS = 100
+# Settings a checkpoint cannot be resumed under when they change (another asset, not a continuation).
+RESUME_IDENTITY = ("prompt", "preset", "seed", "field", "prior.kind", "prior.model")
 DEPTH_SCALE = 0.05 * 256**2 * 0.5  # method.md §5.1: L_depth = lambda_d(i) * 0.05 * 256^2 * 1/2 * mean(r^2)
 
 
@@ -43,6 +52,40 @@ def resolve_device(spec: str) -> torch.device:
     if spec.startswith("cuda") and not torch.cuda.is_available():
         raise HifaError(f"device {spec!r} was asked for but CUDA is not available here; use --set device=cpu")
     return torch.device(spec)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """Nested dicts to dotted keys."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def catch_sigterm(stop: list[int]):
+    """Until the returned function is called, SIGTERM appends to `stop` (checked between steps) instead of acting at once.
+
+    Only the main thread can handle signals; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.append(signum))
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+def memory_message(config: TrainConfig, step: int, checkpoint_step: int, exc: BaseException) -> str:
+    """One line for an out-of-memory error: where, and the settings that decide the memory."""
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+    r = config.renderer
+    return (
+        f"out of memory at step {step} ({shorten(detail, 100)}); lower resolution (now {config.resolution}), "
+        f"renderer.num_coarse / renderer.num_fine (now {r.num_coarse} / {r.num_fine}), renderer.chunk_rays (now {r.chunk_rays}) "
+        f"or use prior.precision=float16 (now {config.prior.precision}) with --set KEY=VALUE; "
+        f"the last checkpoint (step {checkpoint_step}) is kept: continue with `hifa train --resume`"
+    )
 
 
 class Trainer:
@@ -71,6 +114,7 @@ class Trainer:
             self.ray_generator = torch.Generator(self.device).manual_seed(config.seed)
         self.tracker = tracker
         self.step = self.checkpoint_step = 0
+        self.skipped_steps = self.consecutive_skips = 0
         self.log_rows: list[dict] = []
 
     # --- one step -------------------------------------------------------------------------
@@ -87,7 +131,8 @@ class Trainer:
         view_dependent = rand() < cfg.field.view_dependent_rate
         options = RayOptions(
             training=True, shading=shading, background=background, light_dir=light, ambient=ambient,
-            view_dependent=view_dependent, need_normals=cfg.regularisers.orientation > 0, generator=self.ray_generator,
+            view_dependent=view_dependent, need_normals=cfg.regularisers.orientation > 0,
+            normal_ray_fraction=cfg.regularisers.orientation_ray_fraction, generator=self.ray_generator,
         )
         return camera, options
 
@@ -145,7 +190,16 @@ class Trainer:
                     f"(step {self.checkpoint_step}) is kept in {self.run_dir / CHECKPOINT}"
                 )
             self.optimizer.zero_grad(set_to_none=True)
+            self.skipped_steps += 1
+            self.consecutive_skips += 1
+            log.warning("non-finite loss at step %d (%s): step skipped (nan_policy=skip), %d skipped so far", step, ", ".join(bad), self.skipped_steps)
+            if self.consecutive_skips >= MAX_CONSECUTIVE_SKIPS:
+                raise HifaError(
+                    f"{self.consecutive_skips} non-finite steps in a row up to step {step} ({', '.join(bad)}): the run diverged; "
+                    f"stopped, the last good checkpoint (step {self.checkpoint_step}) is kept in {self.run_dir / CHECKPOINT}"
+                )
             return {"step": step, "skipped": 1.0, "lr": self.base_lrs[0] * factor, **info}
+        self.consecutive_skips = 0
         # Without a clip (max norm inf) this only measures the global norm, for the log.
         grad_norm = clip_gradients(params, cfg.optim.grad_clip or math.inf)
         self.optimizer.step()
@@ -159,31 +213,55 @@ class Trainer:
 
     # --- the loop -------------------------------------------------------------------------
     def train(self, until: int | None = None) -> dict:
-        """Run (or resume) to `iterations` (or stop after step `until`, checkpointed); returns a summary."""
+        """Run (or resume) to `iterations` (or stop after step `until`, checkpointed); returns a summary.
+
+        SIGTERM (SLURM pre-emption, `kill`) during the loop finishes the current step, saves a checkpoint
+        and raises Terminated; out of memory becomes a one-line HifaError naming the memory settings.
+        """
         cfg = self.config
         last = min(cfg.iterations, until or cfg.iterations)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(self.run_dir / "config.yaml", dump_yaml(cfg).encode())
+        for folder in (self.run_dir, self.run_dir / "validation"):  # left by a process killed mid-write
+            remove_stale_temporaries(folder, recursive=False)
         if (self.run_dir / CHECKPOINT).is_file():
             self.load_checkpoint(self.run_dir / CHECKPOINT)
+        write_bytes_atomic(self.run_dir / "config.yaml", dump_yaml(cfg).encode())
         start, t0 = self.step, time.perf_counter()
         bar = tqdm(range(start + 1, last + 1), initial=start, total=cfg.iterations, desc=f"train {cfg.preset}",
                    unit="step", disable=not self.progress, dynamic_ncols=True, mininterval=1.0)
-        for step in bar:
-            row = self.training_step(step)
-            self.step = step
-            if step % cfg.log_every == 0 or step == cfg.iterations:
-                row["time_s"] = time.perf_counter() - t0
-                self.log_rows.append(row)
-                if self.tracker is not None:
-                    self.tracker.log_metrics({k: v for k, v in row.items() if k != "step"}, step)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k in ("loss", "latent", "image", "sds", "depth", "t")})
-            if step % cfg.val_every == 0:
-                self.save_validation(step)
-            if step % cfg.checkpoint_every == 0 or step == last:
-                self.save_checkpoint()
-        bar.close()
-        return {"steps": self.step, "train_time_s": time.perf_counter() - t0, "final_loss": self.log_rows[-1].get("loss") if self.log_rows else None}
+        stop: list[int] = []
+        restore, current = catch_sigterm(stop), start + 1
+        try:
+            for step in bar:
+                current = step
+                row = self.training_step(step)
+                self.step = step
+                if step % cfg.log_every == 0 or step == cfg.iterations or row.get("skipped"):
+                    row["time_s"] = time.perf_counter() - t0
+                    self.log_rows.append(row)
+                    if self.tracker is not None:
+                        self.tracker.log_metrics({k: v for k, v in row.items() if k != "step"}, step)
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k in ("loss", "latent", "image", "sds", "depth", "t")})
+                if step % cfg.val_every == 0:
+                    self.save_validation(step)
+                if step % cfg.checkpoint_every == 0 or step == last or stop:
+                    self.save_checkpoint()
+                if stop:
+                    raise Terminated(
+                        f"stopped by SIGTERM at step {step} of {cfg.iterations}; checkpoint saved in {self.run_dir / CHECKPOINT}: "
+                        "continue with `hifa train --resume` (same --out)"
+                    )
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            raise HifaError(memory_message(cfg, current, self.checkpoint_step, exc)) from None
+        finally:
+            restore()
+            bar.close()
+        summary = {"steps": self.step, "train_time_s": time.perf_counter() - t0, "final_loss": self.log_rows[-1].get("loss") if self.log_rows else None}
+        if self.skipped_steps:
+            summary["skipped_steps"] = self.skipped_steps
+        return summary
 
     # --- state ----------------------------------------------------------------------------
     def state(self) -> dict:
@@ -196,6 +274,8 @@ class Trainer:
             "ray_generator": self.ray_generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "log_rows": self.log_rows,
+            "skipped_steps": self.skipped_steps,
+            "consecutive_skips": self.consecutive_skips,
             "config": to_dict(self.config),
         }
 
@@ -203,7 +283,13 @@ class Trainer:
         """Write checkpoint.pt atomically (a crash mid-write leaves the previous one intact) and the log."""
         buffer = io.BytesIO()
         torch.save(self.state(), buffer)
-        path = write_bytes_atomic(self.run_dir / CHECKPOINT, buffer.getvalue())
+        try:
+            path = write_bytes_atomic(self.run_dir / CHECKPOINT, buffer.getvalue())
+        except OutputError as exc:
+            kept = f"it still holds step {self.checkpoint_step}" if self.checkpoint_step else "there is none yet"
+            raise OutputError(
+                f"checkpoint of step {self.step} not saved: {exc}; {kept}; continue with `hifa train --resume` once there is room", exc.errno
+            ) from None
         self.checkpoint_step = self.step
         self.write_log()
         return path
@@ -211,18 +297,45 @@ class Trainer:
     def load_checkpoint(self, path: Path) -> None:
         """Restore everything needed to continue exactly where the checkpoint left off."""
         try:
-            state = torch.load(path, map_location=self.device, weights_only=False)
+            # weights_only: a checkpoint is tensors, numbers and containers; never unpickle code from a file.
+            state = torch.load(path, map_location=self.device, weights_only=True)
         except Exception as exc:
             raise HifaError(f"cannot read checkpoint {path}: {exc.__class__.__name__} (truncated or corrupt); delete it to start over") from None
-        self.renderer.load_state_dict(state["renderer"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.ema = state["ema"]
-        self.generator.set_state(state["generator"].cpu())
-        if "ray_generator" in state:
-            self.ray_generator.set_state(state["ray_generator"].cpu())
-        torch.set_rng_state(state["torch_rng"].cpu())
-        self.step = self.checkpoint_step = state["step"]
-        self.log_rows = list(state["log_rows"])
+        if not isinstance(state, dict):
+            raise HifaError(f"{path} is not a hifa training checkpoint; delete it to start over")
+        if isinstance(state.get("config"), dict):
+            self.check_resumable(state["config"], path)
+        try:
+            self.renderer.load_state_dict(state["renderer"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.ema = state["ema"]
+            self.generator.set_state(state["generator"].cpu())
+            if "ray_generator" in state:
+                self.ray_generator.set_state(state["ray_generator"].cpu())
+            torch.set_rng_state(state["torch_rng"].cpu())
+            self.step = self.checkpoint_step = int(state["step"])
+            self.log_rows = list(state["log_rows"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+            raise HifaError(
+                f"checkpoint {path} does not fit this run ({exc.__class__.__name__}: {shorten(str(exc).splitlines()[0] if str(exc) else '', 100)}); "
+                "delete it to start over"
+            ) from None
+        self.skipped_steps = int(state.get("skipped_steps", 0))
+        self.consecutive_skips = int(state.get("consecutive_skips", 0))
+
+    def check_resumable(self, saved: dict, path: Path) -> None:
+        """Refuse a checkpoint of another asset (prompt, method, seed, field, prior); warn about other changed settings."""
+        old, new = flatten(saved), flatten(to_dict(self.config))
+        changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+        identity = [k for k in changed if any(k == key or k.startswith(key + ".") for key in RESUME_IDENTITY)]
+        if identity:
+            key = identity[0]
+            raise HifaError(
+                f"{path} was trained with {key} = {shorten(str(old.get(key)), 60)}, this run asks for {shorten(str(new.get(key)), 60)}: "
+                "it is another asset, not a continuation; choose another --out (or delete the folder to start over)"
+            )
+        if changed:
+            log.warning("resuming %s with changed settings: %s", path, ", ".join(changed))
 
     def write_log(self) -> None:
         keys: list[str] = []

@@ -158,3 +158,18 @@ def test_normals_on_significant_samples_only_match_the_full_computation():
 def test_normal_weight_threshold_is_validated():
     with pytest.raises(ConfigError, match="normal_weight_threshold"):
         RendererConfig(normal_weight_threshold=-1.0)
+
+
+def test_orientation_on_a_random_ray_subset_equals_the_full_values_on_those_rays():
+    torch.manual_seed(0)
+    field = NeRFField(FieldConfig(grid=HashGridConfig(n_levels=4, log2_hashmap_size=10, finest_resolution=64, backend="torch")))
+    renderer = Renderer(field, BackgroundMLP(), RendererConfig(num_coarse=16, num_fine=8))
+    origins, dirs = orbit_cameras(1).rays(8, 8)
+    origins, dirs = origins[0], dirs[0]
+    full = renderer(origins, dirs, RayOptions(background=torch.ones(3), need_normals=True))
+    options = RayOptions(background=torch.ones(3), need_normals=True, normal_ray_fraction=0.25, generator=torch.Generator().manual_seed(3))
+    subset = renderer(origins, dirs, options)
+    rays = torch.randperm(64, generator=torch.Generator().manual_seed(3))[:16]
+    assert subset["orient"].shape == (16,) and "normals" not in subset
+    assert torch.allclose(subset["orient"], full["orient"][rays], atol=1e-6)
+    assert torch.allclose(subset["image"], full["image"])
