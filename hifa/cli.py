@@ -270,18 +270,65 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+MEMORY_HINTS = {
+    "train": "lower resolution, renderer.num_coarse / renderer.num_fine, renderer.chunk_rays or use prior.precision=float16 (--set KEY=VALUE)",
+    "render": "lower --resolution or --chunk-rays",
+    "mesh": "lower --resolution",
+    "depth": "lower --batch",
+    "evaluate": "use fewer --clip-models or --surface-points",
+    "reconstruct": "lower --resolution, --batch-rays or --mesh-resolution",
+}
+
+
+def raise_terminated(signum: int, frame: object) -> None:
+    """SIGTERM handler: stop with Terminated (hifa train defers it to the end of the step and checkpoints)."""
+    from hifa.errors import Terminated
+
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run a subcommand; user errors print one line and exit with status 2."""
+    """Entry point: run a subcommand; user errors print one line and exit with status 2.
+
+    SIGTERM (SLURM pre-emption, `kill`) exits with status 143 after one line; outputs are atomic, so
+    whatever was written is complete, and `hifa train` saves a checkpoint first. Out of memory and a
+    full disk are one line too, naming what to change.
+    """
+    import errno
+    import signal
+    import threading
+
+    from hifa.errors import Terminated, is_out_of_memory
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, raise_terminated) if in_main_thread else None
     try:
         return args.func(args)
     except HifaError as exc:
         print(f"hifa: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated as exc:
+        print(f"hifa: {exc}", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("hifa: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        detail = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
+        if is_out_of_memory(exc):
+            hint = MEMORY_HINTS.get(args.command, "use smaller settings")
+            print(f"hifa: error: out of memory ({detail}); {hint}", file=sys.stderr)
+            return 2
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            where = f" writing {exc.filename}" if exc.filename else ""
+            print(f"hifa: error: no space left on the device{where} ({detail}); free some space and run the command again", file=sys.stderr)
+            return 2
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -11,6 +12,12 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from hifa.errors import ConfigError
+
+
+def shorten(value: Any, limit: int = 60) -> str:
+    """repr() of a config value, cut so that an error stays one short line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 T = TypeVar("T")
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
@@ -35,11 +42,17 @@ def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:
         raise ConfigError(prefix.rstrip(".") or "config", f"expected a mapping of keys, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted((key for key in data if key not in fields), key=str)  # YAML keys may be numbers or booleans
     if unknown:
         raise ConfigError(prefix + str(unknown[0]), f"unknown key; valid keys here: {', '.join(sorted(fields))}")
     values = {name: coerce(data[name], hints[name], prefix + name) for name in data}
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ConfigError as exc:
+        # A nested section validates itself without knowing where it sits: name the full key.
+        if prefix and not exc.key.startswith(prefix):
+            raise ConfigError(prefix + exc.key.rsplit(".", 1)[-1], exc.message) from None
+        raise
 
 
 def coerce(value: Any, annotation: Any, key: str) -> Any:
@@ -58,15 +71,15 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
                 return coerce(value, option, key)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(key, f"cannot use {value!r} here ({'; '.join(e.split(': ', 1)[-1] for e in errors)})")
+        raise ConfigError(key, f"cannot use {shorten(value)} here ({'; '.join(e.split(': ', 1)[-1] for e in errors)})")
     if origin is Literal:
         if value in args:
             return value
-        raise ConfigError(key, f"must be one of {', '.join(repr(a) for a in args)}; got {value!r}")
+        raise ConfigError(key, f"must be one of {', '.join(repr(a) for a in args)}; got {shorten(value)}")
     if origin is tuple:
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)) or (args and args[-1] is not Ellipsis and len(items) != len(args)):
-            raise ConfigError(key, f"expected {len(args)} values, got {value!r}")
+            raise ConfigError(key, f"expected {len(args)} values, got {shorten(value)}")
         kinds = [args[0]] * len(items) if args and args[-1] is Ellipsis else list(args)
         return tuple(coerce(v, k, key) for v, k in zip(items, kinds))
     if annotation is bool:
@@ -74,23 +87,31 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
             return value
         if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
             return value.lower() in _TRUE
-        raise ConfigError(key, f"expected true or false, got {value!r}")
+        raise ConfigError(key, f"expected true or false, got {shorten(value)}")
     if annotation is int:
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.strip().lstrip("-").isdigit())):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ConfigError(key, f"expected an integer, got {value!r}")
-        return int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(key, f"expected an integer, got {shorten(value)}")
     if annotation is float:
-        if isinstance(value, bool):
-            raise ConfigError(key, f"expected a number, got {value!r}")
+        if isinstance(value, bool) or isinstance(value, (dict, list)):
+            raise ConfigError(key, f"expected a number, got {shorten(value)}")
         try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(key, f"expected a number, got {value!r}") from None
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigError(key, f"expected a number, got {shorten(value)}") from None
+        if not math.isfinite(number):  # no setting takes NaN or infinity; they would poison training
+            raise ConfigError(key, f"expected a finite number, got {shorten(value)}")
+        return number
     if annotation is str:
-        if isinstance(value, (dict, list)):
-            raise ConfigError(key, f"expected text, got {type(value).__name__}")
+        if isinstance(value, (dict, list)) or value is None:
+            raise ConfigError(key, f"expected text, got {'null' if value is None else type(value).__name__}")
         return str(value)
     return value
 
@@ -114,9 +135,11 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         if parts[-1] not in node:
             raise ConfigError(key, f"unknown key; valid keys here: {', '.join(sorted(node))}")
         try:
-            node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+            value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
-            node[parts[-1]] = raw
+            value = raw
+        # A text setting keeps the text as typed: `--set prompt=yes` is 'yes', not True.
+        node[parts[-1]] = raw if isinstance(node[parts[-1]], str) and not isinstance(value, str) else value
     return data
 
 

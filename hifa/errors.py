@@ -9,11 +9,50 @@ class ConfigError(HifaError, ValueError):
     """A configuration value is invalid; the message names the key."""
 
     def __init__(self, key: str, message: str):
-        self.key = key
+        self.key, self.message = key, message
         super().__init__(f"config '{key}': {message}")
+
+
+class OutputError(HifaError, OSError):
+    """An output file could not be written (full disk, no permission); the previous file is left as it was.
+
+    Still an OSError with the original errno (e.g. errno.ENOSPC), for callers that catch OSError.
+    """
+
+    def __init__(self, message: str, errno: int | None = None):
+        super().__init__(message)
+        self.errno = errno
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class Terminated(BaseException):
+    """A termination signal (SIGTERM: SLURM pre-emption, `kill`, `scancel`) stopped a command.
+
+    A BaseException, like KeyboardInterrupt, so that `except Exception` clean-up code does not swallow it.
+    Everything written before it is complete (all outputs are atomic); `hifa train` saves a checkpoint first.
+    """
+
+    def __init__(self, message: str = "terminated by SIGTERM"):
+        super().__init__(message)
 
 
 def require(condition: bool, key: str, message: str) -> None:
     """Raise ConfigError(key, message) unless condition holds."""
     if not condition:
         raise ConfigError(key, message)
+
+
+def shorten(text: str, limit: int = 80) -> str:
+    """repr() of a user text cut to `limit` characters (error messages stay one short line)."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether an exception is an allocation failure: torch's (CUDA) OutOfMemoryError, MemoryError, or a
+    RuntimeError of the CPU allocator (checked by name and text: this module imports nothing)."""
+    if isinstance(exc, MemoryError) or any(cls.__name__ == "OutOfMemoryError" for cls in type(exc).__mro__):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)

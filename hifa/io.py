@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -12,22 +13,76 @@ import numpy as np
 import torch
 from PIL import Image
 
+from hifa.errors import OutputError
+
+TMP_SUFFIX = ".tmp"
+
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
-    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
+    """Write to a temporary file in the same folder, fsync, then rename over `path`.
+
+    A crash or kill at any point leaves either the previous file or the new one, never a mix; a failed
+    write (full disk, no permission) removes its temporary file and raises OutputError (one line, still
+    an OSError with the original errno), leaving the previous file as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    except OSError as exc:
+        raise write_error(path, exc, len(data)) from exc
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, OutputError):
+            raise write_error(path, exc, len(data)) from exc
         raise
+    _fsync_dir(path.parent)
     return path
+
+
+def write_error(path: Path, exc: OSError, size: int) -> OutputError:
+    """A one-line OutputError for a failed write of `size` bytes to `path`."""
+    reason = exc.strerror or exc.__class__.__name__
+    hint = " (free some space and run the command again)" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+    kept = "the previous file is intact" if path.exists() else "nothing was written"
+    return OutputError(f"cannot write {path} ({size / 1e6:.1f} MB): {reason}; {kept}{hint}", exc.errno)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable (best effort: some file systems cannot fsync a directory)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(folder: str | Path, recursive: bool = True) -> list[Path]:
+    """Delete the temporary files of atomic writes a killed process left in `folder` (`.NAME.XXXX.tmp`).
+
+    Only for a folder one process owns (a run folder): a live writer's temporary file would go too.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = folder.rglob(f".*{TMP_SUFFIX}") if recursive else folder.glob(f".*{TMP_SUFFIX}")
+    removed = []
+    for tmp in found:
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 def write_json_atomic(path: str | Path, payload: object) -> Path:

@@ -15,6 +15,7 @@ from skimage import measure
 
 from hifa.errors import HifaError, require
 from hifa.field import NeRFField
+from hifa.io import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 EXPORT_SUFFIXES = (".ply", ".obj", ".glb")
@@ -179,8 +180,5 @@ def export_mesh(mesh: Mesh, path: str | Path) -> Path:
         raise HifaError(f"cannot export mesh to {path.name!r}; use one of {', '.join(EXPORT_SUFFIXES)}")
     colors = None if mesh.colors is None else (np.clip(mesh.colors, 0, 1) * 255).astype(np.uint8)
     tm = trimesh.Trimesh(mesh.vertices, mesh.faces, vertex_colors=colors, process=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    tm.export(tmp)
-    tmp.replace(path)
-    return path
+    data = tm.export(file_type=path.suffix.lower().lstrip("."))
+    return write_bytes_atomic(path, data.encode() if isinstance(data, str) else data)

@@ -40,9 +40,12 @@ def load_checkpoint(path: str | Path) -> dict:
     if not ckpt.is_file():
         raise HifaError(f"{ckpt} is missing: the run has not saved a checkpoint yet (train it, or resume with `hifa train --resume`)")
     try:
-        return torch.load(ckpt, map_location="cpu", weights_only=False)
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)  # tensors and containers only: no code from a file
     except Exception as exc:
         raise HifaError(f"cannot read checkpoint {ckpt}: {exc.__class__.__name__} (truncated or corrupt)") from None
+    if not isinstance(state, dict) or "renderer" not in state:
+        raise HifaError(f"{ckpt} is not a hifa training checkpoint (no renderer state); train the run again")
+    return state
 
 
 @torch.no_grad()

@@ -42,6 +42,7 @@ T = TypeVar("T")
 
 RUN_FILE = "run.json"
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a parameter value, in characters
+MAX_TAG_LENGTH = 8000  # MLflow's limit on a tag value (a longer prompt would make the run fail to start)
 MAX_BATCH_PARAMS, MAX_BATCH_METRICS = 100, 1000  # MLflow's limits per log_batch call
 RETRIES = 8
 
@@ -111,6 +112,11 @@ def make_client(tracking_uri: str) -> MlflowClient:
     return locked_call(tracking_uri, lambda: MlflowClient(tracking_uri))
 
 
+def clip_text(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, marked with '...' when cut."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested dicts to dotted keys; values to strings cut to MLflow's length limit."""
     flat: dict[str, str] = {}
@@ -119,7 +125,7 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
             flat.update(flatten_params(value, f"{prefix}{key}."))
             continue
         text = json.dumps(value, default=str) if isinstance(value, (list, tuple)) else str(value)
-        flat[f"{prefix}{key}"] = text if len(text) <= MAX_PARAM_LENGTH else text[: MAX_PARAM_LENGTH - 3] + "..."
+        flat[f"{prefix}{key}"] = clip_text(text, MAX_PARAM_LENGTH)
     return flat
 
 
@@ -186,7 +192,7 @@ class Tracker:
             run = find_run(client, record["run_id"]) if same_store else None
             if run is None:
                 experiment_id = get_or_create_experiment(client, tracking_uri, experiment)
-                tag_values = {str(k): str(v) for k, v in (tags or {}).items()}
+                tag_values = {str(k): clip_text(str(v), MAX_TAG_LENGTH) for k, v in (tags or {}).items()}
                 run = locked_call(tracking_uri, lambda: client.create_run(experiment_id, tags=tag_values, run_name=run_name))
             else:  # resumed training
                 locked_call(tracking_uri, lambda: client.update_run(run.info.run_id, status="RUNNING"))

@@ -11,7 +11,7 @@ import torch
 from hifa.cameras import orbit_cameras
 from hifa.config import PriorConfig, TrainConfig
 from hifa.configio import apply_overrides, from_dict, load_yaml, to_dict
-from hifa.errors import HifaError
+from hifa.errors import HifaError, Terminated, shorten
 from hifa.evaluate.image import masked_abs_error, psnr
 from hifa.guidance.stable_diffusion import DEFAULT_MODEL
 from hifa.io import save_image, write_json_atomic
@@ -69,19 +69,38 @@ def make_tracker(config: TrainConfig, run_dir: Path, run_name: str):
     return Tracker.start(uri, config.tracking.experiment, run_name, to_dict(config), {"preset": config.preset, "prompt": config.prompt}, run_dir)
 
 
+def check_inputs(config: TrainConfig, run_dir: Path, resume: bool) -> None:
+    """Fail before anything is written (run folder, MLflow run) on an empty or unknown prompt or a taken folder."""
+    if not config.prompt.strip():
+        raise HifaError("the prompt is empty; give the text to generate from (--prompt)")
+    if config.prior.kind == "oracle":
+        from hifa.guidance.oracle import catalogue_entry
+
+        catalogue_entry(config.prompt)  # the oracle world knows its catalogue's prompts only
+    if (run_dir / CHECKPOINT).is_file() and not resume:
+        raise HifaError(f"{run_dir} already holds a checkpoint; pass --resume to continue it or choose another --out")
+    saved = run_dir / "config.yaml"
+    if saved.is_file():  # e.g. two prompts with one slug: never mix two assets in one folder
+        try:
+            prompt = load_yaml(saved).get("prompt")
+        except HifaError:
+            prompt = None
+        if isinstance(prompt, str) and prompt != config.prompt:
+            raise HifaError(f"{run_dir} holds a run for another prompt ({shorten(prompt, 60)}); choose another --out (or delete the folder)")
+
+
 def run_training(config: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
     """Train into run_dir; on success write final views, the mesh and train_summary.json."""
     run_dir = Path(run_dir)
-    if (run_dir / CHECKPOINT).is_file() and not resume:
-        raise HifaError(f"{run_dir} already holds a checkpoint; pass --resume to continue it or choose another --out")
+    check_inputs(config, run_dir, resume)
     t0 = time.perf_counter()
     tracker = make_tracker(config, run_dir, run_dir.name)
-    trainer = Trainer(config, run_dir, tracker=tracker, progress=progress)
     try:
+        trainer = Trainer(config, run_dir, tracker=tracker, progress=progress)
         summary = trainer.train()
         summary.update(finalize(trainer, tracker))
-    except BaseException:
-        tracker.set_terminated("FAILED")
+    except BaseException as exc:
+        tracker.set_terminated("KILLED" if isinstance(exc, (Terminated, KeyboardInterrupt)) else "FAILED")
         raise
     summary["wall_time_s"] = time.perf_counter() - t0
     summary.update(preset=config.preset, prompt=config.prompt, prior=config.prior.kind, iterations=config.iterations)

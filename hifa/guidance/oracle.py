@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import math
 import os
 from dataclasses import dataclass, replace
@@ -19,14 +20,16 @@ import numpy as np
 import torch
 
 from hifa.cameras import Cameras, sphere_cameras, spherical_to_position
-from hifa.errors import HifaError, require
+from hifa.errors import HifaError, require, shorten
 from hifa.guidance.prior import VIEW_MODES, Conditioning, ViewMode
 from hifa.guidance.schedules import stable_diffusion_alphas_cumprod
 from hifa.guidance.views import perpneg_plan
 from hifa.io import write_bytes_atomic
 from hifa.scenes import CATALOGUE, GroundTruthRenderer, Scene, SceneSpec
 
-BANK_VERSION = 1
+log = logging.getLogger(__name__)
+
+BANK_VERSION = 2  # 2: the cache file carries its key and a SHA-256 of its tensors, checked on every load
 
 
 @dataclass(frozen=True)
@@ -97,18 +100,54 @@ def truth_disparity(truth) -> torch.Tensor:
     return torch.where(truth.mask > 0.5, 1.0 / truth.depth.clamp(min=1e-6), torch.zeros_like(truth.depth))
 
 
+def bank_digest(directions: torch.Tensor, images: torch.Tensor, disparity: torch.Tensor) -> str:
+    """SHA-256 of a bank's tensors (shapes, dtypes and bytes)."""
+    digest = hashlib.sha256()
+    for tensor in (directions, images, disparity):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def read_bank(path: Path, scene: Scene, config: OracleConfig, key: str) -> tuple[SceneBank | None, str]:
+    """A cached bank if the file is whole and is the one asked for (key, shapes, SHA-256), else (None, why not)."""
+    try:
+        data = torch.load(path, weights_only=True)
+    except Exception as exc:
+        return None, f"unreadable: {exc.__class__.__name__}"
+    if not isinstance(data, dict) or data.get("key") != key or not isinstance(data.get("sha256"), str):
+        return None, "not a bank of this scene and these settings"
+    parts = [data.get(name) for name in ("directions", "images", "disparity")]
+    if not all(isinstance(t, torch.Tensor) for t in parts):
+        return None, "tensors missing"
+    directions, images, disparity = parts
+    k, size = config.views, config.resolution
+    if directions.shape != (k, 3) or images.shape != (k, 3, size, size) or disparity.shape != (k, size, size):
+        return None, "wrong shapes"
+    if bank_digest(directions, images, disparity) != data["sha256"]:
+        return None, "content does not match its SHA-256"
+    return SceneBank(scene.name, directions, images, disparity), ""
+
+
 def load_bank(scene: Scene, config: OracleConfig) -> SceneBank:
-    """The scene's bank from the disk cache, built and cached (atomically) on first use."""
-    path = config.cache_root() / f"{scene.name}-{bank_key(scene, config)}.pt"
+    """The scene's bank from the disk cache, built and cached (atomically) on first use.
+
+    The file name carries a hash of the scene and settings (a stale bank is never looked up) and the file
+    a SHA-256 of its tensors: a corrupt or tampered file is rebuilt, never used.
+    """
+    key = bank_key(scene, config)
+    path = config.cache_root() / f"{scene.name}-{key}.pt"
     if path.is_file():
-        try:
-            data = torch.load(path, weights_only=True)
-            return SceneBank(scene.name, data["directions"], data["images"], data["disparity"])
-        except Exception:  # a corrupt cache file is rebuilt rather than trusted
-            path.unlink(missing_ok=True)
+        bank, why = read_bank(path, scene, config, key)
+        if bank is not None:
+            return bank
+        log.warning("oracle bank cache %s is corrupt (%s); rebuilding it", path, why)
+        path.unlink(missing_ok=True)
     bank = render_bank(scene, config)
     buffer = io.BytesIO()
-    torch.save({"directions": bank.directions, "images": bank.images, "disparity": bank.disparity}, buffer)
+    payload = {"directions": bank.directions, "images": bank.images, "disparity": bank.disparity}
+    torch.save({**payload, "key": key, "sha256": bank_digest(**payload)}, buffer)
     write_bytes_atomic(path, buffer.getvalue())
     return bank
 
@@ -160,7 +199,7 @@ def catalogue_entry(prompt: str) -> SceneSpec:
         if wanted in (spec.prompt.lower(), spec.name):
             return spec
     known = "; ".join(f"'{spec.prompt}'" for spec in CATALOGUE)
-    raise HifaError(f"the oracle prior has no scene for the prompt {prompt!r}; it knows: {known}")
+    raise HifaError(f"the oracle prior has no scene for the prompt {shorten(prompt, 80)}; it knows: {known}")
 
 
 def scene_for_prompt(prompt: str) -> Scene:

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
 
 from hifa.cameras import Cameras
-from hifa.errors import HifaError, require
+from hifa.errors import HifaError, require, shorten
 from hifa.guidance.prior import VIEW_MODES, Conditioning, ViewMode
 from hifa.guidance.views import perpneg_plan, view_prompt
 
+log = logging.getLogger(__name__)
+
 DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"
+# Words in a loader's error (or its causes) that mean a file is there but damaged, not missing.
+CORRUPT_MARKERS = ("unable to load weights", "deserializ", "safetensor", "incomplete metadata", "header", "truncat",
+                   "corrupt", "pytorchstreamreader", "unpickl", "invalid load key", "unexpected end", "jsondecodeerror",
+                   "expecting value", "size mismatch", "error(s) in loading state_dict")
 Precision = Literal["auto", "float16", "bfloat16", "float32"]
 
 
@@ -41,16 +49,41 @@ def missing_model_message(model: str, what: str = "Stable Diffusion model") -> s
     )
 
 
+def damage(exc: BaseException) -> str | None:
+    """The first line of the error in exc's chain that says a file is damaged (truncated, corrupt), or None."""
+    seen = exc
+    while seen is not None:
+        text = f"{seen.__class__.__name__}: {seen}"
+        if any(marker in text.lower() for marker in CORRUPT_MARKERS):
+            return (text.strip().splitlines() or [text])[0]
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def load_component(cls, model: str, subfolder: str | None, what: str, **kwargs):
-    """`cls.from_pretrained(model, subfolder=...)`, with a missing checkpoint turned into one clear line."""
+    """`cls.from_pretrained(model, subfolder=...)`, with a missing or damaged checkpoint turned into one clear line."""
     local_only = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
     try:
         if subfolder is None:
             return cls.from_pretrained(model, local_files_only=local_only, **kwargs)
         return cls.from_pretrained(model, subfolder=subfolder, local_files_only=local_only, **kwargs)
-    except (OSError, ValueError) as exc:
-        # from_pretrained raises OSError (or a subclass) for missing files and unreachable hubs.
-        raise HifaError(missing_model_message(model, what)) from exc
+    except Exception as exc:
+        # from_pretrained raises OSError (or a subclass) for missing files and unreachable hubs; a damaged
+        # file raises whatever its parser raises (SafetensorError, an OSError naming the weights, JSON errors).
+        part = f"{model}/{subfolder}" if subfolder else model
+        reason = damage(exc)
+        if reason is not None:
+            raise HifaError(
+                f"{what} '{model}' is damaged: loading {part} failed ({shorten(reason, 200)}); "
+                "a file is truncated or corrupt: download it again (or rebuild the folder)"
+            ) from exc
+        if isinstance(exc, (OSError, ValueError)):
+            if model.startswith(("/", "./", "../", "~")) and not Path(model).expanduser().exists():
+                raise HifaError(f"{what} folder '{model}' does not exist") from exc
+            if Path(model).is_dir() and subfolder and not (Path(model) / subfolder).is_dir():
+                raise HifaError(f"{what} folder '{model}' has no {subfolder}/ (a diffusers checkpoint folder holds one per component)") from exc
+            raise HifaError(missing_model_message(model, what)) from exc
+        raise
 
 
 def resolve_dtype(precision: Precision, device: torch.device) -> torch.dtype:
@@ -86,6 +119,7 @@ class StableDiffusionPrior:
         self.vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.image_size = int(self.unet.config.sample_size) * self.vae_factor
         self._embeddings: dict[str, torch.Tensor] = {}
+        self._length_checked: set[str] = set()
 
     @torch.no_grad()
     def embed(self, text: str) -> torch.Tensor:
@@ -95,6 +129,19 @@ class StableDiffusionPrior:
             tokens = self.tokenizer([text], padding="max_length", max_length=length, truncation=True, return_tensors="pt")
             self._embeddings[text] = self.text_encoder(tokens.input_ids.to(self.device))[0]
         return self._embeddings[text]
+
+    def warn_if_truncated(self, prompt: str) -> None:
+        """Log once per prompt when it is longer than the text encoder takes (the tokenizer cuts the rest)."""
+        if prompt in self._length_checked:
+            return
+        self._length_checked.add(prompt)
+        length = min(self.tokenizer.model_max_length, self.text_encoder.config.max_position_embeddings)
+        tokens = len(self.tokenizer(prompt, truncation=False, verbose=False).input_ids)
+        if tokens > length:
+            log.warning(
+                "the prompt is %d tokens long; the text encoder takes %d (with start and end tokens), so it is truncated "
+                "to its start %s (view suffixes such as ', front view' are cut too)", tokens, length, shorten(prompt, 60),
+            )
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1] -> latents (posterior sample x scaling factor), with gradient through the VAE."""
@@ -112,6 +159,7 @@ class StableDiffusionPrior:
         require(view_mode in VIEW_MODES, "guidance.view_mode", f"must be one of {VIEW_MODES}")
         if not prompt.strip():
             raise HifaError("the prompt is empty; give the text to generate from")
+        self.warn_if_truncated(prompt)
         batch = len(cameras)
         uncond = self.embed(self.config.negative_prompt).expand(batch, -1, -1)
         if view_mode == "none":
