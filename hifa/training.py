@@ -77,8 +77,6 @@ def check_inputs(config: TrainConfig, run_dir: Path, resume: bool) -> None:
         from hifa.guidance.oracle import catalogue_entry
 
         catalogue_entry(config.prompt)  # the oracle world knows its catalogue's prompts only
-    if (run_dir / CHECKPOINT).is_file() and not resume:
-        raise HifaError(f"{run_dir} already holds a checkpoint; pass --resume to continue it or choose another --out")
     saved = run_dir / "config.yaml"
     if saved.is_file():  # e.g. two prompts with one slug: never mix two assets in one folder
         try:
@@ -87,6 +85,8 @@ def check_inputs(config: TrainConfig, run_dir: Path, resume: bool) -> None:
             prompt = None
         if isinstance(prompt, str) and prompt != config.prompt:
             raise HifaError(f"{run_dir} holds a run for another prompt ({shorten(prompt, 60)}); choose another --out (or delete the folder)")
+    if (run_dir / CHECKPOINT).is_file() and not resume:
+        raise HifaError(f"{run_dir} already holds a checkpoint; pass --resume to continue it or choose another --out")
 
 
 def run_training(config: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> dict:
