@@ -57,7 +57,7 @@ def tiny_cuda_config(models, method="hifa", extra=()):
     overrides = [
         "iterations=6", "resolution=32", "renderer.num_coarse=16", "renderer.num_fine=8", "checkpoint_every=3", "val_every=3",
         "val_views=1", "val_resolution=16", f"depth.model={dpt}", "tracking.enabled=false", "field.grid.n_levels=4",
-        "field.grid.log2_hashmap_size=12", "field.grid.finest_resolution=64", "device=cuda", *extra,
+        "field.grid.log2_hashmap_size=12", "field.grid.finest_resolution=64", "device=cuda", "log_every=1", *extra,
     ]
     return resolve_config(method, "a corgi", f"stable-diffusion:{sd}", overrides=overrides)
 
@@ -73,16 +73,26 @@ def test_training_on_cuda_runs_the_prior_in_half_precision(models, tmp_path, met
     assert all(v == v for row in trainer.log_rows for k, v in row.items() if isinstance(v, float))  # no NaN logged
 
 
-def test_resume_on_cuda_equals_an_uninterrupted_run(models, tmp_path):
+def test_resume_on_cuda_restores_the_exact_state(models, tmp_path):
+    """Two resumes of one checkpoint take the same next step (forward and RNG restored exactly).
+
+    Comparing with an uninterrupted run is left to the CPU test: on CUDA the hash grid's
+    index_add backward accumulates in a nondeterministic order and Adan's normalised update
+    amplifies those last-bit differences, so two uninterrupted runs already differ.
+    """
+    import shutil
+
     config = tiny_cuda_config(models, extra=["prior.precision=float32"])
     torch.backends.cudnn.deterministic = True
-    straight = Trainer(config, tmp_path / "a", progress=False)
-    straight.train()
-    first = Trainer(config, tmp_path / "b", progress=False)
-    first.train(until=3)
-    del first
-    resumed = Trainer(config, tmp_path / "b", progress=False)
-    resumed.train()
-    for (name, a), (_, b) in zip(straight.renderer.state_dict().items(), resumed.renderer.state_dict().items()):
-        # index_add on CUDA accumulates in a nondeterministic order: equal to float tolerance, not bitwise.
-        assert torch.allclose(a, b, atol=1e-4, rtol=1e-3), name
+    Trainer(config, tmp_path / "a", progress=False).train(until=3)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    rows = []
+    for name in ("a", "b"):
+        trainer = Trainer(config, tmp_path / name, progress=False)
+        trainer.train(until=4)
+        assert trainer.step == 4
+        rows.append(trainer.log_rows[-1])
+    assert rows[0]["step"] == rows[1]["step"] == 4
+    for key in rows[0].keys() - {"time_s", "grad_norm"}:
+        assert rows[0][key] == pytest.approx(rows[1][key], rel=1e-5, nan_ok=True), key
+    assert rows[0]["grad_norm"] == pytest.approx(rows[1]["grad_norm"], rel=1e-3)
