@@ -44,7 +44,9 @@ def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")}
     unknown = sorted((key for key in data if key not in fields), key=str)  # YAML keys may be numbers or booleans
     if unknown:
-        raise ConfigError(prefix + str(unknown[0]), f"unknown key; valid keys here: {', '.join(sorted(fields))}")
+        key = unknown[0]
+        shown = key if isinstance(key, str) and key and key.strip() == key and key.isprintable() else repr(key)
+        raise ConfigError(prefix + shown, f"unknown key; valid keys here: {', '.join(sorted(fields))}")
     values = {name: coerce(data[name], hints[name], prefix + name) for name in data}
     try:
         return cls(**values)
@@ -149,11 +151,16 @@ def load_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(str(path), "config file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), f"not UTF-8 text (byte {exc.start}); a config file is YAML text") from None
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read the config file: {exc.strerror or exc.__class__.__name__}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(str(path), f"malformed YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
+        problem = str(getattr(exc, "problem", None) or getattr(exc, "reason", None) or exc).strip().splitlines()[0]
+        raise ConfigError(str(path), f"malformed YAML{where}: {problem}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

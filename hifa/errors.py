@@ -9,8 +9,8 @@ class ConfigError(HifaError, ValueError):
     """A configuration value is invalid; the message names the key."""
 
     def __init__(self, key: str, message: str):
-        self.key, self.message = key, message
-        super().__init__(f"config '{key}': {message}")
+        self.key, self.message = printable(str(key)), printable(message)  # one line, whatever the input held
+        super().__init__(f"config '{self.key}': {self.message}")
 
 
 class OutputError(HifaError, OSError):
@@ -36,6 +36,11 @@ class Terminated(BaseException):
 
     def __init__(self, message: str = "terminated by SIGTERM"):
         super().__init__(message)
+
+
+def printable(text: str) -> str:
+    """`text` with control characters (newlines, tabs, ...) written as escapes, so that it stays on one line."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def require(condition: bool, key: str, message: str) -> None:
