@@ -327,7 +327,8 @@ class Trainer:
         """Refuse a checkpoint of another asset (prompt, method, seed, field, prior); warn about other changed settings."""
         old, new = flatten(saved), flatten(to_dict(self.config))
         changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-        identity = [k for k in changed if any(k == key or k.startswith(key + ".") for key in RESUME_IDENTITY)]
+        rank = lambda k: next((i for i, key in enumerate(RESUME_IDENTITY) if k == key or k.startswith(key + ".")), None)  # noqa: E731
+        identity = sorted((k for k in changed if rank(k) is not None), key=rank)
         if identity:
             key = identity[0]
             raise HifaError(

@@ -90,6 +90,24 @@ def slugify(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "scene"
 
 
+def ply_counts(path: Path) -> dict[str, int]:
+    """Element counts a PLY header declares ({'vertex': N, 'face': M}); {} when the header cannot be read."""
+    counts: dict[str, int] = {}
+    try:
+        with open(path, "rb") as handle:
+            if handle.readline().strip() != b"ply":
+                return {}
+            for _ in range(200):
+                words = handle.readline().split()
+                if not words or words[0] == b"end_header":
+                    break
+                if words[0] == b"element" and len(words) == 3 and words[2].isdigit():
+                    counts[words[1].decode("ascii", "replace")] = int(words[2])
+    except OSError:
+        return {}
+    return counts
+
+
 def scene_from_mesh_file(path: str | Path, prompt: str | None = None, fit_radius: float = 0.5) -> Scene:
     """Load a user mesh as a one-part scene, centred and scaled to fit a sphere of `fit_radius`."""
     path = Path(path)
@@ -103,6 +121,12 @@ def scene_from_mesh_file(path: str | Path, prompt: str | None = None, fit_radius
         raise HifaError(f"cannot read mesh file {path}: {exc}") from exc
     if len(mesh.triangles) == 0 or not np.isfinite(np.asarray(mesh.vertices)).all():
         raise HifaError(f"cannot read mesh file {path}: no valid triangles found")
+    if path.suffix.lower() == ".ply":  # open3d keeps what it read of a truncated PLY, with only a printed warning
+        promised = ply_counts(path)
+        found = {"vertex": len(mesh.vertices), "face": len(mesh.triangles)}
+        short = [f"{found[k]} of the {n} {k}s" for k, n in promised.items() if k in found and found[k] < n]
+        if short:
+            raise HifaError(f"cannot read mesh file {path}: truncated or corrupt (read {', '.join(short)} its header promises)")
     vertices = np.asarray(mesh.vertices)
     lo, hi = vertices.min(0), vertices.max(0)
     centre = (lo + hi) / 2
