@@ -8,12 +8,15 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
 from hifa.errors import OutputError
+
+if TYPE_CHECKING:
+    import torch
 
 TMP_SUFFIX = ".tmp"
 
@@ -92,7 +95,8 @@ def write_json_atomic(path: str | Path, payload: object) -> Path:
 
 def to_uint8(image: torch.Tensor | np.ndarray) -> np.ndarray:
     """Float image in [0, 1] (H, W[, C]) to uint8 (a uint8 image is returned as it is)."""
-    array = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    # A torch tensor, without importing torch here (hifa.tracking, and so MLflow-only jobs, import this module).
+    array = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
     if array.dtype == np.uint8:
         return array
     return (np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)

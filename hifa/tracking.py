@@ -38,6 +38,8 @@ except ImportError:  # pragma: no cover - no inter-process lock off POSIX
     fcntl = None
 
 log = logging.getLogger(__name__)
+# MLflow announces the creation of a fresh store's tables at INFO on stderr; a CLI error stays one line.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 T = TypeVar("T")
 
 RUN_FILE = "run.json"

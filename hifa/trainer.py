@@ -84,7 +84,8 @@ def memory_message(config: TrainConfig, step: int, checkpoint_step: int, exc: Ba
         f"out of memory at step {step} ({shorten(detail, 100)}); lower resolution (now {config.resolution}), "
         f"renderer.num_coarse / renderer.num_fine (now {r.num_coarse} / {r.num_fine}), renderer.chunk_rays (now {r.chunk_rays}) "
         f"or use prior.precision=float16 (now {config.prior.precision}) with --set KEY=VALUE; "
-        f"the last checkpoint (step {checkpoint_step}) is kept: continue with `hifa train --resume`"
+        + (f"the last checkpoint (step {checkpoint_step}) is kept: continue with `hifa train --resume`" if checkpoint_step
+           else "no checkpoint was saved yet")
     )
 
 
