@@ -230,3 +230,15 @@ def test_deleting_a_mesh_reruns_only_what_depends_on_it(smoke_repo):
     assert "workflow: resuming from" in log
     assert json.loads((df_run / "train_summary.json").read_text())["steps"] == 4
     assert "Nothing to be done" in (lambda p: p.stdout + p.stderr)(snakemake(["--configfile", SMOKE, "-n"], smoke_repo))
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("workflow-smoke")
+def test_snakemake_report_holds_the_comparison_and_paper_figures(smoke_repo):
+    import zipfile
+
+    snakemake(["--configfile", SMOKE, "--report", "report.zip"], smoke_repo)
+    names = zipfile.ZipFile(smoke_repo / "report.zip").namelist()
+    assert any(n.endswith("/index.html") and "/data/raw/" in n for n in names)  # the comparison page, embedded
+    for figure in ("qualitative.png", "metrics.png", "training_curves.png", "contact_sheet.png", "preview.png", "final_views.png"):
+        assert any(n.endswith("/" + figure) for n in names), figure
