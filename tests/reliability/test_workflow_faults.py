@@ -39,14 +39,14 @@ OTHER_PROMPTS = [
     "a line\nbreak\tand tab",
     " ".join(f"detail{i}" for i in range(2000))[:10_000],  # 10,000 characters
 ]
-ITERATIONS = 48
+ITERATIONS = 24
 SLUG = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
 
 def suite_config(prompts: list[str], cache: Path) -> dict:
     overrides = dict(item.split("=", 1) for item in TINY)
     overrides["prior.oracle.cache_dir"] = str(cache)
-    overrides["iterations"] = str(ITERATIONS)  # long enough to still be training when the second snakemake has answered
+    overrides["iterations"] = str(ITERATIONS)  # still training when the first checkpoint (step 3) appears
     return {
         "results": "results",
         "suites": {
@@ -126,11 +126,13 @@ def test_killed_train_job_resumes_and_a_second_snakemake_is_refused(repo):
         while not (run / "checkpoint.pt").exists() and first.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
         assert first.poll() is None, first.communicate()[0][-3000:]
-        # A second snakemake on the same folder and target refuses while the first one runs.
+        # Freeze the first run mid-training (no race with a busy machine), then a second snakemake on the
+        # same folder and target must refuse while the first one holds the lock.
+        os.killpg(first.pid, signal.SIGSTOP)
         second = snakemake(["--configfile", "rel.yaml", "--cores", "1", good], repo, check=False, timeout=300)
         assert second.returncode != 0
         assert "Directory cannot be locked" in second.stdout + second.stderr
-        assert first.poll() is None, "the first run goes on"
+        assert first.poll() is None, "the first run is still there"
     finally:  # the node dies: snakemake, the job's shell and hifa train, all at once
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
