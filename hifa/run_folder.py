@@ -10,6 +10,7 @@ import torch
 from hifa.config import TrainConfig
 from hifa.configio import from_dict, load_yaml
 from hifa.errors import HifaError
+from hifa.io import remove_stale_temporaries
 from hifa.renderer import Renderer
 
 CONFIG_FILE = "config.yaml"
@@ -73,6 +74,7 @@ def step_dir(run: Path, step: str, out: str | Path | None) -> Path:
     folder = Path(out) if out is not None else run / step
     folder.mkdir(parents=True, exist_ok=True)
     (folder / STEPS[step]).unlink(missing_ok=True)
+    remove_stale_temporaries(folder, recursive=False)  # left by an earlier run of the step that was killed mid-write
     return folder
 
 
