@@ -178,3 +178,21 @@ def test_a_tight_cutoff_pins_the_target_to_views_near_the_camera(prior):
     eps = tight.predict_eps(blank * abar.sqrt().float(), torch.tensor([200]), [cond.positive])[0]
     x0 = (blank * abar.sqrt().float() - (1 - abar).sqrt().float() * eps) / abar.sqrt().float()
     assert torch.allclose(x0, bank.images[k : k + 1], atol=1e-4)  # only view k is allowed, whatever the render
+
+
+def test_suffix_views_use_their_own_wider_prior_and_camera_views_keep_theirs(prior):
+    from dataclasses import replace
+
+    coarse = OraclePrior(replace(prior.config, tau_deg=4.0, view_cutoff_deg=9.0, suffix_tau_deg=30.0, suffix_cutoff_deg=45.0))
+    cams = orbit_cameras(1, radius=3.2, fovy_deg=20.0, start_azimuth_deg=20.0)  # labelled 'front': canonical azimuth 0
+    suffix = coarse.conditions("a green torus", cams, "suffix").positive
+    assert (suffix.tau_deg, suffix.cutoff_deg) == (30.0, 45.0)
+    assert coarse.conditions("a green torus", cams, "perpneg").positive.tau_deg is None
+    x_t, t = torch.rand(1, 3, 16, 16), torch.tensor([300])
+    narrow = replace(suffix, tau_deg=None, cutoff_deg=None)
+    # A 9° cut-off around the canonical view leaves few candidates, 45° many: the predictions differ.
+    wide_eps, narrow_eps = coarse.predict_eps(x_t, t, [suffix])[0], coarse.predict_eps(x_t, t, [narrow])[0]
+    assert torch.isfinite(wide_eps).all() and torch.isfinite(narrow_eps).all()
+    assert not torch.allclose(wide_eps, narrow_eps, atol=1e-4)
+    with pytest.raises(Exception, match="suffix_tau_deg"):
+        OracleConfig(suffix_tau_deg=0.0)

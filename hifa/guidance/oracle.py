@@ -41,6 +41,10 @@ class OracleConfig:
     uncond_views_per_scene: int = 80
     tau_deg: float = 10.0
     view_cutoff_deg: float | None = None
+    # A text suffix ('front view') is coarser than a camera: its view prior around the label's
+    # canonical view may be wider. None: tau_deg / view_cutoff_deg.
+    suffix_tau_deg: float | None = None
+    suffix_cutoff_deg: float | None = None
     radius: float = 3.2
     fovy_deg: float = 20.0
     cache_dir: str | None = None
@@ -51,6 +55,8 @@ class OracleConfig:
         require(1 <= self.uncond_views_per_scene <= self.views, "oracle.uncond_views_per_scene", "must lie in [1, views]")
         require(self.tau_deg > 0, "oracle.tau_deg", "must be positive")
         require(self.view_cutoff_deg is None or self.view_cutoff_deg > 0, "oracle.view_cutoff_deg", "must be positive or null")
+        require(self.suffix_tau_deg is None or self.suffix_tau_deg > 0, "oracle.suffix_tau_deg", "must be positive or null")
+        require(self.suffix_cutoff_deg is None or self.suffix_cutoff_deg > 0, "oracle.suffix_cutoff_deg", "must be positive or null")
         require(self.radius > 1.0, "oracle.radius", "must be > 1")
         require(0 < self.fovy_deg < 180, "oracle.fovy_deg", "must lie in (0, 180)")
 
@@ -76,6 +82,8 @@ class OracleView:
     scene: str | None
     directions: torch.Tensor | None
     positive: bool = False
+    tau_deg: float | None = None  # None: the config's
+    cutoff_deg: float | None = None
 
 
 def bank_key(scene: Scene, config: OracleConfig) -> str:
@@ -259,7 +267,10 @@ class OraclePrior:
             labels = cameras.labels()
             views["overhead"] = spherical_to_position(torch.ones_like(polar), torch.zeros_like(polar), azimuth)
             dirs = torch.stack([views[label][b] for b, label in enumerate(labels)])
-            return Conditioning(uncond, OracleView(scene.name, dirs.float(), positive=True), [], None)
+            cfg = self.config
+            tau = cfg.suffix_tau_deg or cfg.tau_deg
+            cutoff = cfg.suffix_cutoff_deg if cfg.suffix_cutoff_deg is not None else cfg.view_cutoff_deg
+            return Conditioning(uncond, OracleView(scene.name, dirs.float(), positive=True, tau_deg=tau, cutoff_deg=cutoff), [], None)
         plans = [perpneg_plan(float(a)) for a in azimuth]
         negatives = [
             OracleView(scene.name, torch.stack([views[plan.negatives[j]][b] for b, plan in enumerate(plans)]).float())
@@ -288,8 +299,10 @@ class OraclePrior:
             else:
                 bank = self.bank(handle.scene)
                 flat, sq = self._matrix(handle.scene, lambda: bank.images)
-                cutoff = None if self.config.view_cutoff_deg is None else math.radians(self.config.view_cutoff_deg)
-                log_prior = angle_log_prior(handle.directions, bank.directions, math.radians(self.config.tau_deg), cutoff)
+                tau_deg = handle.tau_deg or self.config.tau_deg
+                cutoff_deg = handle.cutoff_deg if handle.tau_deg is not None else self.config.view_cutoff_deg
+                cutoff = None if cutoff_deg is None else math.radians(cutoff_deg)
+                log_prior = angle_log_prior(handle.directions, bank.directions, math.radians(tau_deg), cutoff)
             # Views the prior rules out carry no weight: leave them out of the (exact) posterior.
             allowed = torch.isfinite(log_prior).any(0).nonzero().squeeze(-1)
             flat, sq, log_prior = flat[allowed], sq[allowed], log_prior[:, allowed]
