@@ -49,6 +49,18 @@ def wait_until_training(run: Path, proc: subprocess.Popen, since: float) -> None
         time.sleep(0.005)
 
 
+def wait_until_logged(run: Path, proc: subprocess.Popen, rows: int) -> None:
+    """Until train_log.csv (rewritten with each checkpoint) holds `rows` rows, or the process ended."""
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            if len((run / "train_log.csv").read_text().splitlines()) > rows:
+                return
+        except FileNotFoundError:
+            pass
+        time.sleep(0.005)
+
+
 def checkpoint_step(run: Path) -> int | None:
     return load_state(run)["step"] if (run / "checkpoint.pt").is_file() else None
 
@@ -72,9 +84,12 @@ def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(refere
         proc = start(run, cache, resume=kill > 0)
         if kill == 0:  # anywhere from start-up on
             time.sleep(rng.uniform(0.5, 6.0))
-        else:  # a random moment of training: early (steps, checkpoint writes), then late (final views, mesh)
+        elif kill == 1:  # a random moment of the training steps and checkpoint writes
             wait_until_training(run, proc, since)
-            time.sleep(rng.uniform(0.0, 0.8) if kill == 1 else rng.uniform(0.8, 3.0))
+            time.sleep(rng.uniform(0.0, 0.8))
+        else:  # a random moment after the last step: final views, mesh, summary
+            wait_until_logged(run, proc, 12)
+            time.sleep(rng.uniform(0.0, 0.4))
         if proc.poll() is not None:
             landed.append("finished first")
             continue
