@@ -12,7 +12,6 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 SCHEMA = "workflow/schemas/config.schema.yaml"
-STEPS = ("train", "render", "depth", "mesh", "evaluate", "report")
 SLUG_MAX = 60
 
 
@@ -112,6 +111,7 @@ def hifa_command():
 
 HIFA = hifa_command()
 PYTHON = "python" if uses_conda() else shlex.quote(sys.executable)
+BASEDIR = shlex.quote(workflow.basedir)
 
 
 def suite_of(wildcards):

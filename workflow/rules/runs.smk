@@ -7,10 +7,14 @@
 # incomplete (the profiles set rerun-incomplete), so no half-written output is ever accepted.
 # A failed step also leaves its log's last line in R/[step/]FAILED for the report.
 
-# Shell prelude: one log per job, thread counts for torch/BLAS, the MLflow store.
+# Shell prelude: one log per job, thread counts for torch/BLAS, the MLflow store. Paths that
+# depend on where the checkout lives ({HIFA}, {MLFLOW_DB}) stay placeholders, filled in when the
+# job runs: Snakemake's `code` re-run trigger compares the unformatted command, so moving the
+# checkout does not re-run finished jobs.
+MLFLOW_DB = shlex.quote(mlflow_db())
 PRELUDE = (
     "set -euo pipefail; exec > {log:q} 2>&1; "
-    "export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} HIFA_MLFLOW_DB=" + shlex.quote(mlflow_db()) + "; "
+    "export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} HIFA_MLFLOW_DB={MLFLOW_DB}; "
 )
 
 

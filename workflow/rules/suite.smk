@@ -85,7 +85,7 @@ for _name, _suite in SUITES.items():
         conda:
             "../envs/hifa.yaml"
         shell:
-            "PYTHONPATH=" + shlex.quote(workflow.basedir) + '${{PYTHONPATH:+:$PYTHONPATH}} ' + PYTHON + " -c "
+            "PYTHONPATH={BASEDIR}${{PYTHONPATH:+:$PYTHONPATH}} {PYTHON} -c "
             + shlex.quote(
                 "import sys; from pathlib import Path; from tests.tinyworld import build_tiny_dpt, build_tiny_stable_diffusion; "
                 "build_tiny_stable_diffusion(Path(sys.argv[1])); build_tiny_dpt(Path(sys.argv[2]))"
