@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml scripts/install-system-deps.sh
 	touch $@
 
 test: install
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=15
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --durations=15
 
 # The demo suite: HiFA vs DreamFusion (and HiFA without annealing) on three oracle-world scenes,
 # scored against ground truth, on the CPU and offline; then Snakemake's own report of the run.

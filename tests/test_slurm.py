@@ -22,7 +22,7 @@ import pytest
 
 from tests.workflow_helpers import BIN, copy_pipeline, job_counts, snakemake, tool_env
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.xdist_group("slurm")]
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 DAEMONS = ("/usr/sbin/munged", "/usr/sbin/slurmctld", "/usr/sbin/slurmd")
 PACKAGES = ("slurm-wlm", "munge")

@@ -141,14 +141,9 @@ def test_schema_rejects_a_malformed_config_with_a_clear_message(case, tmp_path):
 
 
 # --- the smoke suite for real ---------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def smoke_repo(tmp_path_factory) -> Path:
-    """A fresh checkout of the pipeline where `dvc repro smoke` has run the smoke suite."""
-    repo = copy_pipeline(tmp_path_factory.mktemp("smoke") / "repo")
-    run([str(BIN / "dvc"), "repro", "smoke"], repo, timeout=1200)
-    return repo
+# One real run, checked step by step in one test: pytest-xdist spreads tests over workers, so
+# separate tests would each need their own run (xdist's loadgroup does not keep them together
+# under pytest 9 here).
 
 
 def declared_outputs(repo: Path) -> list[tuple[str, str]]:
@@ -159,86 +154,93 @@ def declared_outputs(repo: Path) -> list[tuple[str, str]]:
     return [(row[header.index("output_file")], row[header.index("status")]) for row in rows[1:]]
 
 
-@pytest.mark.slow
-@pytest.mark.xdist_group("workflow-smoke")
-def test_smoke_suite_produces_every_declared_output(smoke_repo):
-    outputs = declared_outputs(smoke_repo)
-    run_dirs = [f"results/smoke/runs/{m}/a-dslr-photo-of-a-corgi" for m in ("hifa", "dreamfusion")]
+RUN_DIRS = [f"results/smoke/runs/{m}/a-dslr-photo-of-a-corgi" for m in ("hifa", "dreamfusion")]
+RUN_FILES = ("train_summary.json", "final_views.png", "render/render.json", "render/contact_sheet.png", "depth/depth.json",
+             "mesh/mesh.json", "mesh/mesh.ply", "mesh/mesh.obj", "mesh/mesh.glb", "mesh/preview.png", "eval/metrics.json")
+
+
+def check_every_declared_output(repo: Path) -> None:
+    outputs = declared_outputs(repo)
     files = {f for f, _ in outputs}
-    for run_dir in run_dirs:
-        for name in ("train_summary.json", "final_views.png", "render/render.json", "render/contact_sheet.png", "depth/depth.json",
-                     "mesh/mesh.json", "mesh/mesh.ply", "mesh/mesh.obj", "mesh/mesh.glb", "mesh/preview.png", "eval/metrics.json"):
+    for run_dir in RUN_DIRS:
+        for name in RUN_FILES:
             assert f"{run_dir}/{name}" in files
     for name in ("results/smoke/metrics.json", "results/smoke/report", "results/smoke/paper", "results/smoke/suite.json", "results/tiny-world/sd"):
         assert name in files
-    missing = [(f, s) for f, s in outputs if s != "ok" or not (smoke_repo / f).exists()]
+    missing = [(f, s) for f, s in outputs if s != "ok" or not (repo / f).exists()]
     assert not missing, missing
     for name in ("index.html", "report.md", "curves.csv"):
-        assert (smoke_repo / "results/smoke/report" / name).is_file()
-    assert (smoke_repo / "results/smoke/paper/table_main.tex").is_file()
-    manifest = json.loads((smoke_repo / "results/smoke/suite.json").read_text())
+        assert (repo / "results/smoke/report" / name).is_file()
+    assert (repo / "results/smoke/paper/table_main.tex").is_file()
+    manifest = json.loads((repo / "results/smoke/suite.json").read_text())
     assert manifest["prompts"] == {"a-dslr-photo-of-a-corgi": "a DSLR photo of a corgi"}
     assert manifest["methods"] == ["hifa", "dreamfusion"] and manifest["world"] == "tiny"
-    assert (smoke_repo / "results/smoke/prompts.txt").read_text() == "a DSLR photo of a corgi\n"
-    assert (smoke_repo / "results/smoke/benchmarks/train/hifa/a-dslr-photo-of-a-corgi.tsv").is_file()
-    assert (smoke_repo / "results/smoke/logs/train/hifa/a-dslr-photo-of-a-corgi.log").is_file()
+    assert (repo / "results/smoke/prompts.txt").read_text() == "a DSLR photo of a corgi\n"
+    assert (repo / "results/smoke/benchmarks/train/hifa/a-dslr-photo-of-a-corgi.tsv").is_file()
+    assert (repo / "results/smoke/logs/train/hifa/a-dslr-photo-of-a-corgi.log").is_file()
     # MLflow: experiment = suite name, one run per (method, prompt), in results/mlflow.db.
-    with sqlite3.connect(smoke_repo / "results/mlflow.db") as db:
+    with sqlite3.connect(repo / "results/mlflow.db") as db:
         names = db.execute("select r.name from runs r join experiments e on r.experiment_id = e.experiment_id where e.name = 'smoke'").fetchall()
     assert sorted(n for (n,) in names) == ["a-dslr-photo-of-a-corgi", "a-dslr-photo-of-a-corgi"]
 
 
-@pytest.mark.slow
-@pytest.mark.xdist_group("workflow-smoke")
-def test_dvc_metrics_show_and_push_after_repro(smoke_repo):
-    proc = run([str(BIN / "dvc"), "metrics", "show", "--json"], smoke_repo)
-    metrics = json.loads(proc.stdout)
+def check_dvc_metrics_show_and_push(repo: Path) -> None:
+    metrics = json.loads(run([str(BIN / "dvc"), "metrics", "show", "--json"], repo).stdout)
     data = next(v for v in metrics.values())["data"]["results/smoke/metrics.json"]["data"]
     assert data["suite"] == "smoke" and data["runs"]["complete"] == 2
     assert set(data["methods"]) == {"hifa", "dreamfusion"}
-    assert "Data and pipelines are up to date" in run([str(BIN / "dvc"), "status", "smoke"], smoke_repo).stdout
-    run([str(BIN / "dvc"), "push"], smoke_repo)
-    remote = smoke_repo.parent / "hifa-dvc-remote"  # the default remote: next to the checkout
+    assert "Data and pipelines are up to date" in run([str(BIN / "dvc"), "status", "smoke"], repo).stdout
+    run([str(BIN / "dvc"), "push"], repo)
+    remote = repo.parent / "hifa-dvc-remote"  # the default remote: next to the checkout
     assert remote.is_dir() and any(remote.rglob("*"))
 
 
-@pytest.mark.slow
-@pytest.mark.xdist_group("workflow-smoke")
-def test_rerun_after_completion_does_nothing(smoke_repo):
-    proc = snakemake(["--configfile", SMOKE, "-n"], smoke_repo)
+def check_rerun_does_nothing(repo: Path) -> None:
+    proc = snakemake(["--configfile", SMOKE, "-n"], repo)
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
-@pytest.mark.slow
-@pytest.mark.xdist_group("workflow-smoke")
-def test_deleting_a_mesh_reruns_only_what_depends_on_it(smoke_repo):
-    import shutil
-
-    hifa_run = smoke_repo / "results/smoke/runs/hifa/a-dslr-photo-of-a-corgi"
-    df_run = smoke_repo / "results/smoke/runs/dreamfusion/a-dslr-photo-of-a-corgi"
-    untouched = {p: p.stat().st_mtime_ns for p in (hifa_run / "train_summary.json", hifa_run / "render/render.json", hifa_run / "depth/depth.json")}
-    shutil.rmtree(hifa_run / "mesh")
-    proc = snakemake(["--configfile", SMOKE, "-n"], smoke_repo)
-    assert job_counts(proc.stdout) == {"extract_mesh": 1, "evaluate": 1, "report": 1, "all": 1}
-    # A training killed before its summary (pre-emption): the re-run resumes from the checkpoint.
-    (df_run / "train_summary.json").unlink()
-    proc = snakemake(["--configfile", SMOKE], smoke_repo, timeout=900)
-    assert job_counts(proc.stdout + proc.stderr) == {"train": 1, "render": 1, "estimate_depth": 1, "extract_mesh": 2, "evaluate": 2, "report": 1, "all": 1}
-    assert (hifa_run / "mesh/mesh.ply").is_file()
-    assert {p: p.stat().st_mtime_ns for p in untouched} == untouched
-    log = (smoke_repo / "results/smoke/logs/train/dreamfusion/a-dslr-photo-of-a-corgi.log").read_text()
-    assert "workflow: resuming from" in log
-    assert json.loads((df_run / "train_summary.json").read_text())["steps"] == 4
-    assert "Nothing to be done" in (lambda p: p.stdout + p.stderr)(snakemake(["--configfile", SMOKE, "-n"], smoke_repo))
-
-
-@pytest.mark.slow
-@pytest.mark.xdist_group("workflow-smoke")
-def test_snakemake_report_holds_the_comparison_and_paper_figures(smoke_repo):
+def check_snakemake_report(repo: Path) -> None:
     import zipfile
 
-    snakemake(["--configfile", SMOKE, "--report", "report.zip"], smoke_repo)
-    names = zipfile.ZipFile(smoke_repo / "report.zip").namelist()
+    snakemake(["--configfile", SMOKE, "--report", "report.zip"], repo)
+    names = zipfile.ZipFile(repo / "report.zip").namelist()
     assert any(n.endswith("/index.html") and "/data/raw/" in n for n in names)  # the comparison page, embedded
     for figure in ("qualitative.png", "metrics.png", "training_curves.png", "contact_sheet.png", "preview.png", "final_views.png"):
         assert any(n.endswith("/" + figure) for n in names), figure
+
+
+def check_deleted_mesh_reruns_only_its_dependents(repo: Path) -> None:
+    import shutil
+
+    hifa_run, df_run = (repo / d for d in RUN_DIRS)
+    untouched = {p: p.stat().st_mtime_ns for p in (hifa_run / "train_summary.json", hifa_run / "render/render.json", hifa_run / "depth/depth.json")}
+    shutil.rmtree(hifa_run / "mesh")
+    proc = snakemake(["--configfile", SMOKE, "-n"], repo)
+    assert job_counts(proc.stdout) == {"extract_mesh": 1, "evaluate": 1, "report": 1, "all": 1}
+    # A training killed before its summary (pre-emption): the re-run resumes from the checkpoint.
+    (df_run / "train_summary.json").unlink()
+    proc = snakemake(["--configfile", SMOKE], repo, timeout=900)
+    assert job_counts(proc.stdout + proc.stderr) == {
+        "train": 1, "render": 1, "estimate_depth": 1, "extract_mesh": 2, "evaluate": 2, "report": 1, "all": 1
+    }
+    assert (hifa_run / "mesh/mesh.ply").is_file()
+    assert {p: p.stat().st_mtime_ns for p in untouched} == untouched
+    log = (repo / "results/smoke/logs/train/dreamfusion/a-dslr-photo-of-a-corgi.log").read_text()
+    assert "workflow: resuming from" in log
+    assert json.loads((df_run / "train_summary.json").read_text())["steps"] == 4
+
+
+@pytest.mark.slow
+def test_smoke_suite_end_to_end(tmp_path):
+    """`dvc repro smoke` in a fresh checkout runs the smoke suite for real; then: every declared output
+    exists, `dvc metrics show` and `dvc push` work, a re-run does nothing, Snakemake's report holds
+    the comparison page and figures, and deleting one run's mesh re-runs only what depends on it."""
+    repo = copy_pipeline(tmp_path / "repo")
+    run([str(BIN / "dvc"), "repro", "smoke"], repo, timeout=1200)
+    check_every_declared_output(repo)
+    check_dvc_metrics_show_and_push(repo)
+    check_rerun_does_nothing(repo)
+    check_snakemake_report(repo)
+    check_deleted_mesh_reruns_only_its_dependents(repo)
+    check_rerun_does_nothing(repo)
