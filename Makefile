@@ -27,7 +27,7 @@ test: install
 
 # The demo suite: HiFA vs DreamFusion (and HiFA without annealing) on three oracle-world scenes,
 # scored against ground truth, on the CPU and offline; then Snakemake's own report of the run.
-SNAKEMAKE := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake
+SNAKEMAKE := PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/snakemake
 DEMO := config/suites/demo.yaml
 demo: install
 	@start=$$(date +%s); \
