@@ -66,14 +66,10 @@ def section(results: dict, name: str, fn: Callable[[], dict]) -> None:
 
 
 def bench_encoding(device: torch.device, points: int, warmup: int, repeat: int) -> dict:
-    from hifa.encoding import HashGridConfig, HashGridEncoding
+    from hifa.encoding import HashGridConfig, HashGridEncoding, tcnn_available
 
     out = {"points": points}
-    backends = ["torch", "cpp"] if device.type == "cpu" else ["torch"]
-    from hifa.encoding import tcnn_available
-
-    if device.type == "cuda" and tcnn_available():
-        backends.append("tcnn")
+    backends = ["torch", "cpp"] if device.type == "cpu" else ["torch"] + (["tcnn"] if tcnn_available() else [])
     for backend in backends:
         enc = HashGridEncoding(HashGridConfig(backend=backend)).to(device)
         x = torch.rand(points, 3, device=device) * 2 - 1

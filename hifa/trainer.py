@@ -266,19 +266,21 @@ class Trainer:
 
     # --- state ----------------------------------------------------------------------------
     def state(self) -> dict:
-        return {
+        state = {
             "step": self.step,
             "renderer": self.renderer.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "ema": self.ema,
             "generator": self.generator.get_state(),
-            "ray_generator": self.ray_generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "log_rows": self.log_rows,
             "skipped_steps": self.skipped_steps,
             "consecutive_skips": self.consecutive_skips,
             "config": to_dict(self.config),
         }
+        if self.ray_generator is not self.generator:  # on CPU they are one generator
+            state["ray_generator"] = self.ray_generator.get_state()
+        return state
 
     def save_checkpoint(self) -> Path:
         """Write checkpoint.pt atomically (a crash mid-write leaves the previous one intact) and the log."""

@@ -300,7 +300,7 @@ class OraclePrior:
                 bank = self.bank(handle.scene)
                 flat, sq = self._matrix(handle.scene, lambda: bank.images)
                 tau_deg = handle.tau_deg or self.config.tau_deg
-                cutoff_deg = handle.cutoff_deg if handle.tau_deg is not None else self.config.view_cutoff_deg
+                cutoff_deg = handle.cutoff_deg if handle.tau_deg is not None else self.config.view_cutoff_deg  # a suffix handle brings both
                 cutoff = None if cutoff_deg is None else math.radians(cutoff_deg)
                 log_prior = angle_log_prior(handle.directions, bank.directions, math.radians(tau_deg), cutoff)
             # Views the prior rules out carry no weight: leave them out of the (exact) posterior.
