@@ -2,6 +2,7 @@
 # every step is a `hifa` command (workflow/rules/*.smk); this file only wires them.
 
 import copy
+import hashlib
 import json
 import os
 import re
@@ -13,16 +14,24 @@ from snakemake.exceptions import WorkflowError
 
 SCHEMA = "workflow/schemas/config.schema.yaml"
 SLUG_MAX = 60
+PERIODIC_TAIL = re.compile(r"(.+)\1{19,}$")  # Snakemake's PeriodicityDetector: a unit and 19+ repeats
 
 
 def slugify(text):
     """hifa.scenes.slugify (kept import-free here: the driver need not load open3d), capped at SLUG_MAX
-    characters on a dash boundary. tests/test_workflow.py checks the two agree below the cap."""
+    characters on a dash boundary. tests/test_workflow.py checks the two agree below the cap.
+
+    A slug whose tail is one unit repeated 20 times or more ('xxxx...', 'ha-ha-ha-...') gets '-' and
+    8 hex digits of the prompt's SHA-256: Snakemake takes such a wildcard for runaway recursion and
+    stops the whole workflow (PeriodicWildcardError). The hash tail cannot itself be periodic."""
     slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "scene"
     if len(slug) > SLUG_MAX:
         cut = slug[: SLUG_MAX + 1]
         slug = cut[: cut.rfind("-")] if "-" in cut[1:] else cut[:SLUG_MAX]
-    return slug.strip("-")
+    slug = slug.strip("-")
+    if PERIODIC_TAIL.search(slug):
+        slug = f"{slug}-{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
+    return slug
 
 
 def _files():
