@@ -74,8 +74,8 @@ def oracle_world(config: TrainConfig, budget: str = "cpu") -> TrainConfig:
     fewer samples and steps, a smaller hash table.
 
     Two world settings, measured in benchmarks/results/train-oracle-cpu.md: a dense bank with a
-    sharp, truncated view prior (otherwise the exact posterior ignores the view below t ~ 900),
-    and CFG scale 2 (the oracle's all-scenes unconditional branch is far from the conditional
+    sharp, truncated view prior (otherwise the exact posterior ignores the view below t ~ 900;
+    a view suffix keeps the OracleConfig default, its label's whole sector), and CFG scale 2 (the oracle's all-scenes unconditional branch is far from the conditional
     one, so s = 100 saturates every colour).
 
     The oracle's images are albedo on white, so renders are too: no random solid backgrounds (no

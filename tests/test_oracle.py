@@ -180,19 +180,55 @@ def test_a_tight_cutoff_pins_the_target_to_views_near_the_camera(prior):
     assert torch.allclose(x0, bank.images[k : k + 1], atol=1e-4)  # only view k is allowed, whatever the render
 
 
-def test_suffix_views_use_their_own_wider_prior_and_camera_views_keep_theirs(prior):
+def test_sector_prior_allows_exactly_the_label_s_views_near_the_camera_s_elevation():
+    from hifa.cameras import sphere_cameras, view_label
+    from hifa.guidance.oracle import bank_labels, sector_log_prior
+
+    cams = sphere_cameras(600, radius=1.0, fovy_deg=20.0)
+    dirs = torch.nn.functional.normalize(cams.origins, dim=-1)
+    labels = bank_labels(dirs)
+    assert labels == [view_label(float(a), float(p)) for a, p in zip(cams.azimuth_deg, cams.polar_deg)]
+    camera = torch.tensor([[math.sin(math.radians(70)) * math.sin(math.radians(20)), math.cos(math.radians(70)), math.sin(math.radians(70)) * math.cos(math.radians(20))]])
+    log_prior = sector_log_prior(camera, dirs, ["front"], labels, math.radians(4), math.radians(9))[0]
+    polar = torch.rad2deg(torch.arccos(dirs[:, 1]))
+    expected = torch.tensor([label == "front" for label in labels]) & ((polar - 70).abs() <= 9)
+    assert torch.equal(torch.isfinite(log_prior), expected) and expected.sum() >= 5
+    azimuth = torch.rad2deg(torch.atan2(dirs[:, 0], dirs[:, 2]))[expected]
+    assert azimuth.min() < -15 and azimuth.max() > 15  # the whole sector, not views near the camera's azimuth
+    inside = torch.isfinite(log_prior)
+    expected_values = -torch.deg2rad(polar - 70) ** 2 / (2 * math.radians(4) ** 2)
+    assert torch.allclose(log_prior[inside].float(), expected_values[inside].float(), atol=1e-3)
+    lonely = sector_log_prior(camera, dirs, ["front"], labels, math.radians(4), math.radians(0.01))[0]
+    assert torch.isfinite(lonely).sum() == 1 and labels[int(torch.isfinite(lonely).nonzero())] == "front"
+
+
+def test_suffix_names_a_sector_and_the_render_picks_the_view_within_it(prior):
+    """A suffix does not know the camera's azimuth: a render of another front view gets that view back.
+
+    'canonical' (the label's centre view only) gives the azimuth-0 view whatever the render.
+    """
     from dataclasses import replace
 
-    coarse = OraclePrior(replace(prior.config, tau_deg=4.0, view_cutoff_deg=9.0, suffix_tau_deg=30.0, suffix_cutoff_deg=45.0))
-    cams = orbit_cameras(1, radius=3.2, fovy_deg=20.0, start_azimuth_deg=20.0)  # labelled 'front': canonical azimuth 0
-    suffix = coarse.conditions("a green torus", cams, "suffix").positive
-    assert (suffix.tau_deg, suffix.cutoff_deg) == (30.0, 45.0)
-    assert coarse.conditions("a green torus", cams, "perpneg").positive.tau_deg is None
-    x_t, t = torch.rand(1, 3, 16, 16), torch.tensor([300])
-    narrow = replace(suffix, tau_deg=None, cutoff_deg=None)
-    # A 9° cut-off around the canonical view leaves few candidates, 45° many: the predictions differ.
-    wide_eps, narrow_eps = coarse.predict_eps(x_t, t, [suffix])[0], coarse.predict_eps(x_t, t, [narrow])[0]
-    assert torch.isfinite(wide_eps).all() and torch.isfinite(narrow_eps).all()
-    assert not torch.allclose(wide_eps, narrow_eps, atol=1e-4)
-    with pytest.raises(Exception, match="suffix_tau_deg"):
-        OracleConfig(suffix_tau_deg=0.0)
+    from hifa.cameras import view_label
+
+    bank = prior.bank("green-torus")
+    polar = torch.rad2deg(torch.arccos(bank.directions[:, 1]))
+    azimuth = torch.rad2deg(torch.atan2(bank.directions[:, 0], bank.directions[:, 2]))
+    fronts = [k for k in range(len(polar)) if view_label(float(azimuth[k]), float(polar[k])) == "front"]
+    k = fronts[0]
+    sector = OraclePrior(replace(prior.config, view_cutoff_deg=180.0))
+    canonical = OraclePrior(replace(prior.config, view_cutoff_deg=180.0, suffix_views="canonical"))
+    other = 25.0 if float(azimuth[k]) < 0 else -25.0  # a front camera elsewhere in the sector
+    cams = orbit_cameras(1, polar_deg=float(polar[k]), radius=3.2, fovy_deg=20.0, start_azimuth_deg=other)
+    assert cams.labels() == ["front"]
+    t = torch.tensor([20])
+    abar = ABAR[t]
+    x_t = abar.sqrt().float() * bank.images[k : k + 1]
+    as_x0 = lambda eps: (x_t - (1 - abar).sqrt().float() * eps) / abar.sqrt().float()  # noqa: E731
+    got = as_x0(sector.predict_eps(x_t, t, [sector.conditions("a green torus", cams, "suffix").positive])[0])
+    assert torch.allclose(got, bank.images[k : k + 1], atol=1e-3)
+    pinned = canonical.conditions("a green torus", cams, "suffix").positive
+    assert pinned.sector is None
+    assert torch.allclose(pinned.directions[0, 0], torch.tensor(0.0), atol=1e-6)  # azimuth 0: x = 0
+    with pytest.raises(HifaError, match="oracle.suffix_views"):
+        OracleConfig(suffix_views="everywhere")

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hifa.cameras import Cameras, sphere_cameras, spherical_to_position
+from hifa.cameras import Cameras, sphere_cameras, spherical_to_position, view_label
 from hifa.errors import HifaError, require, shorten
 from hifa.guidance.prior import VIEW_MODES, Conditioning, ViewMode
 from hifa.guidance.schedules import stable_diffusion_alphas_cumprod
@@ -29,6 +29,7 @@ from hifa.scenes import CATALOGUE, GroundTruthRenderer, Scene, SceneSpec
 
 log = logging.getLogger(__name__)
 
+SUFFIX_VIEWS = ("sector", "canonical")
 BANK_VERSION = 2  # 2: the cache file carries its key and a SHA-256 of its tensors, checked on every load
 
 
@@ -41,10 +42,10 @@ class OracleConfig:
     uncond_views_per_scene: int = 80
     tau_deg: float = 10.0
     view_cutoff_deg: float | None = None
-    # A text suffix ('front view') is coarser than a camera: its view prior around the label's
-    # canonical view may be wider. None: tau_deg / view_cutoff_deg.
-    suffix_tau_deg: float | None = None
-    suffix_cutoff_deg: float | None = None
+    # What a text suffix ('front view') tells the prior: 'sector', every view the label names (at the
+    # camera's elevation, within tau / cut-off), as a text model knows it; 'canonical', the one view
+    # at the label's centre (this pins every front view to azimuth 0 and trains a solid of revolution).
+    suffix_views: str = "sector"
     radius: float = 3.2
     fovy_deg: float = 20.0
     cache_dir: str | None = None
@@ -55,8 +56,7 @@ class OracleConfig:
         require(1 <= self.uncond_views_per_scene <= self.views, "oracle.uncond_views_per_scene", "must lie in [1, views]")
         require(self.tau_deg > 0, "oracle.tau_deg", "must be positive")
         require(self.view_cutoff_deg is None or self.view_cutoff_deg > 0, "oracle.view_cutoff_deg", "must be positive or null")
-        require(self.suffix_tau_deg is None or self.suffix_tau_deg > 0, "oracle.suffix_tau_deg", "must be positive or null")
-        require(self.suffix_cutoff_deg is None or self.suffix_cutoff_deg > 0, "oracle.suffix_cutoff_deg", "must be positive or null")
+        require(self.suffix_views in SUFFIX_VIEWS, "oracle.suffix_views", f"must be one of {SUFFIX_VIEWS}, got {self.suffix_views!r}")
         require(self.radius > 1.0, "oracle.radius", "must be > 1")
         require(0 < self.fovy_deg < 180, "oracle.fovy_deg", "must lie in (0, 180)")
 
@@ -82,8 +82,7 @@ class OracleView:
     scene: str | None
     directions: torch.Tensor | None
     positive: bool = False
-    tau_deg: float | None = None  # None: the config's
-    cutoff_deg: float | None = None
+    sector: list[str] | None = None  # per item, a view label: only bank views with that label
 
 
 def bank_key(scene: Scene, config: OracleConfig) -> str:
@@ -177,6 +176,33 @@ def angle_log_prior(views: torch.Tensor, directions: torch.Tensor, tau_rad: floa
     return log_prior
 
 
+def bank_labels(directions: torch.Tensor) -> list[str]:
+    """DreamFusion's view label of each bank direction (K, 3)."""
+    polar = torch.rad2deg(torch.arccos(directions[:, 1].clamp(-1.0, 1.0)))
+    azimuth = torch.rad2deg(torch.atan2(directions[:, 0], directions[:, 2]))
+    return [view_label(float(a), float(p)) for a, p in zip(azimuth, polar)]
+
+
+def sector_log_prior(
+    views: torch.Tensor, directions: torch.Tensor, sector: list[str], labels: list[str], tau_rad: float, cutoff_rad: float | None
+) -> torch.Tensor:
+    """log pi_k for a suffix: bank views with the item's label, weighted by elevation difference (B, K).
+
+    The label names a sector of azimuths; the camera's elevation is kept (-dpolar^2 / 2 tau^2, -inf
+    beyond the cut-off), and the view of the sector nearest in elevation always stays.
+    """
+    polar = lambda d: torch.arccos(torch.nn.functional.normalize(d, dim=-1)[:, 1].clamp(-1.0, 1.0))  # noqa: E731
+    dpolar = (polar(views)[:, None] - polar(directions)[None]).abs()
+    same = torch.tensor([[label == wanted for label in labels] for wanted in sector], dtype=torch.bool)
+    log_prior = (-(dpolar**2) / (2 * tau_rad**2)).masked_fill(~same, float("-inf"))
+    if cutoff_rad is not None:
+        nearest = dpolar.masked_fill(~same, float("inf")).argmin(-1)
+        keep = dpolar <= cutoff_rad
+        keep[torch.arange(len(keep)), nearest] = True
+        log_prior = log_prior.masked_fill(~keep, float("-inf"))
+    return log_prior
+
+
 def exact_x0(
     x_t: torch.Tensor, abar: torch.Tensor, bank: torch.Tensor, log_prior: torch.Tensor, bank_sq: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -225,6 +251,7 @@ class OraclePrior:
         self._banks: dict[str, SceneBank] = {}
         self._scenes = {s.name: s for s in (scenes or [spec.scene() for spec in CATALOGUE])}
         self._matrices: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._bank_labels: dict[str, list[str]] = {}
         self.last_disparity: torch.Tensor | None = None
 
     def disparity_at(self, prompt: str, cameras: Cameras, height: int, width: int) -> torch.Tensor:
@@ -246,7 +273,7 @@ class OraclePrior:
         return latents.detach().clamp(0.0, 1.0)
 
     def conditions(self, prompt: str, cameras: Cameras, view_mode: ViewMode) -> Conditioning:
-        """A view replaces text: Perp-Neg and suffix views map to canonical views at the camera's elevation."""
+        """A view replaces text: Perp-Neg views map to canonical views at the camera's elevation, suffixes to sectors."""
         require(view_mode in VIEW_MODES, "guidance.view_mode", f"must be one of {VIEW_MODES}")
         # Called every training step: resolve the name only; the meshes are built once, when first needed.
         spec = catalogue_entry(prompt)
@@ -265,12 +292,11 @@ class OraclePrior:
             return Conditioning(uncond, positive, [], None)
         if view_mode == "suffix":
             labels = cameras.labels()
+            if self.config.suffix_views == "sector":
+                return Conditioning(uncond, OracleView(scene.name, own.float(), positive=True, sector=labels), [], None)
             views["overhead"] = spherical_to_position(torch.ones_like(polar), torch.zeros_like(polar), azimuth)
             dirs = torch.stack([views[label][b] for b, label in enumerate(labels)])
-            cfg = self.config
-            tau = cfg.suffix_tau_deg or cfg.tau_deg
-            cutoff = cfg.suffix_cutoff_deg if cfg.suffix_cutoff_deg is not None else cfg.view_cutoff_deg
-            return Conditioning(uncond, OracleView(scene.name, dirs.float(), positive=True, tau_deg=tau, cutoff_deg=cutoff), [], None)
+            return Conditioning(uncond, OracleView(scene.name, dirs.float(), positive=True), [], None)
         plans = [perpneg_plan(float(a)) for a in azimuth]
         negatives = [
             OracleView(scene.name, torch.stack([views[plan.negatives[j]][b] for b, plan in enumerate(plans)]).float())
@@ -299,10 +325,12 @@ class OraclePrior:
             else:
                 bank = self.bank(handle.scene)
                 flat, sq = self._matrix(handle.scene, lambda: bank.images)
-                tau_deg = handle.tau_deg or self.config.tau_deg
-                cutoff_deg = handle.cutoff_deg if handle.tau_deg is not None else self.config.view_cutoff_deg  # a suffix handle brings both
-                cutoff = None if cutoff_deg is None else math.radians(cutoff_deg)
-                log_prior = angle_log_prior(handle.directions, bank.directions, math.radians(tau_deg), cutoff)
+                tau = math.radians(self.config.tau_deg)
+                cutoff = None if self.config.view_cutoff_deg is None else math.radians(self.config.view_cutoff_deg)
+                if handle.sector is None:
+                    log_prior = angle_log_prior(handle.directions, bank.directions, tau, cutoff)
+                else:
+                    log_prior = sector_log_prior(handle.directions, bank.directions, handle.sector, self._labels(handle.scene), tau, cutoff)
             # Views the prior rules out carry no weight: leave them out of the (exact) posterior.
             allowed = torch.isfinite(log_prior).any(0).nonzero().squeeze(-1)
             flat, sq, log_prior = flat[allowed], sq[allowed], log_prior[:, allowed]
@@ -312,6 +340,11 @@ class OraclePrior:
                 self.last_disparity = (weights @ disparity.flatten(1)).view(-1, *disparity.shape[1:])
             out.append(eps_from_x0(latents, x0, abar))
         return out
+
+    def _labels(self, name: str) -> list[str]:
+        if name not in self._bank_labels:
+            self._bank_labels[name] = bank_labels(self.bank(name).directions)
+        return self._bank_labels[name]
 
     def _matrix(self, key: str, images) -> tuple[torch.Tensor, torch.Tensor]:
         """A bank flattened to float64 rows with squared norms, computed once (hot in every DDIM call)."""
