@@ -1,4 +1,4 @@
-"""Speed benchmarks: hash grid, renderer, guidance, one training step per preset, peak memory.
+"""Speed benchmarks: hash grid, renderer (and its fast paths), guidance, one training step per preset, memory.
 
 Usage: python benchmarks/bench.py [--device auto|cpu|cuda] [--quick] [--out benchmarks/results]
 On CUDA the sizes are the presets' real ones (SD 2.1-base architecture with random weights,
@@ -81,26 +81,58 @@ def bench_encoding(device: torch.device, points: int, warmup: int, repeat: int) 
     return out
 
 
-def bench_render(device: torch.device, preset_name: str, rays: int, warmup: int, repeat: int) -> dict:
+def saved_for_backward(fn: Callable[[], object]) -> float:
+    """MiB that autograd keeps for backward during `fn` (a checkpointed region keeps only its outputs)."""
+    total = [0]
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        total[0] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return total[0] / 2**20
+
+
+def bench_render(device: torch.device, preset_name: str, rays: int, warmup: int, repeat: int, checkpoint_chunk: int = 0, occupancy: int = 0) -> dict:
+    """Forward + backward of a training render; optionally checkpointed chunks or an occupancy grid (updated once)."""
+    from hifa.occupancy import OccupancyConfig
     from hifa.presets import preset
+    from hifa.regularisers import z_entropy_loss
     from hifa.renderer import RayOptions
     from hifa.trainer import build_renderer
 
     config = preset(preset_name)
-    renderer = build_renderer(config).to(device)
+    fast = replace(config.renderer, checkpoint_chunk_rays=checkpoint_chunk, occupancy=OccupancyConfig(resolution=occupancy))
+    renderer = build_renderer(replace(config, renderer=fast)).to(device)
     gen = torch.Generator(device).manual_seed(0)
     origins = torch.tensor([[0.0, 0.0, 3.2]], device=device).expand(rays, 3).contiguous()
     dirs = torch.nn.functional.normalize(torch.randn(rays, 3, device=device) * 0.05 + torch.tensor([0.0, 0.0, -1.0], device=device), dim=-1)
     options = RayOptions(training=True, background=torch.ones(3, device=device), generator=gen)
+    extra = {}
+    samples = config.renderer.num_coarse + config.renderer.num_fine
+    if renderer.occupancy is not None:  # the fresh field's density blob: most of each ray is empty
+        renderer.occupancy.update(renderer.field, gen)
+        points: list[int] = []
+        field_call = renderer.field.density_features
+        renderer.field.density_features = lambda p: points.append(len(p)) or field_call(p)
+        with torch.no_grad():
+            renderer(origins, dirs, options)
+        del renderer.field.density_features
+        extra = {"grid_resolution": occupancy, "occupied_cells": renderer.occupancy.occupancy(), "field_points_fraction": sum(points) / (rays * samples)}
+    if checkpoint_chunk:
+        extra["checkpoint_chunk_rays"] = checkpoint_chunk
 
     def step() -> None:
         out = renderer(origins, dirs, options)
-        (out["image"].sum() + out["z_variance"].sum()).backward()
+        # A per-sample term too, as HiFA's regularisers: training keeps the per-sample outputs for backward.
+        (out["image"].sum() + out["z_variance"].sum() + z_entropy_loss(out["weights"], out["deltas"])).backward()
 
     peak_memory(device, reset=True)
     seconds = timed(step, device, warmup, repeat)
-    samples = config.renderer.num_coarse + config.renderer.num_fine
-    return {"rays": rays, "samples_per_ray": samples, "rays_per_s": rays / seconds, "peak_gib": peak_memory(device)}
+    peak = peak_memory(device)
+    return {"rays": rays, "samples_per_ray": samples, "rays_per_s": rays / seconds, "peak_gib": peak,
+            "saved_mib": saved_for_backward(step), **extra}
 
 
 def bench_guidance(device: torch.device, model: str, resolution: int, warmup: int, repeat: int) -> dict:
@@ -148,7 +180,7 @@ def markdown(report: dict) -> str:
         lines.append(f"- **{name}**: " + ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in figures.items()))
     if report.get("ratios"):
         lines += ["", "Ratios (machine-independent):", ""]
-        lines += [f"- {k}: {v:.3f}" for k, v in report["ratios"].items()]
+        lines += [f"- {k}: {v:.3g}" for k, v in report["ratios"].items()]
     return "\n".join(lines) + "\n"
 
 
@@ -163,6 +195,17 @@ def ratios(sections: dict) -> dict:
     steps = {name: s["step_ms"] for name, s in sections.items() if name.startswith("train_step") and "step_ms" in s}
     if "train_step_hifa" in steps and "train_step_hifa-fast" in steps:
         out["train step hifa-fast / hifa"] = steps["train_step_hifa-fast"] / steps["train_step_hifa"]
+    render = {name: s for name, s in sections.items() if name.startswith("render_hifa") and "rays_per_s" in s}
+    if "render_hifa" in render:
+        base = render["render_hifa"]
+        for name, label in (("render_hifa+checkpoint", "checkpointed chunks"), ("render_hifa+occupancy", "occupancy skipping")):
+            if name in render:
+                out[f"render hifa {label} / one pass: time"] = base["rays_per_s"] / render[name]["rays_per_s"]
+                out[f"render hifa {label} / one pass: memory kept for backward"] = render[name]["saved_mib"] / base["saved_mib"]
+        if "field_points_fraction" in render.get("render_hifa+occupancy", {}):
+            out["render hifa occupancy skipping / one pass: field points"] = render["render_hifa+occupancy"]["field_points_fraction"]
+    if "train_step_hifa" in steps and "train_step_hifa+checkpoint" in steps:
+        out["train step hifa checkpointed / hifa"] = steps["train_step_hifa+checkpoint"] / steps["train_step_hifa"]
     e = sections.get("encoding", {})
     if "cpp_points_per_s" in e and "torch_points_per_s" in e:
         out["encoding cpp / torch speed-up"] = e["cpp_points_per_s"] / e["torch_points_per_s"]
@@ -185,23 +228,28 @@ def main(argv: list[str] | None = None) -> int:
 
         sd, dpt = build_sd21_base(models / "sd21-base"), build_dpt_large(models / "dpt-large")
         # 'hifa' at 256x256 too: its full 512x512 render does not fit in pure PyTorch (see the JSON).
-        train_overrides = {"hifa": [], "hifa-fast": [], "dreamfusion": [], "hifa@256": ["resolution=256"]}
-        resolution, enc_points, render_rays = 512, 1 << 21, 1 << 14
+        # 'hifa+checkpoint': the full 512x512 render in checkpointed chunks (renderer.checkpoint_chunk_rays).
+        train_overrides = {"hifa": [], "hifa-fast": [], "dreamfusion": [], "hifa@256": ["resolution=256"],
+                           "hifa+checkpoint": ["renderer.checkpoint_chunk_rays=16384"]}
+        resolution, enc_points, render_rays, grid = 512, 1 << 21, 1 << 14, 64
     else:
         from tests.tinyworld import build_tiny_dpt, build_tiny_stable_diffusion
 
         sd, dpt = build_tiny_stable_diffusion(models / "tiny-sd"), build_tiny_dpt(models / "tiny-dpt")
         small = ["resolution=32", "renderer.num_coarse=16", "renderer.num_fine=8", "field.grid.log2_hashmap_size=14", "field.grid.finest_resolution=256"]
-        train_overrides = {"hifa": small, "hifa-fast": small[1:] + ["resolution=16"], "dreamfusion": small[1:] + ["resolution=16"]}
-        resolution, enc_points, render_rays = 64, 1 << 15, 1 << 9
+        train_overrides = {"hifa": small, "hifa-fast": small[1:] + ["resolution=16"], "dreamfusion": small[1:] + ["resolution=16"],
+                           "hifa+checkpoint": small + ["renderer.checkpoint_chunk_rays=256"]}
+        resolution, enc_points, render_rays, grid = 64, 1 << 15, 1 << 9, 32
     plan = {
         "encoding": lambda: bench_encoding(device, enc_points, warmup, repeat),
         "render_hifa": lambda: bench_render(device, "hifa", render_rays, warmup, repeat),
+        "render_hifa+checkpoint": lambda: bench_render(device, "hifa", render_rays, warmup, repeat, checkpoint_chunk=render_rays // 4),
+        "render_hifa+occupancy": lambda: bench_render(device, "hifa", render_rays, warmup, repeat, occupancy=grid),
         "render_hifa-fast": lambda: bench_render(device, "hifa-fast", render_rays, warmup, repeat),
         "guidance": lambda: bench_guidance(device, str(sd), resolution, warmup, repeat),
     }
     for name, over in train_overrides.items():
-        preset_name = name.split("@")[0]
+        preset_name = name.split("@")[0].split("+")[0]
         plan[f"train_step_{name}"] = lambda p=preset_name, over=over: bench_train_step(device, p, str(sd), str(dpt), over, warmup, repeat)
     sections: dict = {}
     for name, fn in plan.items():

@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 MEMORY_HINTS = {
-    "train": "lower resolution, renderer.num_coarse / renderer.num_fine, renderer.chunk_rays or use prior.precision=float16 (--set KEY=VALUE)",
+    "train": "lower resolution, renderer.num_coarse / renderer.num_fine, renderer.chunk_rays, set renderer.checkpoint_chunk_rays or use prior.precision=float16 (--set KEY=VALUE)",
     "render": "lower --resolution or --chunk-rays",
     "mesh": "lower --resolution",
     "depth": "lower --batch",

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from dataclasses import field as default
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from hifa import volume
 from hifa.background import BackgroundMLP
 from hifa.cameras import Cameras
 from hifa.errors import require
 from hifa.field import SHADINGS, NeRFField, Shading, shade
-from hifa.sampling import SMOOTHINGS, Smoothing, importance_samples
+from hifa.occupancy import OccupancyConfig, OccupancyGrid
+from hifa.sampling import SMOOTHINGS, Smoothing, bin_pmf, fine_u, invert_cdf
 
 
 @dataclass(frozen=True)
 class RendererConfig:
-    """Samples per ray, smoothing kernel and chunk size."""
+    """Samples per ray, smoothing kernel, chunk sizes and empty-space skipping."""
 
     num_coarse: int = 128
     num_fine: int = 64
@@ -28,8 +31,15 @@ class RendererConfig:
     # Every use weights them by w_k (shading, the normal image) or sg(w_k) (orientation), so skipped
     # samples change outputs by < threshold * |colour| per sample; 0 computes them everywhere.
     normal_weight_threshold: float = 0.0
+    # > 0: renders with autograd run in chunks of this many rays, each under activation checkpointing, so
+    # only a chunk's outputs outlive its forward (the field's activations are recomputed in backward).
+    # Same outputs and gradients as one pass (memory for time: about one more forward). 0: one pass.
+    checkpoint_chunk_rays: int = 0
+    # Training renders skip the field at samples in empty cells (weights, z, pdf stay dense); resolution 0: off.
+    occupancy: OccupancyConfig = default(default_factory=OccupancyConfig)
 
     def __post_init__(self) -> None:
+        require(self.checkpoint_chunk_rays >= 0, "renderer.checkpoint_chunk_rays", "must be >= 0 (0: off)")
         require(self.normal_weight_threshold >= 0, "renderer.normal_weight_threshold", "must be >= 0")
         require(self.num_coarse >= 4, "renderer.num_coarse", f"must be >= 4, got {self.num_coarse}")
         require(self.num_fine >= 0, "renderer.num_fine", f"must be >= 0, got {self.num_fine}")
@@ -57,6 +67,23 @@ class RayOptions:
         require(self.shading in SHADINGS, "shading", f"must be one of {SHADINGS}, got {self.shading!r}")
 
 
+@dataclass(frozen=True)
+class RayDraws:
+    """Every random number of one render, drawn before any field call so that chunks and recomputation reuse them."""
+
+    jitter: torch.Tensor | None  # (R, T) coarse jitter; None outside training
+    fine_u: torch.Tensor | None  # (R, F) CDF values of the fine samples; None without fine samples
+    orient_rays: torch.Tensor | None  # (C,) the rays carrying `orient`, in output order; None: every ray
+
+    def chunk(self, start: int, stop: int) -> tuple[RayDraws, torch.Tensor | None]:
+        """Draws of rays [start, stop) and the positions in `orient_rays` of the chunk's orientation rays."""
+        cut = lambda t: None if t is None else t[start:stop]  # noqa: E731
+        if self.orient_rays is None:
+            return RayDraws(cut(self.jitter), cut(self.fine_u), None), None
+        positions = ((self.orient_rays >= start) & (self.orient_rays < stop)).nonzero().squeeze(-1)
+        return RayDraws(cut(self.jitter), cut(self.fine_u), self.orient_rays[positions] - start), positions
+
+
 def orient_per_ray(weights: torch.Tensor, normals: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
     """Orientation per ray (method.md §3.6): sum_k sg(w_k) max(0, n_k . d)^2, d unnormalised."""
     facing = (normals * directions[:, None, :]).sum(-1).clamp(min=0.0) ** 2
@@ -69,58 +96,111 @@ class Renderer(nn.Module):
     def __init__(self, field: NeRFField, background: BackgroundMLP, config: RendererConfig):
         super().__init__()
         self.field, self.background, self.config = field, background, config
+        grid = config.occupancy
+        self.occupancy = OccupancyGrid(grid, field.config.bound) if grid.resolution else None
 
     def forward(self, origins: torch.Tensor, directions: torch.Tensor, options: RayOptions) -> dict[str, torch.Tensor]:
-        """Render (R, 3) rays in one pass (with autograd); see `render_rays_chunked` for large batches."""
+        """Render (R, 3) rays with autograd: one pass, or checkpointed chunks (same outputs) when configured.
+
+        See `render_rays_chunked` for large batches without autograd.
+        """
+        draws = self.draw(origins, options)
+        chunk = self.config.checkpoint_chunk_rays
+        if chunk and torch.is_grad_enabled() and origins.shape[0] > chunk:
+            return self._checkpointed(origins, directions, options, draws)
+        return self._render(origins, directions, options, draws)
+
+    def draw(self, origins: torch.Tensor, options: RayOptions) -> RayDraws:
+        """The render's random numbers for all R rays, in the order a one-pass render draws them."""
+        cfg, gen, R = self.config, options.generator, origins.shape[0]
+        jitter = None
+        if options.training:
+            jitter = torch.rand(R, cfg.num_coarse, device=origins.device, dtype=origins.dtype, generator=gen)
+        fine = fine_u(R, cfg.num_fine, not options.training, origins, gen) if cfg.num_fine > 0 else None
+        orient = None
+        if options.shading == "albedo" and options.need_normals and options.normal_ray_fraction < 1.0:
+            # One uniform subset of ceil(fraction * R) rays of the whole batch, chunked or not: the mean of
+            # `orient` over it is an unbiased estimate of the mean over all rays.
+            count = max(1, math.ceil(options.normal_ray_fraction * R))
+            perm = torch.randperm(R, generator=gen, device=gen.device if gen is not None else origins.device)
+            orient = perm[:count].to(origins.device)
+        return RayDraws(jitter, fine, orient)
+
+    def _checkpointed(self, origins: torch.Tensor, directions: torch.Tensor, options: RayOptions, draws: RayDraws) -> dict[str, torch.Tensor]:
+        """`_render` chunk by chunk under activation checkpointing, every output concatenated along rays."""
+        chunk, R = self.config.checkpoint_chunk_rays, origins.shape[0]
+        parts, positions = [], []
+        for start in range(0, R, chunk):
+            stop = min(start + chunk, R)
+            sub, pos = draws.chunk(start, stop)
+            opts = options
+            if options.background is not None and options.background.dim() == 2:
+                opts = replace(options, background=options.background[start:stop])
+            # The recompute in backward sees the same `sub` draws: no generator is touched inside.
+            out = checkpoint(self._render, origins[start:stop], directions[start:stop], opts, sub, use_reentrant=False)
+            parts.append(out)
+            positions.append(pos)
+        merged = {key: torch.cat([part[key] for part in parts], dim=0) for key in parts[0]}
+        if draws.orient_rays is not None:  # chunks list their orientation rays by position: back to draw order
+            merged["orient"] = merged["orient"][torch.argsort(torch.cat(positions))]
+        return merged
+
+    def _render(self, origins: torch.Tensor, directions: torch.Tensor, options: RayOptions, draws: RayDraws) -> dict[str, torch.Tensor]:
+        """One pass over (R, 3) rays with the given draws."""
         cfg, bound = self.config, self.field.config.bound
         near, far = volume.near_far(origins, bound)
         T = cfg.num_coarse
-        jitter = None
-        if options.training:
-            jitter = torch.rand(origins.shape[0], T, device=origins.device, dtype=origins.dtype, generator=options.generator)
-        z_coarse = volume.coarse_z(near, far, T, jitter)
+        skip = self.occupancy is not None and options.training
+        z_coarse = volume.coarse_z(near, far, T, draws.jitter)
         interval = (far - near) / T
-        sigma_c, feat_c = self._density(origins, directions, z_coarse)
-        z_all, sigma_all, feat_all = z_coarse, sigma_c, feat_c
+        sigma_c, feat_c, occ_c = self._density(origins, directions, z_coarse, skip)
+        z_all, sigma_all, feat_all, occ_all = z_coarse, sigma_c, feat_c, occ_c
         if cfg.num_fine > 0:
             delta_c = volume.deltas(z_coarse, interval).detach()
             _, w_c = volume.alpha_weights(sigma_c.detach(), delta_c)
-            z_fine = importance_samples(
-                z_coarse.detach(),
-                delta_c,
-                w_c,
-                cfg.num_fine,
-                cfg.smoothing,
-                deterministic=not options.training,
-                generator=options.generator,
-            )
-            sigma_f, feat_f = self._density(origins, directions, z_fine)
+            with torch.no_grad():
+                z_fine = invert_cdf(*bin_pmf(z_coarse.detach(), delta_c, w_c, cfg.smoothing), draws.fine_u)
+            sigma_f, feat_f, occ_f = self._density(origins, directions, z_fine, skip)
             z_all, order = torch.sort(torch.cat([z_coarse, z_fine], dim=-1), dim=-1)
             sigma_all = torch.cat([sigma_c, sigma_f], dim=-1).gather(-1, order)
             feat_all = torch.cat([feat_c, feat_f], dim=1)
             feat_all = feat_all.gather(1, order[..., None].expand(-1, -1, feat_all.shape[-1]))
+            if skip:
+                occ_all = torch.cat([occ_c, occ_f], dim=-1).gather(-1, order)
         delta = volume.deltas(z_all, interval)
         _, weights = volume.alpha_weights(sigma_all, delta)
-        return self._outputs(origins, directions, z_all, sigma_all, feat_all, delta, weights, near, far, options)
+        samples = (z_all, sigma_all, feat_all, delta, weights, occ_all)
+        return self._outputs(origins, directions, samples, near, far, options, draws.orient_rays)
 
-    def _density(self, origins: torch.Tensor, directions: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        points = origins[:, None, :] + directions[:, None, :] * z[..., None]
-        sigma, feat = self.field.density_features(points.reshape(-1, 3))
-        return sigma.view(z.shape), feat.view(*z.shape, -1)
+    def _density(self, origins, directions, z, skip: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Density, feature and (when skipping) occupancy of the samples; skipped ones get density 0, feature 0."""
+        points = (origins[:, None, :] + directions[:, None, :] * z[..., None]).reshape(-1, 3)
+        if not skip:
+            sigma, feat = self.field.density_features(points)
+            return sigma.view(z.shape), feat.view(*z.shape, -1), None
+        occupied = self.occupancy.occupied_at(points)
+        if not occupied.any():  # some backends (tiny-cuda-nn) reject empty batches; one evaluated sample is exact
+            occupied[0] = True
+        keep = occupied.nonzero().squeeze(-1)
+        sigma_kept, feat_kept = self.field.density_features(points[keep])
+        sigma = sigma_kept.new_zeros(points.shape[0]).index_copy(0, keep, sigma_kept)
+        feat = feat_kept.new_zeros(points.shape[0], feat_kept.shape[-1]).index_copy(0, keep, feat_kept)
+        return sigma.view(z.shape), feat.view(*z.shape, -1), occupied.view(z.shape)
 
-    def _outputs(self, origins, directions, z, sigma, feat, delta, weights, near, far, options) -> dict[str, torch.Tensor]:
+    def _outputs(self, origins, directions, samples, near, far, options: RayOptions, orient_rays) -> dict[str, torch.Tensor]:
+        z, sigma, feat, delta, weights, occupied = samples
         R, K = z.shape
         view_dirs = directions[:, None, :].expand(R, K, 3).reshape(-1, 3) if options.view_dependent else None
-        albedo = self.field.albedo(feat.reshape(R * K, -1), view_dirs)
+        albedo = self._albedo(feat.reshape(R * K, -1), view_dirs, None if occupied is None else occupied.reshape(-1))
         normals = None
-        if options.shading == "albedo" and options.need_normals and options.normal_ray_fraction < 1.0:
-            subset = self._orient_subset(origins, directions, z, weights, options)
+        if orient_rays is not None:
+            subset = self._orient_subset(origins, directions, z, weights, orient_rays, occupied)
             normals_needed = False
         else:
             subset, normals_needed = None, options.need_normals or options.shading != "albedo"
         if normals_needed:
             points = (origins[:, None, :] + directions[:, None, :] * z[..., None]).reshape(-1, 3)
-            normals = self._normals(points, weights.detach().reshape(-1))
+            normals = self._normals(points, weights.detach().reshape(-1), None if occupied is None else occupied.reshape(-1))
         color = shade(albedo, normals, options.shading, options.light_dir, options.ambient).view(R, K, 3)
         if options.background is None:
             bg = self.background(directions)
@@ -149,24 +229,41 @@ class Renderer(nn.Module):
             out["orient"] = subset
         return out
 
-    def _orient_subset(self, origins, directions, z, weights, options: RayOptions) -> torch.Tensor:
-        """`orient` on a random subset of ceil(fraction * R) rays (its mean estimates the full mean)."""
-        R, K = z.shape
-        count = max(1, math.ceil(options.normal_ray_fraction * R))
-        gen = options.generator
-        rays = torch.randperm(R, generator=gen, device=gen.device if gen is not None else z.device)[:count].to(z.device)
+    def _albedo(self, feat: torch.Tensor, view_dirs: torch.Tensor | None, occupied: torch.Tensor | None) -> torch.Tensor:
+        """Albedo of the samples; 0 (not evaluated) at skipped ones, whose weight is exactly 0 without gradient."""
+        if occupied is None:
+            return self.field.albedo(feat, view_dirs)
+        keep = occupied.nonzero().squeeze(-1)
+        kept = self.field.albedo(feat[keep], None if view_dirs is None else view_dirs[keep])
+        return kept.new_zeros(feat.shape[0], kept.shape[-1]).index_copy(0, keep, kept)
+
+    def _orient_subset(self, origins, directions, z, weights, rays: torch.Tensor, occupied) -> torch.Tensor:
+        """`orient` on the drawn subset of rays (with normal_ray_fraction < 1; its mean estimates the full mean)."""
+        if rays.numel() == 0:  # a checkpointed chunk without orientation rays
+            return z.new_zeros(0)
+        K = z.shape[1]
         points = (origins[rays, None, :] + directions[rays, None, :] * z[rays, :, None]).reshape(-1, 3)
         w = weights[rays]
-        normals = self._normals(points, w.detach().reshape(-1)).view(count, K, 3)
+        keep = None if occupied is None else occupied[rays].reshape(-1)
+        normals = self._normals(points, w.detach().reshape(-1), keep).view(rays.numel(), K, 3)
         return orient_per_ray(w, normals, directions[rays])
 
-    def _normals(self, points: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """Field normals at `points`; zero where `weights` <= normal_weight_threshold (not evaluated)."""
+    def _normals(self, points: torch.Tensor, weights: torch.Tensor, occupied: torch.Tensor | None = None) -> torch.Tensor:
+        """Field normals at `points`; zero (not evaluated) where `weights` <= normal_weight_threshold or the sample was skipped.
+
+        A skipped sample has density 0 without gradient, so its weight and every gradient through it are
+        exactly 0: its normal cannot change any output.
+        """
         threshold = self.config.normal_weight_threshold
-        if threshold <= 0:
+        if threshold <= 0 and occupied is None:
             return self.field.normals(points)
-        keep = (weights > threshold).nonzero().squeeze(-1)
+        keep = weights > threshold if threshold > 0 else torch.ones_like(weights, dtype=torch.bool)
+        if occupied is not None:
+            keep = keep & occupied
+        keep = keep.nonzero().squeeze(-1)
         normals = points.new_zeros(points.shape)
+        if keep.numel() == 0:  # some backends (tiny-cuda-nn) reject empty batches
+            return normals
         return normals.index_copy(0, keep, self.field.normals(points[keep]))
 
     def render_rays_chunked(self, origins: torch.Tensor, directions: torch.Tensor, options: RayOptions) -> dict[str, torch.Tensor]:

@@ -82,8 +82,8 @@ def memory_message(config: TrainConfig, step: int, checkpoint_step: int, exc: Ba
     r = config.renderer
     return (
         f"out of memory at step {step} ({shorten(detail, 100)}); lower resolution (now {config.resolution}), "
-        f"renderer.num_coarse / renderer.num_fine (now {r.num_coarse} / {r.num_fine}), renderer.chunk_rays (now {r.chunk_rays}) "
-        f"or use prior.precision=float16 (now {config.prior.precision}) with --set KEY=VALUE; "
+        f"renderer.num_coarse / renderer.num_fine (now {r.num_coarse} / {r.num_fine}), renderer.chunk_rays (now {r.chunk_rays}), "
+        f"set renderer.checkpoint_chunk_rays (now {r.checkpoint_chunk_rays}; e.g. 16384) or use prior.precision=float16 (now {config.prior.precision}) with --set KEY=VALUE; "
         + (f"the last checkpoint (step {checkpoint_step}) is kept: continue with `hifa train --resume`" if checkpoint_step
            else "no checkpoint was saved yet")
     )
@@ -143,6 +143,7 @@ class Trainer:
         camera, options = self._camera_and_options()
         res = cfg.resolution
         origins, dirs = camera.to(self.device).rays(res, res)
+        # With renderer.checkpoint_chunk_rays this is a checkpointed chunked render with the same outputs.
         out = self.renderer(origins[0], dirs[0], options)
         image = out["image"].view(1, res, res, 3).permute(0, 3, 1, 2)
         guided = self.guidance.loss(image, cfg.prompt, camera, step, n, self.generator)
@@ -168,6 +169,8 @@ class Trainer:
         if rw.orientation > 0:
             terms["orientation"] = rw.orientation * reg.orientation_loss(out["orient"])
         info = {"t": float(guided.t.float().mean()), "opacity": float(out["opacity"].detach().mean())}
+        if self.renderer.occupancy is not None:
+            info["occupied"] = self.renderer.occupancy.occupancy()
         return terms, info
 
     def training_step(self, step: int) -> dict[str, float]:
@@ -177,6 +180,9 @@ class Trainer:
         factor = warmup_factor(step - 1, cfg.optim.warmup_steps, cfg.iterations)
         for group, base in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = base * factor
+        grid = self.renderer.occupancy
+        if grid is not None and (step - 1) % grid.config.update_every == 0:
+            grid.update(self.renderer.field, self.ray_generator)
         self.optimizer.zero_grad(set_to_none=True)
         terms, info = self.loss_terms(step)
         total = sum(terms.values())
@@ -280,6 +286,8 @@ class Trainer:
         }
         if self.ray_generator is not self.generator:  # on CPU they are one generator
             state["ray_generator"] = self.ray_generator.get_state()
+        if self.renderer.occupancy is not None:
+            state["occupancy"] = self.renderer.occupancy.grid_state()
         return state
 
     def save_checkpoint(self) -> Path:
@@ -316,6 +324,9 @@ class Trainer:
             if "ray_generator" in state:
                 self.ray_generator.set_state(state["ray_generator"].cpu())
             torch.set_rng_state(state["torch_rng"].cpu())
+            # A checkpoint from before the grid was switched on: the grid starts all occupied.
+            if self.renderer.occupancy is not None and "occupancy" in state:
+                self.renderer.occupancy.load_grid_state(state["occupancy"])
             self.step = self.checkpoint_step = int(state["step"])
             self.log_rows = list(state["log_rows"])
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
