@@ -221,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
     cuda = device.type == "cuda"
+    torch.set_flush_denormal(True)  # as `hifa` does (hifa/cli.py): subnormals are far slower on CPUs
     warmup, repeat = (3, 10) if cuda else (1, 3)
     models = Path(args.models or tempfile.mkdtemp(prefix="hifa-bench-"))
     if cuda:

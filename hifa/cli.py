@@ -298,12 +298,17 @@ def main(argv: list[str] | None = None) -> int:
     import signal
     import threading
 
+    import torch
+
     from hifa.errors import Terminated, is_out_of_memory
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, raise_terminated) if in_main_thread else None
+    # Subnormal floats (tiny densities and weights early in training) are 10-100x slower on x86 CPUs:
+    # 'dreamfusion' under the oracle took 0.65-1.3 s per step with them and 0.46 s flushed to zero.
+    torch.set_flush_denormal(True)
     try:
         return args.func(args)
     except HifaError as exc:
@@ -327,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         raise
     finally:
+        torch.set_flush_denormal(False)  # torch's default: main() may run inside another program
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 

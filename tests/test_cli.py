@@ -47,6 +47,29 @@ def test_scenes_list_names_every_scene(capsys):
     assert "snowman" in out and "a red ball on a blue box" in out
 
 
+def test_commands_flush_subnormals_and_restore_torch_s_default(monkeypatch):
+    import argparse
+
+    import torch
+
+    import hifa.cli
+
+    seen = []
+
+    def probe(args):  # stands in for a command: what does torch do with a subnormal meanwhile?
+        seen.append(float(torch.tensor([1e-39]) * 1.0))
+        return 0
+
+    class Parser:
+        def parse_args(self, argv):
+            return argparse.Namespace(func=probe, verbose=False, command="probe")
+
+    monkeypatch.setattr(hifa.cli, "build_parser", Parser)
+    assert main([]) == 0
+    assert seen == [0.0]  # 1e-39 is subnormal in float32: flushed to zero while a command runs
+    assert float(torch.tensor([1e-39]) * 1.0) > 0  # torch's default again afterwards
+
+
 def test_scenes_render_writes_truth(tmp_path):
     assert main(["scenes", "render", "--scene", "green-torus", "--out", str(tmp_path), "--views", "2", "--resolution", "32"]) == 0
     assert (tmp_path / "green-torus" / "groundtruth.png").is_file()

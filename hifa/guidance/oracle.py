@@ -333,7 +333,8 @@ class OraclePrior:
                     log_prior = sector_log_prior(handle.directions, bank.directions, handle.sector, self._labels(handle.scene), tau, cutoff)
             # Views the prior rules out carry no weight: leave them out of the (exact) posterior.
             allowed = torch.isfinite(log_prior).any(0).nonzero().squeeze(-1)
-            flat, sq, log_prior = flat[allowed], sq[allowed], log_prior[:, allowed]
+            if len(allowed) < len(flat):  # (an index copy of the whole unconditional bank is ~60 MB per call)
+                flat, sq, log_prior = flat[allowed], sq[allowed], log_prior[:, allowed]
             x0, weights = exact_x0(latents, abar, flat.to(latents.device), log_prior.to(latents.device), sq.to(latents.device))
             if handle.positive and handle.scene is not None:
                 disparity = self.bank(handle.scene).disparity[allowed].to(latents.device)
