@@ -193,7 +193,7 @@ def sector_log_prior(
     """
     polar = lambda d: torch.arccos(torch.nn.functional.normalize(d, dim=-1)[:, 1].clamp(-1.0, 1.0))  # noqa: E731
     dpolar = (polar(views)[:, None] - polar(directions)[None]).abs()
-    same = torch.tensor([[label == wanted for label in labels] for wanted in sector], dtype=torch.bool)
+    same = torch.from_numpy(np.asarray(sector)[:, None] == np.asarray(labels)[None, :])
     log_prior = (-(dpolar**2) / (2 * tau_rad**2)).masked_fill(~same, float("-inf"))
     if cutoff_rad is not None:
         nearest = dpolar.masked_fill(~same, float("inf")).argmin(-1)

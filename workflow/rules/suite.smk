@@ -3,21 +3,10 @@
 
 
 def write_atomic(path, text):
-    """Write text via a unique temporary file in the same folder, fsynced, then renamed over `path`."""
-    import tempfile
+    """hifa.io's atomic write (unique temporary, fsync, rename) for the driver's own small files."""
+    from hifa.io import write_bytes_atomic
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 rule suite_manifest:
