@@ -69,7 +69,9 @@ def bench_encoding(device: torch.device, points: int, warmup: int, repeat: int) 
     from hifa.encoding import HashGridConfig, HashGridEncoding, tcnn_available
 
     out = {"points": points}
-    backends = ["torch", "cpp"] if device.type == "cpu" else ["torch"] + (["tcnn"] if tcnn_available() else [])
+    from hifa.hashgrid_triton import triton_available
+
+    backends = ["torch", "cpp"] if device.type == "cpu" else ["torch"] + (["triton"] if triton_available() else []) + (["tcnn"] if tcnn_available() else [])
     for backend in backends:
         enc = HashGridEncoding(HashGridConfig(backend=backend)).to(device)
         x = torch.rand(points, 3, device=device) * 2 - 1
@@ -94,8 +96,8 @@ def saved_for_backward(fn: Callable[[], object]) -> float:
     return total[0] / 2**20
 
 
-def bench_render(device: torch.device, preset_name: str, rays: int, warmup: int, repeat: int, checkpoint_chunk: int = 0, occupancy: int = 0) -> dict:
-    """Forward + backward of a training render; optionally checkpointed chunks or an occupancy grid (updated once)."""
+def bench_render(device: torch.device, preset_name: str, rays: int, warmup: int, repeat: int, checkpoint_chunk: int = 0, occupancy: int = 0, backend: str = "auto") -> dict:
+    """Forward + backward of a training render; optionally checkpointed chunks, an occupancy grid (updated once), a grid backend."""
     from hifa.occupancy import OccupancyConfig
     from hifa.presets import preset
     from hifa.regularisers import z_entropy_loss
@@ -104,7 +106,8 @@ def bench_render(device: torch.device, preset_name: str, rays: int, warmup: int,
 
     config = preset(preset_name)
     fast = replace(config.renderer, checkpoint_chunk_rays=checkpoint_chunk, occupancy=OccupancyConfig(resolution=occupancy))
-    renderer = build_renderer(replace(config, renderer=fast)).to(device)
+    field = replace(config.field, grid=replace(config.field.grid, backend=backend))
+    renderer = build_renderer(replace(config, renderer=fast, field=field)).to(device)
     gen = torch.Generator(device).manual_seed(0)
     origins = torch.tensor([[0.0, 0.0, 3.2]], device=device).expand(rays, 3).contiguous()
     dirs = torch.nn.functional.normalize(torch.randn(rays, 3, device=device) * 0.05 + torch.tensor([0.0, 0.0, -1.0], device=device), dim=-1)
@@ -122,6 +125,7 @@ def bench_render(device: torch.device, preset_name: str, rays: int, warmup: int,
         extra = {"grid_resolution": occupancy, "occupied_cells": renderer.occupancy.occupancy(), "field_points_fraction": sum(points) / (rays * samples)}
     if checkpoint_chunk:
         extra["checkpoint_chunk_rays"] = checkpoint_chunk
+    extra["grid_backend"] = backend
 
     def step() -> None:
         out = renderer(origins, dirs, options)
@@ -135,15 +139,15 @@ def bench_render(device: torch.device, preset_name: str, rays: int, warmup: int,
             "saved_mib": saved_for_backward(step), **extra}
 
 
-def bench_guidance(device: torch.device, model: str, resolution: int, warmup: int, repeat: int) -> dict:
+def bench_guidance(device: torch.device, model: str, resolution: int, warmup: int, repeat: int, channels_last: bool = True, compile_unet: bool = False) -> dict:
     from hifa.cameras import orbit_cameras
     from hifa.guidance.guidance import Guidance, GuidanceConfig
     from hifa.guidance.stable_diffusion import StableDiffusionConfig, StableDiffusionPrior
 
-    prior = StableDiffusionPrior(StableDiffusionConfig(model=model))
+    prior = StableDiffusionPrior(StableDiffusionConfig(model=model, channels_last=channels_last, compile=compile_unet))
     camera = orbit_cameras(1)
     image = torch.rand(1, 3, resolution, resolution, device=device, requires_grad=True)
-    out: dict = {"dtype": str(prior.dtype), "prior_image_size": prior.image_size}
+    out: dict = {"dtype": str(prior.dtype), "prior_image_size": prior.image_size, "channels_last": channels_last, "compile": compile_unet}
     gen = torch.Generator().manual_seed(0)
     variants = [("sds", GuidanceConfig(method="sds", view_mode="suffix", schedule="uniform", denoising_steps=1))]
     variants += [(f"hifa_k{k}", GuidanceConfig(method="hifa", denoising_steps=k)) for k in (1, 2, 4)]
@@ -162,6 +166,7 @@ def bench_guidance(device: torch.device, model: str, resolution: int, warmup: in
 
 
 def bench_train_step(device: torch.device, preset_name: str, model: str, depth_model: str, overrides: list[str], warmup: int, repeat: int) -> dict:
+    """Median time of the trainer's first steps (sqrt anneal: t near t_max, all K UNet calls) and peak memory."""
     from hifa.trainer import Trainer
     from hifa.training import resolve_config
 
@@ -171,7 +176,37 @@ def bench_train_step(device: torch.device, preset_name: str, model: str, depth_m
         counter = iter(range(1, 10_000))
         peak_memory(device, reset=True)
         seconds = timed(lambda: trainer.training_step(next(counter)), device, warmup, repeat)
-        return {"resolution": config.resolution, "samples": config.renderer.num_coarse + config.renderer.num_fine, "step_ms": 1000 * seconds, "peak_gib": peak_memory(device)}
+        out = {"resolution": config.resolution, "samples": config.renderer.num_coarse + config.renderer.num_fine, "step_ms": 1000 * seconds,
+               "peak_gib": peak_memory(device), "overrides": " ".join(overrides)}
+        if trainer.renderer.occupancy is not None:
+            out["occupied_cells"] = trainer.renderer.occupancy.occupancy()
+        return out
+
+
+def profile_train_step(device: torch.device, preset_name: str, model: str, depth_model: str, overrides: list[str], out: Path) -> dict:
+    """torch.profiler over two training steps after two warm-ups: the top ops by device time, table into `out`."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from hifa.trainer import Trainer
+    from hifa.training import resolve_config
+
+    config = resolve_config(preset_name, "a ladybug", f"stable-diffusion:{model}", overrides=["tracking.enabled=false", f"depth.model={depth_model}", *overrides])
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(config, Path(tmp), progress=False)
+        for step in (1, 2):
+            trainer.training_step(step)
+        sync(device)
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with profile(activities=activities) as prof:
+            for step in (3, 4):
+                trainer.training_step(step)
+            sync(device)
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    table = prof.key_averages().table(sort_by=key, row_limit=40)
+    out.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(out / f"profile-{preset_name}.txt", table.encode())
+    events = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)[:12]
+    return {e.key[:60]: getattr(e, key) / 2e3 for e in events}  # ms per step (two steps profiled)
 
 
 def markdown(report: dict) -> str:
@@ -206,10 +241,91 @@ def ratios(sections: dict) -> dict:
             out["render hifa occupancy skipping / one pass: field points"] = render["render_hifa+occupancy"]["field_points_fraction"]
     if "train_step_hifa" in steps and "train_step_hifa+checkpoint" in steps:
         out["train step hifa checkpointed / hifa"] = steps["train_step_hifa+checkpoint"] / steps["train_step_hifa"]
+    if "render_hifa@torch-grid" in render and "render_hifa" in render:
+        out["render hifa default grid / pure-PyTorch grid: speed-up"] = render["render_hifa"]["rays_per_s"] / render["render_hifa@torch-grid"]["rays_per_s"]
+    if "train_step_hifa+checkpoint" in steps and "train_step_hifa+checkpoint@torch-grid" in steps:
+        out["train step hifa+checkpoint, pure-PyTorch grid / default grid"] = steps["train_step_hifa+checkpoint@torch-grid"] / steps["train_step_hifa+checkpoint"]
+    nchw = sections.get("guidance@nchw", {})
+    for k in (1, 4):
+        if f"hifa_k{k}_ms" in nchw and f"hifa_k{k}_ms" in g:
+            out[f"guidance hifa K={k}, NCHW / channels_last"] = nchw[f"hifa_k{k}_ms"] / g[f"hifa_k{k}_ms"]
     e = sections.get("encoding", {})
-    if "cpp_points_per_s" in e and "torch_points_per_s" in e:
-        out["encoding cpp / torch speed-up"] = e["cpp_points_per_s"] / e["torch_points_per_s"]
+    for backend in ("cpp", "triton", "tcnn"):
+        if f"{backend}_points_per_s" in e and "torch_points_per_s" in e:
+            out[f"encoding {backend} / torch speed-up"] = e[f"{backend}_points_per_s"] / e["torch_points_per_s"]
     return out
+
+
+def cuda_plan(device: torch.device, models: Path, warmup: int, repeat: int, out: Path) -> dict[str, Callable[[], dict]]:
+    """Full-size sections, most important first (a --deadline cuts the tail)."""
+    from benchmarks.sd_architecture import build_dpt_large, build_sd21_base
+
+    sd, dpt = str(build_sd21_base(models / "sd21-base")), str(build_dpt_large(models / "dpt-large"))
+    chunk, occ = "renderer.checkpoint_chunk_rays=16384", "renderer.occupancy.resolution=64"
+    train = {  # name -> (preset, overrides)
+        "hifa+checkpoint": ("hifa", [chunk]),
+        "hifa-fast": ("hifa-fast", []),
+        "hifa": ("hifa", []),
+        "hifa+checkpoint+occupancy": ("hifa", [chunk, occ]),
+        "hifa-fast+occupancy": ("hifa-fast", [occ]),
+    }
+    late = {
+        "hifa+checkpoint@torch-grid": ("hifa", [chunk, "field.grid.backend=torch"]),
+        "dreamfusion": ("dreamfusion", []),
+        "hifa+checkpoint4096": ("hifa", ["renderer.checkpoint_chunk_rays=4096"]),
+        "hifa@384+checkpoint": ("hifa", [chunk, "resolution=384"]),
+        "hifa@256": ("hifa", ["resolution=256"]),
+    }
+    step = lambda p, over: lambda: bench_train_step(device, p, sd, dpt, over, 2, 5)  # noqa: E731 - steps are long: fewer repeats
+    rays = 1 << 14
+    plan: dict[str, Callable[[], dict]] = {f"train_step_{name}": step(p, over) for name, (p, over) in train.items()}
+    plan["profile_hifa+checkpoint_ms_per_step"] = lambda: profile_train_step(device, "hifa", sd, dpt, [chunk], out)
+    plan["guidance"] = lambda: bench_guidance(device, sd, 512, warmup, repeat)
+    plan["guidance@nchw"] = lambda: bench_guidance(device, sd, 512, warmup, repeat, channels_last=False)
+    plan.update({f"train_step_{name}": step(p, over) for name, (p, over) in late.items()})
+    plan.update({
+        "encoding": lambda: bench_encoding(device, 1 << 21, warmup, repeat),
+        "render_hifa": lambda: bench_render(device, "hifa", rays, warmup, repeat),
+        "render_hifa@torch-grid": lambda: bench_render(device, "hifa", rays, warmup, repeat, backend="torch"),
+        "render_hifa+checkpoint": lambda: bench_render(device, "hifa", rays, warmup, repeat, checkpoint_chunk=rays // 4),
+        "render_hifa+occupancy": lambda: bench_render(device, "hifa", rays, warmup, repeat, occupancy=64),
+        "render_hifa-fast": lambda: bench_render(device, "hifa-fast", rays, warmup, repeat),
+    })
+    plan["guidance+compile"] = lambda: bench_guidance(device, sd, 512, warmup, repeat, compile_unet=True)
+    return plan
+
+
+def cpu_plan(device: torch.device, models: Path, warmup: int, repeat: int, out: Path) -> dict[str, Callable[[], dict]]:
+    """Tiny sections for a CPU (CI-sized); read the ratios."""
+    from tests.tinyworld import build_tiny_dpt, build_tiny_stable_diffusion
+
+    sd, dpt = str(build_tiny_stable_diffusion(models / "tiny-sd")), str(build_tiny_dpt(models / "tiny-dpt"))
+    small = ["resolution=32", "renderer.num_coarse=16", "renderer.num_fine=8", "field.grid.log2_hashmap_size=14", "field.grid.finest_resolution=256"]
+    train = {"hifa": small, "hifa-fast": small[1:] + ["resolution=16"], "dreamfusion": small[1:] + ["resolution=16"],
+             "hifa+checkpoint": small + ["renderer.checkpoint_chunk_rays=256"]}
+    rays = 1 << 9
+    plan: dict[str, Callable[[], dict]] = {
+        "encoding": lambda: bench_encoding(device, 1 << 15, warmup, repeat),
+        "render_hifa": lambda: bench_render(device, "hifa", rays, warmup, repeat),
+        "render_hifa+checkpoint": lambda: bench_render(device, "hifa", rays, warmup, repeat, checkpoint_chunk=rays // 4),
+        "render_hifa+occupancy": lambda: bench_render(device, "hifa", rays, warmup, repeat, occupancy=32),
+        "render_hifa-fast": lambda: bench_render(device, "hifa-fast", rays, warmup, repeat),
+        "guidance": lambda: bench_guidance(device, sd, 64, warmup, repeat),
+    }
+    for name, over in train.items():
+        plan[f"train_step_{name}"] = lambda p=name.split("+")[0], over=over: bench_train_step(device, p, sd, dpt, over, warmup, repeat)
+    return plan
+
+
+def write_report(out: Path, device: torch.device, sections: dict) -> dict:
+    """Write bench-<device>.{json,md} with what has run so far (a killed run keeps its finished sections)."""
+    cuda = device.type == "cuda"
+    name = torch.cuda.get_device_name(device) if cuda else "cpu"
+    report = {"device": device.type, "device_name": name, "machine": machine(), "sections": sections, "ratios": ratios(sections)}
+    tag = "cuda" if cuda else "cpu"
+    write_json_atomic(out / f"bench-{tag}.json", report)
+    write_bytes_atomic(out / f"bench-{tag}.md", markdown(report).encode())
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,51 +334,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--models", default=None, help="folder for the random full-size checkpoints (CUDA)")
     parser.add_argument("--only", nargs="*", help="section names to run (default: all)")
+    parser.add_argument("--deadline", type=float, default=None, help="seconds after which no further section starts")
     args = parser.parse_args(argv)
+    started = time.perf_counter()
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
     cuda = device.type == "cuda"
     torch.set_flush_denormal(True)  # as `hifa` does (hifa/cli.py): subnormals are far slower on CPUs
     warmup, repeat = (3, 10) if cuda else (1, 3)
     models = Path(args.models or tempfile.mkdtemp(prefix="hifa-bench-"))
-    if cuda:
-        from benchmarks.sd_architecture import build_dpt_large, build_sd21_base
-
-        sd, dpt = build_sd21_base(models / "sd21-base"), build_dpt_large(models / "dpt-large")
-        # 'hifa' at 256x256 too: its full 512x512 render does not fit in pure PyTorch (see the JSON).
-        # 'hifa+checkpoint': the full 512x512 render in checkpointed chunks (renderer.checkpoint_chunk_rays).
-        train_overrides = {"hifa": [], "hifa-fast": [], "dreamfusion": [], "hifa@256": ["resolution=256"],
-                           "hifa+checkpoint": ["renderer.checkpoint_chunk_rays=16384"]}
-        resolution, enc_points, render_rays, grid = 512, 1 << 21, 1 << 14, 64
-    else:
-        from tests.tinyworld import build_tiny_dpt, build_tiny_stable_diffusion
-
-        sd, dpt = build_tiny_stable_diffusion(models / "tiny-sd"), build_tiny_dpt(models / "tiny-dpt")
-        small = ["resolution=32", "renderer.num_coarse=16", "renderer.num_fine=8", "field.grid.log2_hashmap_size=14", "field.grid.finest_resolution=256"]
-        train_overrides = {"hifa": small, "hifa-fast": small[1:] + ["resolution=16"], "dreamfusion": small[1:] + ["resolution=16"],
-                           "hifa+checkpoint": small + ["renderer.checkpoint_chunk_rays=256"]}
-        resolution, enc_points, render_rays, grid = 64, 1 << 15, 1 << 9, 32
-    plan = {
-        "encoding": lambda: bench_encoding(device, enc_points, warmup, repeat),
-        "render_hifa": lambda: bench_render(device, "hifa", render_rays, warmup, repeat),
-        "render_hifa+checkpoint": lambda: bench_render(device, "hifa", render_rays, warmup, repeat, checkpoint_chunk=render_rays // 4),
-        "render_hifa+occupancy": lambda: bench_render(device, "hifa", render_rays, warmup, repeat, occupancy=grid),
-        "render_hifa-fast": lambda: bench_render(device, "hifa-fast", render_rays, warmup, repeat),
-        "guidance": lambda: bench_guidance(device, str(sd), resolution, warmup, repeat),
-    }
-    for name, over in train_overrides.items():
-        preset_name = name.split("@")[0].split("+")[0]
-        plan[f"train_step_{name}"] = lambda p=preset_name, over=over: bench_train_step(device, p, str(sd), str(dpt), over, warmup, repeat)
+    out = Path(args.out)
+    plan = (cuda_plan if cuda else cpu_plan)(device, models, warmup, repeat, out)
     sections: dict = {}
     for name, fn in plan.items():
-        if not args.only or name in args.only:
-            section(sections, name, fn)
-    name = torch.cuda.get_device_name(device) if cuda else "cpu"
-    report = {"device": device.type, "device_name": name, "machine": machine(), "sections": sections, "ratios": ratios(sections)}
-    out = Path(args.out)
-    tag = "cuda" if cuda else "cpu"
-    write_json_atomic(out / f"bench-{tag}.json", report)
-    write_bytes_atomic(out / f"bench-{tag}.md", markdown(report).encode())
+        if args.only and name not in args.only:
+            continue
+        if args.deadline is not None and time.perf_counter() - started > args.deadline:
+            sections[name] = {"skipped": f"past the {args.deadline:.0f} s deadline"}
+            continue
+        section(sections, name, fn)
+        write_report(out, device, sections)
+    report = write_report(out, device, sections)
     print(markdown(report))
+    print(f"bench: {time.perf_counter() - started:.1f} s in all")
     return 0
 
 

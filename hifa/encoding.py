@@ -18,9 +18,10 @@ import torch
 from torch import nn
 
 from hifa.errors import HifaError, require
+from hifa.hashgrid_triton import LevelTable, TritonHashGrid, triton_available
 
 PRIMES = (1, 2654435761, 805459861)
-BACKENDS = ("auto", "torch", "cpp", "tcnn")
+BACKENDS = ("auto", "torch", "cpp", "tcnn", "triton")
 CPP_SOURCE = Path(__file__).parent / "csrc" / "hashgrid_cpu.cpp"
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,8 @@ class HashGridConfig:
     base_resolution: int = 16
     finest_resolution: int = 2048
     interpolation: Literal["smoothstep", "linear"] = "smoothstep"
-    backend: Literal["auto", "torch", "cpp", "tcnn"] = "auto"
+    # auto: tiny-cuda-nn, else the Triton kernels on CUDA; the C++ kernel on CPU; else pure PyTorch.
+    backend: Literal["auto", "torch", "cpp", "tcnn", "triton"] = "auto"
 
     def __post_init__(self) -> None:
         require(self.n_levels >= 1, "grid.n_levels", f"must be >= 1, got {self.n_levels}")
@@ -132,8 +134,11 @@ class HashGridEncoding(nn.Module):
             for level in self.levels
         )
         self._tcnn: nn.Module | None = None
+        self._layouts: dict[torch.device, LevelTable] = {}
         if config.backend == "tcnn" and not tcnn_available():
             raise HifaError("grid.backend 'tcnn' needs CUDA and the tinycudann package; use backend 'torch' or 'auto'")
+        if config.backend == "triton" and not triton_available():
+            raise HifaError("grid.backend 'triton' needs the triton package (it ships with CUDA builds of torch); use backend 'torch' or 'auto'")
         if config.backend == "cpp" and cpp_kernel() is None:
             raise HifaError("grid.backend 'cpp' needs a C++ compiler to build the CPU kernel; use backend 'torch' or 'auto'")
 
@@ -144,6 +149,17 @@ class HashGridEncoding(nn.Module):
     def uses_tcnn(self, device: torch.device) -> bool:
         """Whether points on `device` go through tiny-cuda-nn."""
         return device.type == "cuda" and self.config.backend in ("auto", "tcnn") and tcnn_available()
+
+    def uses_triton(self, unit: torch.Tensor) -> bool:
+        """Whether these points go through the Triton kernels (no gradient w.r.t. points).
+
+        'auto' picks them on CUDA only; 'triton' also on CPU, through Triton's (slow) interpreter.
+        """
+        if unit.requires_grad or not triton_available():
+            return False
+        if self.config.backend == "triton":
+            return True
+        return self.config.backend == "auto" and unit.device.type == "cuda" and not self.uses_tcnn(unit.device)
 
     def uses_cpp(self, unit: torch.Tensor) -> bool:
         """Whether these points go through the C++ CPU kernel (float32, no gradient w.r.t. points)."""
@@ -170,10 +186,20 @@ class HashGridEncoding(nn.Module):
         unit = ((points / self.bound + 1.0) / 2.0).clamp(0.0, 1.0)
         if self.uses_tcnn(points.device):
             return self._tcnn_forward(unit)
+        if self.uses_triton(unit):
+            flat = torch.cat([t.reshape(-1) for t in self.tables])
+            return TritonHashGrid.apply(unit, flat, self._triton_layout(unit.device))
         if self.uses_cpp(unit):
             return _CppHashGrid.apply(unit, self, *self.tables)
         smooth = self.config.interpolation == "smoothstep"
         return torch.cat([encode_level(unit, t, lv, smooth) for t, lv in zip(self.tables, self.levels)], dim=-1)
+
+    def _triton_layout(self, device: torch.device) -> LevelTable:
+        layout = self._layouts.get(device)
+        if layout is None:
+            smooth = self.config.interpolation == "smoothstep"
+            layout = self._layouts[device] = LevelTable(self.levels, self.config.n_features_per_level, smooth, device)
+        return layout
 
     def _tcnn_forward(self, unit: torch.Tensor) -> torch.Tensor:
         if self._tcnn is None:
@@ -187,7 +213,7 @@ class HashGridEncoding(nn.Module):
 
     def __setattr__(self, name: str, value: object) -> None:
         # Keep the tcnn module out of the module tree so its params never enter state_dict.
-        if name == "_tcnn":
+        if name in ("_tcnn", "_layouts"):
             object.__setattr__(self, name, value)
         else:
             super().__setattr__(name, value)

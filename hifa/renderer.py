@@ -153,45 +153,51 @@ class Renderer(nn.Module):
         skip = self.occupancy is not None and options.training
         z_coarse = volume.coarse_z(near, far, T, draws.jitter)
         interval = (far - near) / T
-        sigma_c, feat_c, occ_c = self._density(origins, directions, z_coarse, skip)
-        z_all, sigma_all, feat_all, occ_all = z_coarse, sigma_c, feat_c, occ_c
+        sigma_c, rgb_c, occ_c = self._density(origins, directions, z_coarse, skip, options.view_dependent)
+        z_all, sigma_all, rgb_all, occ_all = z_coarse, sigma_c, rgb_c, occ_c
         if cfg.num_fine > 0:
             delta_c = volume.deltas(z_coarse, interval).detach()
             _, w_c = volume.alpha_weights(sigma_c.detach(), delta_c)
             with torch.no_grad():
                 z_fine = invert_cdf(*bin_pmf(z_coarse.detach(), delta_c, w_c, cfg.smoothing), draws.fine_u)
-            sigma_f, feat_f, occ_f = self._density(origins, directions, z_fine, skip)
+            sigma_f, rgb_f, occ_f = self._density(origins, directions, z_fine, skip, options.view_dependent)
             z_all, order = torch.sort(torch.cat([z_coarse, z_fine], dim=-1), dim=-1)
             sigma_all = torch.cat([sigma_c, sigma_f], dim=-1).gather(-1, order)
-            feat_all = torch.cat([feat_c, feat_f], dim=1)
-            feat_all = feat_all.gather(1, order[..., None].expand(-1, -1, feat_all.shape[-1]))
+            rgb_all = torch.cat([rgb_c, rgb_f], dim=1).gather(1, order[..., None].expand(-1, -1, 3))
             if skip:
                 occ_all = torch.cat([occ_c, occ_f], dim=-1).gather(-1, order)
         delta = volume.deltas(z_all, interval)
         _, weights = volume.alpha_weights(sigma_all, delta)
-        samples = (z_all, sigma_all, feat_all, delta, weights, occ_all)
+        samples = (z_all, sigma_all, rgb_all, delta, weights, occ_all)
         return self._outputs(origins, directions, samples, near, far, options, draws.orient_rays)
 
-    def _density(self, origins, directions, z, skip: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Density, feature and (when skipping) occupancy of the samples; skipped ones get density 0, feature 0."""
+    def _density(self, origins, directions, z, skip: bool, view_dependent: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Density, albedo and (when skipping) occupancy of the samples; skipped ones get density 0, albedo 0.
+
+        Albedo is per sample, so it is decoded here, before coarse and fine samples are merged: the
+        merge then sorts 3 channels per sample instead of the field's feature width.
+        """
         points = (origins[:, None, :] + directions[:, None, :] * z[..., None]).reshape(-1, 3)
+        # View directions per ray, with each sample's ray index (int32: 4 bytes per sample kept for backward).
+        view_dirs = directions if view_dependent else None
+        rays = torch.arange(z.shape[0], device=z.device, dtype=torch.int32).repeat_interleave(z.shape[1])
         if not skip:
             sigma, feat = self.field.density_features(points)
-            return sigma.view(z.shape), feat.view(*z.shape, -1), None
+            return sigma.view(z.shape), self.field.albedo(feat, view_dirs, rays).view(*z.shape, 3), None
         occupied = self.occupancy.occupied_at(points)
         if not occupied.any():  # some backends (tiny-cuda-nn) reject empty batches; one evaluated sample is exact
             occupied[0] = True
         keep = occupied.nonzero().squeeze(-1)
         sigma_kept, feat_kept = self.field.density_features(points[keep])
+        rgb_kept = self.field.albedo(feat_kept, view_dirs, rays[keep])
         sigma = sigma_kept.new_zeros(points.shape[0]).index_copy(0, keep, sigma_kept)
-        feat = feat_kept.new_zeros(points.shape[0], feat_kept.shape[-1]).index_copy(0, keep, feat_kept)
-        return sigma.view(z.shape), feat.view(*z.shape, -1), occupied.view(z.shape)
+        rgb = rgb_kept.new_zeros(points.shape[0], 3).index_copy(0, keep, rgb_kept)
+        return sigma.view(z.shape), rgb.view(*z.shape, 3), occupied.view(z.shape)
 
     def _outputs(self, origins, directions, samples, near, far, options: RayOptions, orient_rays) -> dict[str, torch.Tensor]:
-        z, sigma, feat, delta, weights, occupied = samples
+        z, sigma, albedo, delta, weights, occupied = samples
         R, K = z.shape
-        view_dirs = directions[:, None, :].expand(R, K, 3).reshape(-1, 3) if options.view_dependent else None
-        albedo = self._albedo(feat.reshape(R * K, -1), view_dirs, None if occupied is None else occupied.reshape(-1))
+        albedo = albedo.reshape(R * K, 3)
         normals = None
         if orient_rays is not None:
             subset = self._orient_subset(origins, directions, z, weights, orient_rays, occupied)
@@ -228,14 +234,6 @@ class Renderer(nn.Module):
         if subset is not None:
             out["orient"] = subset
         return out
-
-    def _albedo(self, feat: torch.Tensor, view_dirs: torch.Tensor | None, occupied: torch.Tensor | None) -> torch.Tensor:
-        """Albedo of the samples; 0 (not evaluated) at skipped ones, whose weight is exactly 0 without gradient."""
-        if occupied is None:
-            return self.field.albedo(feat, view_dirs)
-        keep = occupied.nonzero().squeeze(-1)
-        kept = self.field.albedo(feat[keep], None if view_dirs is None else view_dirs[keep])
-        return kept.new_zeros(feat.shape[0], kept.shape[-1]).index_copy(0, keep, kept)
 
     def _orient_subset(self, origins, directions, z, weights, rays: torch.Tensor, occupied) -> torch.Tensor:
         """`orient` on the drawn subset of rays (with normal_ray_fraction < 1; its mean estimates the full mean)."""

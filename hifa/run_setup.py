@@ -13,7 +13,7 @@ def build_prior(config: PriorConfig):
         return OraclePrior(config.oracle)
     from hifa.guidance.stable_diffusion import StableDiffusionConfig, StableDiffusionPrior
 
-    return StableDiffusionPrior(StableDiffusionConfig(model=config.model, precision=config.precision))
+    return StableDiffusionPrior(StableDiffusionConfig(model=config.model, precision=config.precision, channels_last=config.channels_last, compile=config.compile))
 
 
 def build_estimator(config: TrainConfig, prior):

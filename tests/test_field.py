@@ -48,6 +48,20 @@ def test_hifa_albedo_uses_sh_only_when_given_directions():
     assert not torch.allclose(view_a, view_b)
 
 
+def test_hifa_albedo_with_per_ray_directions_equals_per_sample_directions():
+    field = NeRFField(FieldConfig(grid=SMALL_GRID))
+    torch.nn.init.normal_(field.color_net[0].weight)  # large weights: a wrong split would show
+    _, feature = field.density_features(torch.rand(30, 3) - 0.5)
+    directions = torch.randn(5, 3)
+    rays = torch.tensor([0, 1, 2, 3, 4, 4] * 5, dtype=torch.int32)
+    per_ray = field.albedo(feature, directions, rays)
+    per_sample = field.albedo(feature, directions[rays.long()])
+    torch.testing.assert_close(per_ray, per_sample, atol=1e-6, rtol=1e-5)
+    grads = [torch.autograd.grad(out.square().sum(), list(field.color_net.parameters())) for out in (per_ray, per_sample)]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
 def test_sh_basis_is_orthonormal_on_the_sphere():
     d = torch.nn.functional.normalize(torch.randn(200_000, 3, dtype=torch.float64), dim=-1)
     basis = sh_encode(d, 4)

@@ -30,7 +30,7 @@ class BallField(nn.Module):
     def density(self, points):
         return self.density_features(points)[0]
 
-    def albedo(self, feature, directions=None):
+    def albedo(self, feature, directions=None, rays=None):
         return feature
 
     def normals(self, points):

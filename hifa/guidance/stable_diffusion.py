@@ -33,6 +33,8 @@ class StableDiffusionConfig:
     precision: Precision = "auto"
     device: str | None = None
     negative_prompt: str = ""
+    channels_last: bool = True  # CUDA only: UNet and VAE convolutions in channels_last
+    compile: bool = False  # CUDA only: torch.compile the UNet
 
     def __post_init__(self) -> None:
         require(bool(self.model.strip()), "prior.model", "must name a diffusers checkpoint id or folder")
@@ -111,6 +113,12 @@ class StableDiffusionPrior:
         scheduler = load_component(DDIMScheduler, cfg.model, "scheduler", what)
         for module in (self.text_encoder, self.vae, self.unet):
             module.to(self.device).eval().requires_grad_(False)
+        if self.device.type == "cuda":
+            if cfg.channels_last:
+                self.unet.to(memory_format=torch.channels_last)
+                self.vae.to(memory_format=torch.channels_last)
+            if cfg.compile:
+                self.unet.compile()
         # The reference indexes the scheduler's float32 table (method.md §10); keep its values.
         self.alphas_cumprod = scheduler.alphas_cumprod.to(torch.float64)
         self.prediction_type = scheduler.config.prediction_type

@@ -1,0 +1,152 @@
+"""Fused hash-grid encoding in Triton: one kernel for every level forward, one for the table gradients.
+
+Same layout, hash, interpolation and clamping as `hifa.encoding.encode_level` (tiny-cuda-nn's), so
+the three backends share one set of tables. Autograd keeps only the (N, 3) points for backward,
+where the pure-PyTorch path keeps every level's 8 corner indices and weights per point (about
+1.5 KiB per point at 16 levels). Gradients are scattered with fp32 atomics, so their summation
+order, and the last bits of the result, vary from run to run, as with tiny-cuda-nn.
+
+On CUDA tensors the kernels are compiled; on CPU tensors they run through Triton's interpreter,
+which is slow and exists so that the kernels are tested on machines without a GPU.
+"""
+
+import functools
+from types import SimpleNamespace
+
+import torch
+
+BLOCK = 256
+
+
+def triton_available() -> bool:
+    """Whether the triton package imports."""
+    try:
+        import triton  # noqa: F401
+    except Exception:  # a broken triton install raises assorted errors on import
+        return False
+    return True
+
+
+try:
+    import triton.language as tl
+except Exception:  # without triton the kernels below are never built; their annotations still need a name
+    tl = SimpleNamespace(constexpr=None)
+
+
+def _forward_kernel(unit_ptr, table_ptr, out_ptr, scale_ptr, res_ptr, hashed_ptr, offset_ptr, size_ptr, n_points,
+                    L: tl.constexpr, F: tl.constexpr, SMOOTH: tl.constexpr, BLOCK: tl.constexpr):
+    level = tl.program_id(1)
+    n = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = n < n_points
+    feats = tl.arange(0, F)
+    scale = tl.load(scale_ptr + level)
+    res = tl.load(res_ptr + level)
+    hashed = tl.load(hashed_ptr + level)
+    offset = tl.load(offset_ptr + level).to(tl.int64)
+    size = tl.load(size_ptr + level)
+    px = tl.load(unit_ptr + n * 3 + 0, mask=mask, other=0.0) * scale + 0.5
+    py = tl.load(unit_ptr + n * 3 + 1, mask=mask, other=0.0) * scale + 0.5
+    pz = tl.load(unit_ptr + n * 3 + 2, mask=mask, other=0.0) * scale + 0.5
+    fx, fy, fz = tl.floor(px), tl.floor(py), tl.floor(pz)
+    tx, ty, tz = px - fx, py - fy, pz - fz
+    if SMOOTH:
+        tx, ty, tz = tx * tx * (3.0 - 2.0 * tx), ty * ty * (3.0 - 2.0 * ty), tz * tz * (3.0 - 2.0 * tz)
+    ix, iy, iz = fx.to(tl.int32), fy.to(tl.int32), fz.to(tl.int32)
+    dense_res = res * (1 - hashed)  # 0 on hashed levels, whose dense index is never used (and would overflow)
+    acc = tl.full([BLOCK, F], 0.0, tl.float32)  # tl.full, not tl.zeros: a builtin, so the interpreter runs it without TRITON_INTERPRET
+    for c in tl.static_range(8):
+        cx, cy, cz = ix + (c & 1), iy + ((c >> 1) & 1), iz + ((c >> 2) & 1)
+        w = (tx if c & 1 else 1.0 - tx) * (ty if (c >> 1) & 1 else 1.0 - ty) * (tz if (c >> 2) & 1 else 1.0 - tz)
+        h = cx.to(tl.uint32) ^ (cy.to(tl.uint32) * 2654435761) ^ (cz.to(tl.uint32) * 805459861)
+        h_index = (h & (size - 1).to(tl.uint32)).to(tl.int32)
+        d_index = (cx + cy * dense_res + cz * dense_res * dense_res) % size
+        entry = offset + tl.where(hashed != 0, h_index, d_index).to(tl.int64)
+        values = tl.load(table_ptr + entry[:, None] * F + feats[None, :], mask=mask[:, None], other=0.0)
+        acc += w[:, None] * values
+    out = out_ptr + n.to(tl.int64)[:, None] * (L * F) + level * F + feats[None, :]
+    tl.store(out, acc, mask=mask[:, None])
+
+
+def _backward_kernel(unit_ptr, grad_out_ptr, grad_table_ptr, scale_ptr, res_ptr, hashed_ptr, offset_ptr, size_ptr, n_points,
+                     L: tl.constexpr, F: tl.constexpr, SMOOTH: tl.constexpr, BLOCK: tl.constexpr):
+    level = tl.program_id(1)
+    n = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = n < n_points
+    feats = tl.arange(0, F)
+    scale = tl.load(scale_ptr + level)
+    res = tl.load(res_ptr + level)
+    hashed = tl.load(hashed_ptr + level)
+    offset = tl.load(offset_ptr + level).to(tl.int64)
+    size = tl.load(size_ptr + level)
+    px = tl.load(unit_ptr + n * 3 + 0, mask=mask, other=0.0) * scale + 0.5
+    py = tl.load(unit_ptr + n * 3 + 1, mask=mask, other=0.0) * scale + 0.5
+    pz = tl.load(unit_ptr + n * 3 + 2, mask=mask, other=0.0) * scale + 0.5
+    fx, fy, fz = tl.floor(px), tl.floor(py), tl.floor(pz)
+    tx, ty, tz = px - fx, py - fy, pz - fz
+    if SMOOTH:
+        tx, ty, tz = tx * tx * (3.0 - 2.0 * tx), ty * ty * (3.0 - 2.0 * ty), tz * tz * (3.0 - 2.0 * tz)
+    ix, iy, iz = fx.to(tl.int32), fy.to(tl.int32), fz.to(tl.int32)
+    dense_res = res * (1 - hashed)
+    grad = tl.load(grad_out_ptr + n.to(tl.int64)[:, None] * (L * F) + level * F + feats[None, :], mask=mask[:, None], other=0.0)
+    for c in tl.static_range(8):
+        cx, cy, cz = ix + (c & 1), iy + ((c >> 1) & 1), iz + ((c >> 2) & 1)
+        w = (tx if c & 1 else 1.0 - tx) * (ty if (c >> 1) & 1 else 1.0 - ty) * (tz if (c >> 2) & 1 else 1.0 - tz)
+        h = cx.to(tl.uint32) ^ (cy.to(tl.uint32) * 2654435761) ^ (cz.to(tl.uint32) * 805459861)
+        h_index = (h & (size - 1).to(tl.uint32)).to(tl.int32)
+        d_index = (cx + cy * dense_res + cz * dense_res * dense_res) % size
+        entry = offset + tl.where(hashed != 0, h_index, d_index).to(tl.int64)
+        tl.atomic_add(grad_table_ptr + entry[:, None] * F + feats[None, :], w[:, None] * grad, mask=mask[:, None])
+
+
+@functools.cache
+def _kernels(interpret: bool) -> tuple:
+    """(forward, backward) kernels: compiled for CUDA, or Triton's interpreter for CPU tensors."""
+    import triton
+
+    if interpret:
+        from triton.runtime.interpreter import InterpretedFunction
+
+        return InterpretedFunction(_forward_kernel), InterpretedFunction(_backward_kernel)
+    return triton.jit(_forward_kernel), triton.jit(_backward_kernel)
+
+
+class LevelTable:
+    """Per-level layout as small device tensors, the form the kernels read."""
+
+    def __init__(self, levels: list, n_features: int, smooth: bool, device: torch.device):
+        self.scale = torch.tensor([lv.scale for lv in levels], dtype=torch.float32, device=device)
+        self.res = torch.tensor([lv.resolution for lv in levels], dtype=torch.int32, device=device)
+        self.hashed = torch.tensor([int(lv.hashed) for lv in levels], dtype=torch.int32, device=device)
+        self.offset = torch.tensor([lv.offset for lv in levels], dtype=torch.int32, device=device)
+        self.size = torch.tensor([lv.size for lv in levels], dtype=torch.int32, device=device)
+        self.n_levels, self.n_features, self.smooth = len(levels), n_features, smooth
+
+    def args(self) -> tuple:
+        return self.scale, self.res, self.hashed, self.offset, self.size
+
+
+def _launch(kernel, first: torch.Tensor, middle: torch.Tensor, last: torch.Tensor, layout: "LevelTable", n: int) -> None:
+    grid = (max(1, -(-n // BLOCK)), layout.n_levels)
+    kernel[grid](first, middle, last, *layout.args(), n, L=layout.n_levels, F=layout.n_features, SMOOTH=layout.smooth, BLOCK=BLOCK)
+
+
+class TritonHashGrid(torch.autograd.Function):
+    """Features (N, L*F) of unit points (N, 3) from the flat table; gradient for the table only."""
+
+    @staticmethod
+    def forward(ctx, unit: torch.Tensor, flat_table: torch.Tensor, layout: LevelTable):  # type: ignore[override]
+        unit = unit.contiguous().float()
+        out = unit.new_empty(unit.shape[0], layout.n_levels * layout.n_features)
+        if unit.shape[0]:
+            _launch(_kernels(unit.device.type != "cuda")[0], unit, flat_table.detach().contiguous(), out, layout, unit.shape[0])
+        ctx.save_for_backward(unit)
+        ctx.layout, ctx.table_numel = layout, flat_table.numel()
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        (unit,) = ctx.saved_tensors
+        grad_table = torch.zeros(ctx.table_numel, dtype=torch.float32, device=unit.device)
+        if unit.shape[0]:
+            _launch(_kernels(unit.device.type != "cuda")[1], unit, grad.contiguous().float(), grad_table, ctx.layout, unit.shape[0])
+        return None, grad_table, None
