@@ -83,6 +83,33 @@ def bench_encoding(device: torch.device, points: int, warmup: int, repeat: int) 
     return out
 
 
+def bench_encoding_rays(device: torch.device, rays: int, samples: int, warmup: int, repeat: int) -> dict:
+    """Triton grid forward + backward on samples ordered along rays (the renderer's layout), per backward RUN length."""
+    from hifa import hashgrid_triton
+    from hifa.encoding import HashGridConfig, HashGridEncoding
+
+    enc = HashGridEncoding(HashGridConfig(backend="triton")).to(device)
+    gen = torch.Generator(device).manual_seed(0)
+    origins = torch.tensor([0.0, 0.0, 3.2], device=device).expand(rays, 3)
+    dirs = torch.nn.functional.normalize(torch.randn(rays, 3, device=device, generator=gen) * 0.15 + torch.tensor([0.0, 0.0, -1.0], device=device), dim=-1)
+    t = torch.sort(2.2 + 2.0 * torch.rand(rays, samples, device=device, generator=gen), dim=-1).values
+    points = (origins[:, None] + dirs[:, None] * t[..., None]).reshape(-1, 3)
+    out = {"points": points.shape[0]}
+    default = hashgrid_triton.RUN
+    try:
+        for run in (1, 4, 8, 16):
+            hashgrid_triton.RUN = run
+            enc._layouts.clear()
+
+            def step() -> None:
+                enc(points).square().sum().backward()
+
+            out[f"run{run}_points_per_s"] = points.shape[0] / timed(step, device, warmup, repeat)
+    finally:
+        hashgrid_triton.RUN = default
+    return out
+
+
 def saved_for_backward(fn: Callable[[], object]) -> float:
     """MiB that autograd keeps for backward during `fn` (a checkpointed region keeps only its outputs)."""
     total = [0]
@@ -139,7 +166,7 @@ def bench_render(device: torch.device, preset_name: str, rays: int, warmup: int,
             "saved_mib": saved_for_backward(step), **extra}
 
 
-def bench_guidance(device: torch.device, model: str, resolution: int, warmup: int, repeat: int, channels_last: bool = True, compile_unet: bool = False) -> dict:
+def bench_guidance(device: torch.device, model: str, resolution: int, warmup: int, repeat: int, channels_last: bool = False, compile_unet: bool = False) -> dict:
     from hifa.cameras import orbit_cameras
     from hifa.guidance.guidance import Guidance, GuidanceConfig
     from hifa.guidance.stable_diffusion import StableDiffusionConfig, StableDiffusionPrior
@@ -153,6 +180,11 @@ def bench_guidance(device: torch.device, model: str, resolution: int, warmup: in
     variants += [(f"hifa_k{k}", GuidanceConfig(method="hifa", denoising_steps=k)) for k in (1, 2, 4)]
     for name, cfg in variants:
         guidance = Guidance(prior, cfg)
+        if name == "sds":  # the first call pays any torch.compile
+            t0 = time.perf_counter()
+            sum(guidance.loss(image, "a ladybug", camera, 1, 10_000, gen).terms.values()).backward()
+            sync(device)
+            out["first_call_s"] = time.perf_counter() - t0
 
         def step(guidance: Guidance = guidance) -> None:
             # Step 1 of the sqrt anneal is t = t_max, where K-step denoising runs all K UNet calls.
@@ -245,10 +277,14 @@ def ratios(sections: dict) -> dict:
         out["render hifa default grid / pure-PyTorch grid: speed-up"] = render["render_hifa"]["rays_per_s"] / render["render_hifa@torch-grid"]["rays_per_s"]
     if "train_step_hifa+checkpoint" in steps and "train_step_hifa+checkpoint@torch-grid" in steps:
         out["train step hifa+checkpoint, pure-PyTorch grid / default grid"] = steps["train_step_hifa+checkpoint@torch-grid"] / steps["train_step_hifa+checkpoint"]
-    nchw = sections.get("guidance@nchw", {})
-    for k in (1, 4):
-        if f"hifa_k{k}_ms" in nchw and f"hifa_k{k}_ms" in g:
-            out[f"guidance hifa K={k}, NCHW / channels_last"] = nchw[f"hifa_k{k}_ms"] / g[f"hifa_k{k}_ms"]
+    for variant, label in (("guidance@channels_last", "channels_last"), ("guidance+compile", "compiled")):
+        other = sections.get(variant, {})
+        for k in (1, 4):
+            if f"hifa_k{k}_ms" in other and f"hifa_k{k}_ms" in g:
+                out[f"guidance hifa K={k}, {label} / default"] = other[f"hifa_k{k}_ms"] / g[f"hifa_k{k}_ms"]
+    for name in ("hifa", "hifa-fast"):
+        if f"train_step_{name}+compile" in steps and f"train_step_{name}" in steps:
+            out[f"train step {name}, compiled prior / default"] = steps[f"train_step_{name}+compile"] / steps[f"train_step_{name}"]
     e = sections.get("encoding", {})
     for backend in ("cpp", "triton", "tcnn"):
         if f"{backend}_points_per_s" in e and "torch_points_per_s" in e:
@@ -261,37 +297,28 @@ def cuda_plan(device: torch.device, models: Path, warmup: int, repeat: int, out:
     from benchmarks.sd_architecture import build_dpt_large, build_sd21_base
 
     sd, dpt = str(build_sd21_base(models / "sd21-base")), str(build_dpt_large(models / "dpt-large"))
-    chunk, occ = "renderer.checkpoint_chunk_rays=16384", "renderer.occupancy.resolution=64"
-    train = {  # name -> (preset, overrides)
-        "hifa+checkpoint": ("hifa", [chunk]),
-        "hifa-fast": ("hifa-fast", []),
-        "hifa": ("hifa", []),
-        "hifa+checkpoint+occupancy": ("hifa", [chunk, occ]),
-        "hifa-fast+occupancy": ("hifa-fast", [occ]),
-    }
-    late = {
-        "hifa+checkpoint@torch-grid": ("hifa", [chunk, "field.grid.backend=torch"]),
-        "dreamfusion": ("dreamfusion", []),
-        "hifa+checkpoint4096": ("hifa", ["renderer.checkpoint_chunk_rays=4096"]),
-        "hifa@384+checkpoint": ("hifa", [chunk, "resolution=384"]),
-        "hifa@256": ("hifa", ["resolution=256"]),
-    }
+    chunk, occ, comp = "renderer.checkpoint_chunk_rays=16384", "renderer.occupancy.resolution=64", "prior.compile=true"
     step = lambda p, over: lambda: bench_train_step(device, p, sd, dpt, over, 2, 5)  # noqa: E731 - steps are long: fewer repeats
     rays = 1 << 14
-    plan: dict[str, Callable[[], dict]] = {f"train_step_{name}": step(p, over) for name, (p, over) in train.items()}
-    plan["profile_hifa+checkpoint_ms_per_step"] = lambda: profile_train_step(device, "hifa", sd, dpt, [chunk], out)
-    plan["guidance"] = lambda: bench_guidance(device, sd, 512, warmup, repeat)
-    plan["guidance@nchw"] = lambda: bench_guidance(device, sd, 512, warmup, repeat, channels_last=False)
-    plan.update({f"train_step_{name}": step(p, over) for name, (p, over) in late.items()})
-    plan.update({
+    plan: dict[str, Callable[[], dict]] = {
+        "train_step_hifa": step("hifa", []),
+        "train_step_hifa+compile": step("hifa", [comp]),
+        "train_step_hifa-fast": step("hifa-fast", []),
+        "train_step_hifa-fast+compile": step("hifa-fast", [comp]),
+        "guidance": lambda: bench_guidance(device, sd, 512, warmup, repeat),
+        "guidance+compile": lambda: bench_guidance(device, sd, 512, warmup, repeat, compile_unet=True),
+        "encoding_rays": lambda: bench_encoding_rays(device, 1 << 14, 192, warmup, repeat),
+        "train_step_hifa+checkpoint": step("hifa", [chunk]),
+        "train_step_hifa+occupancy": step("hifa", [occ]),
+        "profile_hifa_ms_per_step": lambda: profile_train_step(device, "hifa", sd, dpt, [], out),
         "encoding": lambda: bench_encoding(device, 1 << 21, warmup, repeat),
         "render_hifa": lambda: bench_render(device, "hifa", rays, warmup, repeat),
-        "render_hifa@torch-grid": lambda: bench_render(device, "hifa", rays, warmup, repeat, backend="torch"),
-        "render_hifa+checkpoint": lambda: bench_render(device, "hifa", rays, warmup, repeat, checkpoint_chunk=rays // 4),
         "render_hifa+occupancy": lambda: bench_render(device, "hifa", rays, warmup, repeat, occupancy=64),
         "render_hifa-fast": lambda: bench_render(device, "hifa-fast", rays, warmup, repeat),
-    })
-    plan["guidance+compile"] = lambda: bench_guidance(device, sd, 512, warmup, repeat, compile_unet=True)
+        "train_step_dreamfusion": step("dreamfusion", []),
+        "guidance@channels_last": lambda: bench_guidance(device, sd, 512, warmup, repeat, channels_last=True),
+        "train_step_hifa+checkpoint@torch-grid": step("hifa", [chunk, "field.grid.backend=torch"]),
+    }
     return plan
 
 

@@ -105,11 +105,12 @@ class NeRFField(nn.Module):
         """Density only, (N,)."""
         return self.density_features(points)[0]
 
-    def albedo(self, feature: torch.Tensor, directions: torch.Tensor | None = None, rays: torch.Tensor | None = None) -> torch.Tensor:
+    def albedo(self, feature: torch.Tensor, directions: torch.Tensor | None = None, rays: torch.Tensor | int | None = None) -> torch.Tensor:
         """Albedo in [0,1] (N, 3); `directions` feed the SH input (None: zeroed, view-independent).
 
-        `directions` are per row of `feature` (N, 3), or per ray (R, 3) with `rays` (N,) naming each
-        row's ray: the SH term of the first layer is then computed once per ray, not per sample.
+        `directions` are per row of `feature` (N, 3), or per ray (R, 3) when `rays` says which ray each
+        row belongs to: a tensor (N,) of ray indices, or an int S when the rows are S consecutive samples
+        per ray. The SH term of the first layer is then computed once per ray, not once per sample.
         """
         if self.color_net is None:
             return torch.sigmoid(feature)
@@ -119,11 +120,15 @@ class NeRFField(nn.Module):
         sh = sh_encode(nn.functional.normalize(directions, dim=-1), self.config.sh_degree)
         if rays is None:
             return torch.sigmoid(self.color_net(torch.cat([feature, sh], dim=-1)))
-        # Linear(cat(f, sh)) = f Wf^T + (sh Ws^T + b): the second part per ray, gathered per sample.
+        # Linear(cat(f, sh)) = f Wf^T + (sh Ws^T + b): the second part per ray, broadcast or gathered per sample.
         first = self.color_net[0]
         width = feature.shape[-1]
         per_ray = nn.functional.linear(sh, first.weight[:, width:], first.bias)
-        hidden = nn.functional.linear(feature, first.weight[:, :width]) + per_ray.index_select(0, rays)
+        hidden = nn.functional.linear(feature, first.weight[:, :width])
+        if isinstance(rays, int):
+            hidden = (hidden.view(-1, rays, hidden.shape[-1]) + per_ray[:, None, :]).view(hidden.shape)
+        else:
+            hidden = hidden + per_ray.index_select(0, rays)
         return torch.sigmoid(self.color_net[2](self.color_net[1](hidden)))
 
     def normals(self, points: torch.Tensor) -> torch.Tensor:

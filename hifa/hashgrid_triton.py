@@ -16,6 +16,10 @@ from types import SimpleNamespace
 import torch
 
 BLOCK = 256
+# Backward: levels whose cells are at most COARSE_RESOLUTION vertices across are walked RUN points per lane
+# (points along a ray share their cells), the finer ones one point per lane.
+RUN = 8
+COARSE_RESOLUTION = 128
 
 
 def triton_available() -> bool:
@@ -35,6 +39,8 @@ except Exception:  # without triton the kernels below are never built; their ann
 
 def _forward_kernel(unit_ptr, table_ptr, out_ptr, scale_ptr, res_ptr, hashed_ptr, offset_ptr, size_ptr, n_points,
                     L: tl.constexpr, F: tl.constexpr, SMOOTH: tl.constexpr, BLOCK: tl.constexpr):
+    # Corners one at a time (static unroll): tl.sum is a jitted helper, which Triton's interpreter runs only
+    # under TRITON_INTERPRET=1, and the CPU tests run the kernels without it.
     level = tl.program_id(1)
     n = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = n < n_points
@@ -44,6 +50,7 @@ def _forward_kernel(unit_ptr, table_ptr, out_ptr, scale_ptr, res_ptr, hashed_ptr
     hashed = tl.load(hashed_ptr + level)
     offset = tl.load(offset_ptr + level).to(tl.int64)
     size = tl.load(size_ptr + level)
+    dense_res = res * (1 - hashed)  # 0 on hashed levels, whose dense index is never used (and would overflow)
     px = tl.load(unit_ptr + n * 3 + 0, mask=mask, other=0.0) * scale + 0.5
     py = tl.load(unit_ptr + n * 3 + 1, mask=mask, other=0.0) * scale + 0.5
     pz = tl.load(unit_ptr + n * 3 + 2, mask=mask, other=0.0) * scale + 0.5
@@ -52,9 +59,8 @@ def _forward_kernel(unit_ptr, table_ptr, out_ptr, scale_ptr, res_ptr, hashed_ptr
     if SMOOTH:
         tx, ty, tz = tx * tx * (3.0 - 2.0 * tx), ty * ty * (3.0 - 2.0 * ty), tz * tz * (3.0 - 2.0 * tz)
     ix, iy, iz = fx.to(tl.int32), fy.to(tl.int32), fz.to(tl.int32)
-    dense_res = res * (1 - hashed)  # 0 on hashed levels, whose dense index is never used (and would overflow)
-    acc = tl.full([BLOCK, F], 0.0, tl.float32)  # tl.full, not tl.zeros: a builtin, so the interpreter runs it without TRITON_INTERPRET
-    for c in tl.static_range(8):
+    acc = tl.full([BLOCK, F], 0.0, tl.float32)
+    for c in tl.static_range(8):  # corner c has offset (c & 1, (c >> 1) & 1, (c >> 2) & 1)
         cx, cy, cz = ix + (c & 1), iy + ((c >> 1) & 1), iz + ((c >> 2) & 1)
         w = (tx if c & 1 else 1.0 - tx) * (ty if (c >> 1) & 1 else 1.0 - ty) * (tz if (c >> 2) & 1 else 1.0 - tz)
         h = cx.to(tl.uint32) ^ (cy.to(tl.uint32) * 2654435761) ^ (cz.to(tl.uint32) * 805459861)
@@ -67,35 +73,49 @@ def _forward_kernel(unit_ptr, table_ptr, out_ptr, scale_ptr, res_ptr, hashed_ptr
     tl.store(out, acc, mask=mask[:, None])
 
 
-def _backward_kernel(unit_ptr, grad_out_ptr, grad_table_ptr, scale_ptr, res_ptr, hashed_ptr, offset_ptr, size_ptr, n_points,
-                     L: tl.constexpr, F: tl.constexpr, SMOOTH: tl.constexpr, BLOCK: tl.constexpr):
-    level = tl.program_id(1)
-    n = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = n < n_points
+def _backward_kernel(unit_ptr, grad_out_ptr, grad_table_ptr, scale_ptr, res_ptr, hashed_ptr, offset_ptr, size_ptr, n_points, first_level,
+                     L: tl.constexpr, F: tl.constexpr, SMOOTH: tl.constexpr, BLOCK: tl.constexpr, RUN: tl.constexpr):
+    # Each lane walks RUN consecutive points and adds its sum for a table entry only when the entry changes:
+    # consecutive samples along a ray share coarse cells, so this cuts the atomics that contend on coarse levels.
+    level = tl.program_id(1) + first_level
+    lane = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     feats = tl.arange(0, F)
+    corner = tl.arange(0, 8)
+    ox, oy, oz = (corner & 1)[None, :], ((corner >> 1) & 1)[None, :], ((corner >> 2) & 1)[None, :]
     scale = tl.load(scale_ptr + level)
     res = tl.load(res_ptr + level)
     hashed = tl.load(hashed_ptr + level)
     offset = tl.load(offset_ptr + level).to(tl.int64)
     size = tl.load(size_ptr + level)
-    px = tl.load(unit_ptr + n * 3 + 0, mask=mask, other=0.0) * scale + 0.5
-    py = tl.load(unit_ptr + n * 3 + 1, mask=mask, other=0.0) * scale + 0.5
-    pz = tl.load(unit_ptr + n * 3 + 2, mask=mask, other=0.0) * scale + 0.5
-    fx, fy, fz = tl.floor(px), tl.floor(py), tl.floor(pz)
-    tx, ty, tz = px - fx, py - fy, pz - fz
-    if SMOOTH:
-        tx, ty, tz = tx * tx * (3.0 - 2.0 * tx), ty * ty * (3.0 - 2.0 * ty), tz * tz * (3.0 - 2.0 * tz)
-    ix, iy, iz = fx.to(tl.int32), fy.to(tl.int32), fz.to(tl.int32)
     dense_res = res * (1 - hashed)
-    grad = tl.load(grad_out_ptr + n.to(tl.int64)[:, None] * (L * F) + level * F + feats[None, :], mask=mask[:, None], other=0.0)
-    for c in tl.static_range(8):
-        cx, cy, cz = ix + (c & 1), iy + ((c >> 1) & 1), iz + ((c >> 2) & 1)
-        w = (tx if c & 1 else 1.0 - tx) * (ty if (c >> 1) & 1 else 1.0 - ty) * (tz if (c >> 2) & 1 else 1.0 - tz)
+    current = tl.full([BLOCK, 8], -1, tl.int64)
+    acc = tl.full([BLOCK, 8, F], 0.0, tl.float32)
+    for j in range(RUN):
+        n = lane * RUN + j
+        mask = n < n_points
+        px = tl.load(unit_ptr + n * 3 + 0, mask=mask, other=0.0) * scale + 0.5
+        py = tl.load(unit_ptr + n * 3 + 1, mask=mask, other=0.0) * scale + 0.5
+        pz = tl.load(unit_ptr + n * 3 + 2, mask=mask, other=0.0) * scale + 0.5
+        fx, fy, fz = tl.floor(px), tl.floor(py), tl.floor(pz)
+        tx, ty, tz = px - fx, py - fy, pz - fz
+        if SMOOTH:
+            tx, ty, tz = tx * tx * (3.0 - 2.0 * tx), ty * ty * (3.0 - 2.0 * ty), tz * tz * (3.0 - 2.0 * tz)
+        cx, cy, cz = fx.to(tl.int32)[:, None] + ox, fy.to(tl.int32)[:, None] + oy, fz.to(tl.int32)[:, None] + oz
+        w = (tl.where(ox == 1, tx[:, None], 1.0 - tx[:, None]) * tl.where(oy == 1, ty[:, None], 1.0 - ty[:, None])
+             * tl.where(oz == 1, tz[:, None], 1.0 - tz[:, None]))
         h = cx.to(tl.uint32) ^ (cy.to(tl.uint32) * 2654435761) ^ (cz.to(tl.uint32) * 805459861)
         h_index = (h & (size - 1).to(tl.uint32)).to(tl.int32)
         d_index = (cx + cy * dense_res + cz * dense_res * dense_res) % size
         entry = offset + tl.where(hashed != 0, h_index, d_index).to(tl.int64)
-        tl.atomic_add(grad_table_ptr + entry[:, None] * F + feats[None, :], w[:, None] * grad, mask=mask[:, None])
+        entry = tl.where(mask[:, None], entry, current)  # a lane past the end keeps its entries (and adds 0)
+        grad = tl.load(grad_out_ptr + n.to(tl.int64)[:, None] * (L * F) + level * F + feats[None, :], mask=mask[:, None], other=0.0)
+        contribution = w[:, :, None] * grad[:, None, :]
+        changed = entry != current
+        flush = changed & (current >= 0)
+        tl.atomic_add(grad_table_ptr + current[:, :, None] * F + feats[None, None, :], acc, mask=flush[:, :, None])
+        acc = tl.where(changed[:, :, None], contribution, acc + contribution)
+        current = entry
+    tl.atomic_add(grad_table_ptr + current[:, :, None] * F + feats[None, None, :], acc, mask=(current >= 0)[:, :, None])
 
 
 @functools.cache
@@ -120,14 +140,34 @@ class LevelTable:
         self.offset = torch.tensor([lv.offset for lv in levels], dtype=torch.int32, device=device)
         self.size = torch.tensor([lv.size for lv in levels], dtype=torch.int32, device=device)
         self.n_levels, self.n_features, self.smooth = len(levels), n_features, smooth
+        # Levels are ordered coarse to fine, so the coarse ones are a prefix.
+        self.coarse_levels = sum(lv.resolution <= COARSE_RESOLUTION for lv in levels)
 
     def args(self) -> tuple:
         return self.scale, self.res, self.hashed, self.offset, self.size
 
 
-def _launch(kernel, first: torch.Tensor, middle: torch.Tensor, last: torch.Tensor, layout: "LevelTable", n: int) -> None:
-    grid = (max(1, -(-n // BLOCK)), layout.n_levels)
-    kernel[grid](first, middle, last, *layout.args(), n, L=layout.n_levels, F=layout.n_features, SMOOTH=layout.smooth, BLOCK=BLOCK)
+def _options(unit: torch.Tensor) -> dict:
+    # No fused multiply-add when compiled: u * scale + 0.5 then rounds as PyTorch's separate ops do. With an
+    # FMA the finest levels' positions move by an ulp of ~2048, which changes features by up to ~2e-4.
+    return {} if unit.device.type != "cuda" else {"enable_fp_fusion": False}
+
+
+def _launch_forward(kernel, unit: torch.Tensor, table: torch.Tensor, out: torch.Tensor, layout: "LevelTable") -> None:
+    n = unit.shape[0]
+    grid = (-(-n // BLOCK), layout.n_levels)
+    kernel[grid](unit, table, out, *layout.args(), n, L=layout.n_levels, F=layout.n_features, SMOOTH=layout.smooth, BLOCK=BLOCK,
+                 **_options(unit))
+
+
+def _launch_backward(kernel, unit: torch.Tensor, grad: torch.Tensor, grad_table: torch.Tensor, layout: "LevelTable") -> None:
+    n = unit.shape[0]
+    coarse = layout.coarse_levels
+    for first, count, run in ((0, coarse, RUN), (coarse, layout.n_levels - coarse, 1)):
+        if count:
+            grid = (-(-n // (BLOCK * run)), count)
+            kernel[grid](unit, grad, grad_table, *layout.args(), n, first, L=layout.n_levels, F=layout.n_features,
+                         SMOOTH=layout.smooth, BLOCK=BLOCK, RUN=run, **_options(unit))
 
 
 class TritonHashGrid(torch.autograd.Function):
@@ -138,7 +178,7 @@ class TritonHashGrid(torch.autograd.Function):
         unit = unit.contiguous().float()
         out = unit.new_empty(unit.shape[0], layout.n_levels * layout.n_features)
         if unit.shape[0]:
-            _launch(_kernels(unit.device.type != "cuda")[0], unit, flat_table.detach().contiguous(), out, layout, unit.shape[0])
+            _launch_forward(_kernels(unit.device.type != "cuda")[0], unit, flat_table.detach().contiguous(), out, layout)
         ctx.save_for_backward(unit)
         ctx.layout, ctx.table_numel = layout, flat_table.numel()
         return out
@@ -148,5 +188,5 @@ class TritonHashGrid(torch.autograd.Function):
         (unit,) = ctx.saved_tensors
         grad_table = torch.zeros(ctx.table_numel, dtype=torch.float32, device=unit.device)
         if unit.shape[0]:
-            _launch(_kernels(unit.device.type != "cuda")[1], unit, grad.contiguous().float(), grad_table, ctx.layout, unit.shape[0])
+            _launch_backward(_kernels(unit.device.type != "cuda")[1], unit, grad.contiguous().float(), grad_table, ctx.layout)
         return None, grad_table, None

@@ -178,18 +178,16 @@ class Renderer(nn.Module):
         merge then sorts 3 channels per sample instead of the field's feature width.
         """
         points = (origins[:, None, :] + directions[:, None, :] * z[..., None]).reshape(-1, 3)
-        # View directions per ray, with each sample's ray index (int32: 4 bytes per sample kept for backward).
-        view_dirs = directions if view_dependent else None
-        rays = torch.arange(z.shape[0], device=z.device, dtype=torch.int32).repeat_interleave(z.shape[1])
+        view_dirs = directions if view_dependent else None  # per ray: the field's SH term is computed once per ray
         if not skip:
             sigma, feat = self.field.density_features(points)
-            return sigma.view(z.shape), self.field.albedo(feat, view_dirs, rays).view(*z.shape, 3), None
+            return sigma.view(z.shape), self.field.albedo(feat, view_dirs, z.shape[1]).view(*z.shape, 3), None
         occupied = self.occupancy.occupied_at(points)
         if not occupied.any():  # some backends (tiny-cuda-nn) reject empty batches; one evaluated sample is exact
             occupied[0] = True
         keep = occupied.nonzero().squeeze(-1)
         sigma_kept, feat_kept = self.field.density_features(points[keep])
-        rgb_kept = self.field.albedo(feat_kept, view_dirs, rays[keep])
+        rgb_kept = self.field.albedo(feat_kept, view_dirs, torch.div(keep, z.shape[1], rounding_mode="floor"))
         sigma = sigma_kept.new_zeros(points.shape[0]).index_copy(0, keep, sigma_kept)
         rgb = rgb_kept.new_zeros(points.shape[0], 3).index_copy(0, keep, rgb_kept)
         return sigma.view(z.shape), rgb.view(*z.shape, 3), occupied.view(z.shape)

@@ -54,11 +54,18 @@ def test_hifa_albedo_with_per_ray_directions_equals_per_sample_directions():
     _, feature = field.density_features(torch.rand(30, 3) - 0.5)
     directions = torch.randn(5, 3)
     rays = torch.tensor([0, 1, 2, 3, 4, 4] * 5, dtype=torch.int32)
-    per_ray = field.albedo(feature, directions, rays)
     per_sample = field.albedo(feature, directions[rays.long()])
-    torch.testing.assert_close(per_ray, per_sample, atol=1e-6, rtol=1e-5)
-    grads = [torch.autograd.grad(out.square().sum(), list(field.color_net.parameters())) for out in (per_ray, per_sample)]
-    for a, b in zip(*grads):
+    # Rows as 6 consecutive samples per ray: the broadcast form; and the same rays by index.
+    consecutive = field.albedo(feature, directions.repeat_interleave(6, 0)[::6], 6)
+    indexed = field.albedo(feature, directions, rays)
+    reference = field.albedo(feature, directions.repeat_interleave(6, 0))
+    torch.testing.assert_close(indexed, per_sample, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(consecutive, reference, atol=1e-6, rtol=1e-5)
+    outs = (indexed, per_sample, consecutive, reference)
+    grads = [torch.autograd.grad(out.square().sum(), list(field.color_net.parameters()), retain_graph=True) for out in outs]
+    for a, b in zip(grads[0], grads[1]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    for a, b in zip(grads[2], grads[3]):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 

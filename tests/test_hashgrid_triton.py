@@ -29,12 +29,14 @@ def pair(device: str, **grid) -> tuple[HashGridEncoding, HashGridEncoding]:
 def compare(ref: HashGridEncoding, fast: HashGridEncoding, points: torch.Tensor) -> None:
     a, b = ref(points), fast(points)
     assert b.shape == a.shape
-    torch.testing.assert_close(b, a, atol=2e-6, rtol=1e-5)
+    # Same positions bit for bit (no FMA on CUDA); the weights' product and the corner sum differ in order only.
+    cuda = points.is_cuda
+    torch.testing.assert_close(b, a, atol=1e-5 if cuda else 2e-6, rtol=1e-5)
     g = torch.randn_like(a)
     (a * g).sum().backward()
     (b * g).sum().backward()
     for level, (x, y) in enumerate(zip(ref.tables, fast.tables)):
-        torch.testing.assert_close(y.grad, x.grad, atol=5e-5, rtol=1e-4, msg=f"level {level}")
+        torch.testing.assert_close(y.grad, x.grad, atol=2e-4 if cuda else 5e-5, rtol=1e-4, msg=lambda m, level=level: f"level {level}: {m}")
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -44,6 +46,21 @@ def test_triton_matches_pytorch_on_dense_and_hashed_levels(device, interpolation
     assert [lv.hashed for lv in ref.levels][:2] == [False, True]  # both kinds of level are covered
     points = torch.rand(777, 3, device=device) * 3.4 - 1.7  # some outside the bound: clamped onto it
     points[:4] = torch.tensor([[1.5, 1.5, 1.5], [-1.5, -1.5, -1.5], [1.5, -1.5, 0.0], [0.0, 0.0, 0.0]])
+    compare(ref, fast, points)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_triton_matches_pytorch_on_points_along_rays(device):
+    """Ordered samples along rays, the renderer's layout: coarse levels merge runs of points per table entry."""
+    from hifa import hashgrid_triton
+
+    ref, fast = pair(device, n_levels=5, log2_hashmap_size=12, base_resolution=8, finest_resolution=512)
+    layout = fast._triton_layout(torch.device(device))
+    assert 0 < layout.coarse_levels < layout.n_levels  # both backward paths run
+    t = torch.linspace(0, 1, 97, device=device)
+    origins, directions = torch.rand(23, 3, device=device) - 0.5, torch.randn(23, 3, device=device)
+    points = (origins[:, None] + t[None, :, None] * directions[:, None]).reshape(-1, 3)  # 2231 points: ragged runs
+    assert points.shape[0] % (hashgrid_triton.BLOCK * hashgrid_triton.RUN) != 0
     compare(ref, fast, points)
 
 
