@@ -84,8 +84,7 @@ def bench_encoding(device: torch.device, points: int, warmup: int, repeat: int) 
 
 
 def bench_encoding_rays(device: torch.device, rays: int, samples: int, warmup: int, repeat: int) -> dict:
-    """Triton grid forward + backward on samples ordered along rays (the renderer's layout), per backward RUN length."""
-    from hifa import hashgrid_triton
+    """Triton grid forward + backward on samples ordered along rays (the renderer's layout)."""
     from hifa.encoding import HashGridConfig, HashGridEncoding
 
     enc = HashGridEncoding(HashGridConfig(backend="triton")).to(device)
@@ -94,20 +93,11 @@ def bench_encoding_rays(device: torch.device, rays: int, samples: int, warmup: i
     dirs = torch.nn.functional.normalize(torch.randn(rays, 3, device=device, generator=gen) * 0.15 + torch.tensor([0.0, 0.0, -1.0], device=device), dim=-1)
     t = torch.sort(2.2 + 2.0 * torch.rand(rays, samples, device=device, generator=gen), dim=-1).values
     points = (origins[:, None] + dirs[:, None] * t[..., None]).reshape(-1, 3)
-    out = {"points": points.shape[0]}
-    default = hashgrid_triton.RUN
-    try:
-        for run in (1, 4, 8, 16):
-            hashgrid_triton.RUN = run
-            enc._layouts.clear()
 
-            def step() -> None:
-                enc(points).square().sum().backward()
+    def step() -> None:
+        enc(points).square().sum().backward()
 
-            out[f"run{run}_points_per_s"] = points.shape[0] / timed(step, device, warmup, repeat)
-    finally:
-        hashgrid_triton.RUN = default
-    return out
+    return {"points": points.shape[0], "points_per_s": points.shape[0] / timed(step, device, warmup, repeat)}
 
 
 def saved_for_backward(fn: Callable[[], object]) -> float:
@@ -310,6 +300,8 @@ def cuda_plan(device: torch.device, models: Path, warmup: int, repeat: int, out:
         "encoding_rays": lambda: bench_encoding_rays(device, 1 << 14, 192, warmup, repeat),
         "train_step_hifa+checkpoint": step("hifa", [chunk]),
         "train_step_hifa+occupancy": step("hifa", [occ]),
+        "train_step_hifa+occupancy+compile": step("hifa", [occ, comp]),
+        "train_step_hifa-fast+occupancy+compile": step("hifa-fast", [occ, comp]),
         "profile_hifa_ms_per_step": lambda: profile_train_step(device, "hifa", sd, dpt, [], out),
         "encoding": lambda: bench_encoding(device, 1 << 21, warmup, repeat),
         "render_hifa": lambda: bench_render(device, "hifa", rays, warmup, repeat),

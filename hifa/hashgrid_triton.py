@@ -16,10 +16,6 @@ from types import SimpleNamespace
 import torch
 
 BLOCK = 256
-# Backward: levels whose cells are at most COARSE_RESOLUTION vertices across are walked RUN points per lane
-# (points along a ray share their cells), the finer ones one point per lane.
-RUN = 8
-COARSE_RESOLUTION = 128
 
 
 def triton_available() -> bool:
@@ -73,49 +69,37 @@ def _forward_kernel(unit_ptr, table_ptr, out_ptr, scale_ptr, res_ptr, hashed_ptr
     tl.store(out, acc, mask=mask[:, None])
 
 
-def _backward_kernel(unit_ptr, grad_out_ptr, grad_table_ptr, scale_ptr, res_ptr, hashed_ptr, offset_ptr, size_ptr, n_points, first_level,
-                     L: tl.constexpr, F: tl.constexpr, SMOOTH: tl.constexpr, BLOCK: tl.constexpr, RUN: tl.constexpr):
-    # Each lane walks RUN consecutive points and adds its sum for a table entry only when the entry changes:
-    # consecutive samples along a ray share coarse cells, so this cuts the atomics that contend on coarse levels.
-    level = tl.program_id(1) + first_level
-    lane = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+def _backward_kernel(unit_ptr, grad_out_ptr, grad_table_ptr, scale_ptr, res_ptr, hashed_ptr, offset_ptr, size_ptr, n_points,
+                     L: tl.constexpr, F: tl.constexpr, SMOOTH: tl.constexpr, BLOCK: tl.constexpr):
+    # One atomic add per (point, corner, feature). Merging runs of samples along a ray before adding was
+    # measured slower on an H200 (240 vs 257 M points/s): the adds are throughput-bound, not contended.
+    level = tl.program_id(1)
+    n = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = n < n_points
     feats = tl.arange(0, F)
-    corner = tl.arange(0, 8)
-    ox, oy, oz = (corner & 1)[None, :], ((corner >> 1) & 1)[None, :], ((corner >> 2) & 1)[None, :]
     scale = tl.load(scale_ptr + level)
     res = tl.load(res_ptr + level)
     hashed = tl.load(hashed_ptr + level)
     offset = tl.load(offset_ptr + level).to(tl.int64)
     size = tl.load(size_ptr + level)
     dense_res = res * (1 - hashed)
-    current = tl.full([BLOCK, 8], -1, tl.int64)
-    acc = tl.full([BLOCK, 8, F], 0.0, tl.float32)
-    for j in range(RUN):
-        n = lane * RUN + j
-        mask = n < n_points
-        px = tl.load(unit_ptr + n * 3 + 0, mask=mask, other=0.0) * scale + 0.5
-        py = tl.load(unit_ptr + n * 3 + 1, mask=mask, other=0.0) * scale + 0.5
-        pz = tl.load(unit_ptr + n * 3 + 2, mask=mask, other=0.0) * scale + 0.5
-        fx, fy, fz = tl.floor(px), tl.floor(py), tl.floor(pz)
-        tx, ty, tz = px - fx, py - fy, pz - fz
-        if SMOOTH:
-            tx, ty, tz = tx * tx * (3.0 - 2.0 * tx), ty * ty * (3.0 - 2.0 * ty), tz * tz * (3.0 - 2.0 * tz)
-        cx, cy, cz = fx.to(tl.int32)[:, None] + ox, fy.to(tl.int32)[:, None] + oy, fz.to(tl.int32)[:, None] + oz
-        w = (tl.where(ox == 1, tx[:, None], 1.0 - tx[:, None]) * tl.where(oy == 1, ty[:, None], 1.0 - ty[:, None])
-             * tl.where(oz == 1, tz[:, None], 1.0 - tz[:, None]))
+    px = tl.load(unit_ptr + n * 3 + 0, mask=mask, other=0.0) * scale + 0.5
+    py = tl.load(unit_ptr + n * 3 + 1, mask=mask, other=0.0) * scale + 0.5
+    pz = tl.load(unit_ptr + n * 3 + 2, mask=mask, other=0.0) * scale + 0.5
+    fx, fy, fz = tl.floor(px), tl.floor(py), tl.floor(pz)
+    tx, ty, tz = px - fx, py - fy, pz - fz
+    if SMOOTH:
+        tx, ty, tz = tx * tx * (3.0 - 2.0 * tx), ty * ty * (3.0 - 2.0 * ty), tz * tz * (3.0 - 2.0 * tz)
+    ix, iy, iz = fx.to(tl.int32), fy.to(tl.int32), fz.to(tl.int32)
+    grad = tl.load(grad_out_ptr + n.to(tl.int64)[:, None] * (L * F) + level * F + feats[None, :], mask=mask[:, None], other=0.0)
+    for c in tl.static_range(8):
+        cx, cy, cz = ix + (c & 1), iy + ((c >> 1) & 1), iz + ((c >> 2) & 1)
+        w = (tx if c & 1 else 1.0 - tx) * (ty if (c >> 1) & 1 else 1.0 - ty) * (tz if (c >> 2) & 1 else 1.0 - tz)
         h = cx.to(tl.uint32) ^ (cy.to(tl.uint32) * 2654435761) ^ (cz.to(tl.uint32) * 805459861)
         h_index = (h & (size - 1).to(tl.uint32)).to(tl.int32)
         d_index = (cx + cy * dense_res + cz * dense_res * dense_res) % size
         entry = offset + tl.where(hashed != 0, h_index, d_index).to(tl.int64)
-        entry = tl.where(mask[:, None], entry, current)  # a lane past the end keeps its entries (and adds 0)
-        grad = tl.load(grad_out_ptr + n.to(tl.int64)[:, None] * (L * F) + level * F + feats[None, :], mask=mask[:, None], other=0.0)
-        contribution = w[:, :, None] * grad[:, None, :]
-        changed = entry != current
-        flush = changed & (current >= 0)
-        tl.atomic_add(grad_table_ptr + current[:, :, None] * F + feats[None, None, :], acc, mask=flush[:, :, None])
-        acc = tl.where(changed[:, :, None], contribution, acc + contribution)
-        current = entry
-    tl.atomic_add(grad_table_ptr + current[:, :, None] * F + feats[None, None, :], acc, mask=(current >= 0)[:, :, None])
+        tl.atomic_add(grad_table_ptr + entry[:, None] * F + feats[None, :], w[:, None] * grad, mask=mask[:, None])
 
 
 @functools.cache
@@ -140,8 +124,6 @@ class LevelTable:
         self.offset = torch.tensor([lv.offset for lv in levels], dtype=torch.int32, device=device)
         self.size = torch.tensor([lv.size for lv in levels], dtype=torch.int32, device=device)
         self.n_levels, self.n_features, self.smooth = len(levels), n_features, smooth
-        # Levels are ordered coarse to fine, so the coarse ones are a prefix.
-        self.coarse_levels = sum(lv.resolution <= COARSE_RESOLUTION for lv in levels)
 
     def args(self) -> tuple:
         return self.scale, self.res, self.hashed, self.offset, self.size
@@ -162,12 +144,9 @@ def _launch_forward(kernel, unit: torch.Tensor, table: torch.Tensor, out: torch.
 
 def _launch_backward(kernel, unit: torch.Tensor, grad: torch.Tensor, grad_table: torch.Tensor, layout: "LevelTable") -> None:
     n = unit.shape[0]
-    coarse = layout.coarse_levels
-    for first, count, run in ((0, coarse, RUN), (coarse, layout.n_levels - coarse, 1)):
-        if count:
-            grid = (-(-n // (BLOCK * run)), count)
-            kernel[grid](unit, grad, grad_table, *layout.args(), n, first, L=layout.n_levels, F=layout.n_features,
-                         SMOOTH=layout.smooth, BLOCK=BLOCK, RUN=run, **_options(unit))
+    grid = (-(-n // BLOCK), layout.n_levels)
+    kernel[grid](unit, grad, grad_table, *layout.args(), n, L=layout.n_levels, F=layout.n_features, SMOOTH=layout.smooth, BLOCK=BLOCK,
+                 **_options(unit))
 
 
 class TritonHashGrid(torch.autograd.Function):

@@ -51,16 +51,14 @@ def test_triton_matches_pytorch_on_dense_and_hashed_levels(device, interpolation
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_triton_matches_pytorch_on_points_along_rays(device):
-    """Ordered samples along rays, the renderer's layout: coarse levels merge runs of points per table entry."""
+    """Ordered samples along rays, the renderer's layout: many points add into the same coarse entries."""
     from hifa import hashgrid_triton
 
     ref, fast = pair(device, n_levels=5, log2_hashmap_size=12, base_resolution=8, finest_resolution=512)
-    layout = fast._triton_layout(torch.device(device))
-    assert 0 < layout.coarse_levels < layout.n_levels  # both backward paths run
     t = torch.linspace(0, 1, 97, device=device)
     origins, directions = torch.rand(23, 3, device=device) - 0.5, torch.randn(23, 3, device=device)
     points = (origins[:, None] + t[None, :, None] * directions[:, None]).reshape(-1, 3)  # 2231 points: ragged runs
-    assert points.shape[0] % (hashgrid_triton.BLOCK * hashgrid_triton.RUN) != 0
+    assert points.shape[0] % hashgrid_triton.BLOCK != 0
     compare(ref, fast, points)
 
 
