@@ -1,7 +1,7 @@
 """Fused hash-grid encoding in Triton: one kernel for every level forward, one for the table gradients.
 
 Same layout, hash, interpolation and clamping as `hifa.encoding.encode_level` (tiny-cuda-nn's), so
-the three backends share one set of tables. Autograd keeps only the (N, 3) points for backward,
+all grid backends share one set of tables. Autograd keeps only the (N, 3) points for backward,
 where the pure-PyTorch path keeps every level's 8 corner indices and weights per point (about
 1.5 KiB per point at 16 levels). Gradients are scattered with fp32 atomics, so their summation
 order, and the last bits of the result, vary from run to run, as with tiny-cuda-nn.
@@ -108,7 +108,7 @@ def _kernels(interpret: bool) -> tuple:
     import triton
 
     if interpret:
-        from triton.runtime.interpreter import InterpretedFunction
+        from triton.runtime.interpreter import InterpretedFunction  # what triton.jit returns under TRITON_INTERPRET=1
 
         return InterpretedFunction(_forward_kernel), InterpretedFunction(_backward_kernel)
     return triton.jit(_forward_kernel), triton.jit(_backward_kernel)
@@ -135,18 +135,11 @@ def _options(unit: torch.Tensor) -> dict:
     return {} if unit.device.type != "cuda" else {"enable_fp_fusion": False}
 
 
-def _launch_forward(kernel, unit: torch.Tensor, table: torch.Tensor, out: torch.Tensor, layout: "LevelTable") -> None:
-    n = unit.shape[0]
-    grid = (-(-n // BLOCK), layout.n_levels)
-    kernel[grid](unit, table, out, *layout.args(), n, L=layout.n_levels, F=layout.n_features, SMOOTH=layout.smooth, BLOCK=BLOCK,
-                 **_options(unit))
-
-
-def _launch_backward(kernel, unit: torch.Tensor, grad: torch.Tensor, grad_table: torch.Tensor, layout: "LevelTable") -> None:
-    n = unit.shape[0]
-    grid = (-(-n // BLOCK), layout.n_levels)
-    kernel[grid](unit, grad, grad_table, *layout.args(), n, L=layout.n_levels, F=layout.n_features, SMOOTH=layout.smooth, BLOCK=BLOCK,
-                 **_options(unit))
+def _launch(kernel, unit: torch.Tensor, source: torch.Tensor, target: torch.Tensor, layout: "LevelTable") -> None:
+    """One program per (BLOCK points, level): forward (table -> features) or backward (feature grads -> table grads)."""
+    grid = (-(-unit.shape[0] // BLOCK), layout.n_levels)
+    kernel[grid](unit, source, target, *layout.args(), unit.shape[0], L=layout.n_levels, F=layout.n_features, SMOOTH=layout.smooth,
+                 BLOCK=BLOCK, **_options(unit))
 
 
 class TritonHashGrid(torch.autograd.Function):
@@ -157,7 +150,7 @@ class TritonHashGrid(torch.autograd.Function):
         unit = unit.contiguous().float()
         out = unit.new_empty(unit.shape[0], layout.n_levels * layout.n_features)
         if unit.shape[0]:
-            _launch_forward(_kernels(unit.device.type != "cuda")[0], unit, flat_table.detach().contiguous(), out, layout)
+            _launch(_kernels(unit.device.type != "cuda")[0], unit, flat_table.detach().contiguous(), out, layout)
         ctx.save_for_backward(unit)
         ctx.layout, ctx.table_numel = layout, flat_table.numel()
         return out
@@ -167,5 +160,5 @@ class TritonHashGrid(torch.autograd.Function):
         (unit,) = ctx.saved_tensors
         grad_table = torch.zeros(ctx.table_numel, dtype=torch.float32, device=unit.device)
         if unit.shape[0]:
-            _launch_backward(_kernels(unit.device.type != "cuda")[1], unit, grad.contiguous().float(), grad_table, ctx.layout)
+            _launch(_kernels(unit.device.type != "cuda")[1], unit, grad.contiguous().float(), grad_table, ctx.layout)
         return None, grad_table, None

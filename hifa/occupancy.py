@@ -22,12 +22,25 @@ class OccupancyConfig:
     # Absolute, not instant-ngp's min(mean, threshold): a skipped sample then changes alpha by at most
     # 1 - exp(-threshold * delta) (~1e-4 at the presets' spacing), so the render stays that close to dense.
     threshold: float = 0.01
+    # Cells within this many cells of an occupied one count as occupied: a skipped cell gets no gradient,
+    # so without a margin the surface could never grow past the cells that are occupied now.
+    dilation: int = 1
 
     def __post_init__(self) -> None:
         require(self.resolution == 0 or 2 <= self.resolution <= 512, "renderer.occupancy.resolution", "must be 0 (off) or lie in [2, 512]")
         require(self.update_every >= 1, "renderer.occupancy.update_every", "must be positive")
         require(0.0 <= self.decay < 1.0, "renderer.occupancy.decay", "must lie in [0, 1)")
         require(self.threshold >= 0, "renderer.occupancy.threshold", "must be >= 0")
+        require(self.dilation >= 0, "renderer.occupancy.dilation", "must be >= 0 cells")
+
+
+def dilate(occupied: torch.Tensor, resolution: int, cells: int) -> torch.Tensor:
+    """Flat (res^3,) mask grown by `cells` cells along every axis (a cube neighbourhood)."""
+    if cells == 0:
+        return occupied
+    grid = occupied.view(1, 1, resolution, resolution, resolution).float()
+    grown = nn.functional.max_pool3d(grid, kernel_size=2 * cells + 1, stride=1, padding=cells)
+    return grown.view(-1) > 0
 
 
 class OccupancyGrid(nn.Module):
@@ -75,7 +88,7 @@ class OccupancyGrid(nn.Module):
             centres = self.cell_centres(torch.arange(start, stop, device=device))
             fresh[start:stop] = field.density(centres + (jitter - 0.5) * cell).to(fresh.dtype)
         self.density.copy_(torch.maximum(self.density * cfg.decay, fresh))
-        self.occupied.copy_(self.density > cfg.threshold)
+        self.occupied.copy_(dilate(self.density > cfg.threshold, cfg.resolution, cfg.dilation))
 
     def occupancy(self) -> float:
         """Fraction of occupied cells."""

@@ -207,7 +207,7 @@ class Ball(nn.Module):
 
 
 def test_grid_update_marks_the_blob_occupied_and_empty_space_empty():
-    grid = OccupancyGrid(OccupancyConfig(resolution=16, decay=0.5, threshold=0.01), bound=1.0)
+    grid = OccupancyGrid(OccupancyConfig(resolution=16, decay=0.5, threshold=0.01, dilation=0), bound=1.0)
     assert grid.occupancy() == 1.0  # nothing is skipped before the first update
     grid.update(Ball(), torch.Generator().manual_seed(0))
     centres = grid.cell_centres(torch.arange(16**3))
@@ -221,6 +221,27 @@ def test_grid_update_marks_the_blob_occupied_and_empty_space_empty():
     grid.update(lambda_field(lambda p: torch.zeros(len(p))))
     assert torch.equal(grid.density, before * 0.5)  # an emptied field decays, as instant-ngp's grid
     assert torch.equal(grid.occupied, grid.density > 0.01)
+
+
+def test_dilation_grows_the_occupied_cells_by_a_margin():
+    from hifa.occupancy import dilate
+
+    one = torch.zeros(8**3, dtype=torch.bool)
+    one[(3 * 8 + 4) * 8 + 5] = True  # cell (3, 4, 5)
+    assert torch.equal(dilate(one, 8, 0), one)
+    grown = dilate(one, 8, 1).view(8, 8, 8)
+    assert grown.sum() == 27 and grown[2:5, 3:6, 4:7].all()
+    corner = torch.zeros(8**3, dtype=torch.bool)
+    corner[0] = True
+    assert dilate(corner, 8, 2).sum() == 27  # clipped at the border: 3 x 3 x 3 inside the box
+    # In a grid: the ball's cells plus a one-cell margin, so the surface can grow (skipped cells get no gradient).
+    tight = OccupancyGrid(OccupancyConfig(resolution=16, dilation=0), bound=1.0)
+    loose = OccupancyGrid(OccupancyConfig(resolution=16, dilation=1), bound=1.0)
+    for grid in (tight, loose):
+        grid.update(Ball(), torch.Generator().manual_seed(0))
+    assert torch.equal(loose.occupied, dilate(tight.occupied, 16, 1)) and loose.occupancy() > tight.occupancy()
+    with pytest.raises(ConfigError, match="dilation"):
+        OccupancyConfig(resolution=16, dilation=-1)
 
 
 def lambda_field(fn):
