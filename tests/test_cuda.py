@@ -118,3 +118,21 @@ def test_fast_paths_on_cuda_match_the_pytorch_one_pass_render():
     for key in ("image", "depth", "opacity", "weights", "z_vals", "pdf"):
         assert torch.allclose(out[key], ref_out[key], atol=1e-4), key
     assert torch.allclose(grad, ref_grad, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("option", ["channels_last", "compile"])
+def test_prior_speed_options_on_cuda_give_the_same_noise_prediction(models, option):
+    """channels_last / torch.compile of the UNet and VAE decoder: same epsilon and decode as the plain prior."""
+    from hifa.guidance.stable_diffusion import StableDiffusionConfig, StableDiffusionPrior
+
+    sd, _ = models
+    plain = StableDiffusionPrior(StableDiffusionConfig(model=str(sd), precision="float32"))
+    fast = StableDiffusionPrior(StableDiffusionConfig(model=str(sd), precision="float32", **{option: True}))
+    gen = torch.Generator("cuda").manual_seed(0)
+    size = plain.image_size // plain.vae_factor
+    latents = torch.randn(2, 4, size, size, device="cuda", generator=gen)
+    t = torch.tensor([500, 900], device="cuda")
+    handles = [plain.embed("a corgi").expand(2, -1, -1), plain.embed("").expand(2, -1, -1)]
+    for a, b in zip(plain.predict_eps(latents, t, handles), fast.predict_eps(latents, t, handles)):
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-3)
+    torch.testing.assert_close(fast.decode(latents), plain.decode(latents), atol=1e-4, rtol=1e-3)
