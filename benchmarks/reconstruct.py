@@ -23,10 +23,13 @@ TARGETS = {"psnr": 26.0, "chamfer_fraction_of_extent": 0.02}
 
 
 def machine() -> dict:
+    """Where and on what the figures were taken; `tree_modified` says the tree differs from `commit`."""
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "commit": commit,
+        "tree_modified": bool(status.strip()),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
