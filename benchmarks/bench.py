@@ -10,6 +10,7 @@ of memory) is recorded with its error instead of stopping the run.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import tempfile
 import time
@@ -286,29 +287,31 @@ def cuda_plan(device: torch.device, models: Path, warmup: int, repeat: int, out:
     """Full-size sections, most important first (a --deadline cuts the tail)."""
     from benchmarks.sd_architecture import build_dpt_large, build_sd21_base
 
-    sd, dpt = str(build_sd21_base(models / "sd21-base")), str(build_dpt_large(models / "dpt-large"))
+    # Built on first use, once: `--only encoding` needs no checkpoint.
+    sd = functools.cache(lambda: str(build_sd21_base(models / "sd21-base")))
+    dpt = functools.cache(lambda: str(build_dpt_large(models / "dpt-large")))
     chunk, occ, comp = "renderer.checkpoint_chunk_rays=16384", "renderer.occupancy.resolution=64", "prior.compile=true"
-    step = lambda p, over: lambda: bench_train_step(device, p, sd, dpt, over, 2, 5)  # noqa: E731 - steps are long: fewer repeats
+    step = lambda p, over: lambda: bench_train_step(device, p, sd(), dpt(), over, 2, 5)  # noqa: E731 - steps are long: fewer repeats
     rays = 1 << 14
     plan: dict[str, Callable[[], dict]] = {
         "train_step_hifa": step("hifa", []),
         "train_step_hifa+compile": step("hifa", [comp]),
         "train_step_hifa-fast": step("hifa-fast", []),
         "train_step_hifa-fast+compile": step("hifa-fast", [comp]),
-        "guidance": lambda: bench_guidance(device, sd, 512, warmup, repeat),
-        "guidance+compile": lambda: bench_guidance(device, sd, 512, warmup, repeat, compile_unet=True),
+        "guidance": lambda: bench_guidance(device, sd(), 512, warmup, repeat),
+        "guidance+compile": lambda: bench_guidance(device, sd(), 512, warmup, repeat, compile_unet=True),
         "encoding_rays": lambda: bench_encoding_rays(device, 1 << 14, 192, warmup, repeat),
         "train_step_hifa+checkpoint": step("hifa", [chunk]),
         "train_step_hifa+occupancy": step("hifa", [occ]),
         "train_step_hifa+occupancy+compile": step("hifa", [occ, comp]),
         "train_step_hifa-fast+occupancy+compile": step("hifa-fast", [occ, comp]),
-        "profile_hifa_ms_per_step": lambda: profile_train_step(device, "hifa", sd, dpt, [], out),
+        "profile_hifa_ms_per_step": lambda: profile_train_step(device, "hifa", sd(), dpt(), [], out),
         "encoding": lambda: bench_encoding(device, 1 << 21, warmup, repeat),
         "render_hifa": lambda: bench_render(device, "hifa", rays, warmup, repeat),
         "render_hifa+occupancy": lambda: bench_render(device, "hifa", rays, warmup, repeat, occupancy=64),
         "render_hifa-fast": lambda: bench_render(device, "hifa-fast", rays, warmup, repeat),
         "train_step_dreamfusion": step("dreamfusion", []),
-        "guidance@channels_last": lambda: bench_guidance(device, sd, 512, warmup, repeat, channels_last=True),
+        "guidance@channels_last": lambda: bench_guidance(device, sd(), 512, warmup, repeat, channels_last=True),
         "train_step_hifa+checkpoint@torch-grid": step("hifa", [chunk, "field.grid.backend=torch"]),
     }
     return plan
@@ -318,7 +321,8 @@ def cpu_plan(device: torch.device, models: Path, warmup: int, repeat: int, out: 
     """Tiny sections for a CPU (CI-sized); read the ratios."""
     from tests.tinyworld import build_tiny_dpt, build_tiny_stable_diffusion
 
-    sd, dpt = str(build_tiny_stable_diffusion(models / "tiny-sd")), str(build_tiny_dpt(models / "tiny-dpt"))
+    sd = functools.cache(lambda: str(build_tiny_stable_diffusion(models / "tiny-sd")))
+    dpt = functools.cache(lambda: str(build_tiny_dpt(models / "tiny-dpt")))
     small = ["resolution=32", "renderer.num_coarse=16", "renderer.num_fine=8", "field.grid.log2_hashmap_size=14", "field.grid.finest_resolution=256"]
     train = {"hifa": small, "hifa-fast": small[1:] + ["resolution=16"], "dreamfusion": small[1:] + ["resolution=16"],
              "hifa+checkpoint": small + ["renderer.checkpoint_chunk_rays=256"]}
@@ -329,10 +333,10 @@ def cpu_plan(device: torch.device, models: Path, warmup: int, repeat: int, out: 
         "render_hifa+checkpoint": lambda: bench_render(device, "hifa", rays, warmup, repeat, checkpoint_chunk=rays // 4),
         "render_hifa+occupancy": lambda: bench_render(device, "hifa", rays, warmup, repeat, occupancy=32),
         "render_hifa-fast": lambda: bench_render(device, "hifa-fast", rays, warmup, repeat),
-        "guidance": lambda: bench_guidance(device, sd, 64, warmup, repeat),
+        "guidance": lambda: bench_guidance(device, sd(), 64, warmup, repeat),
     }
     for name, over in train.items():
-        plan[f"train_step_{name}"] = lambda p=name.split("+")[0], over=over: bench_train_step(device, p, sd, dpt, over, warmup, repeat)
+        plan[f"train_step_{name}"] = lambda p=name.split("+")[0], over=over: bench_train_step(device, p, sd(), dpt(), over, warmup, repeat)
     return plan
 
 
