@@ -10,11 +10,12 @@ of memory) is recorded with its error instead of stopping the run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -68,10 +69,9 @@ def section(results: dict, name: str, fn: Callable[[], dict]) -> None:
 
 def bench_encoding(device: torch.device, points: int, warmup: int, repeat: int) -> dict:
     from hifa.encoding import HashGridConfig, HashGridEncoding, tcnn_available
-
-    out = {"points": points}
     from hifa.hashgrid_triton import triton_available
 
+    out = {"points": points}
     backends = ["torch", "cpp"] if device.type == "cpu" else ["torch"] + (["triton"] if triton_available() else []) + (["tcnn"] if tcnn_available() else [])
     for backend in backends:
         enc = HashGridEncoding(HashGridConfig(backend=backend)).to(device)
@@ -188,17 +188,24 @@ def bench_guidance(device: torch.device, model: str, resolution: int, warmup: in
     return out
 
 
-def bench_train_step(device: torch.device, preset_name: str, model: str, depth_model: str, overrides: list[str], warmup: int, repeat: int) -> dict:
-    """Median time of the trainer's first steps (sqrt anneal: t near t_max, all K UNet calls) and peak memory."""
+@contextlib.contextmanager
+def bench_trainer(preset_name: str, model: str, depth_model: str, overrides: list[str]) -> Iterator:
+    """A Trainer for a preset on the given SD / DPT checkpoints (no tracking), in a throwaway run folder."""
     from hifa.trainer import Trainer
     from hifa.training import resolve_config
 
     config = resolve_config(preset_name, "a ladybug", f"stable-diffusion:{model}", overrides=["tracking.enabled=false", f"depth.model={depth_model}", *overrides])
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(config, Path(tmp), progress=False)
+        yield Trainer(config, Path(tmp), progress=False)
+
+
+def bench_train_step(device: torch.device, preset_name: str, model: str, depth_model: str, overrides: list[str], warmup: int, repeat: int) -> dict:
+    """Median time of the trainer's first steps (sqrt anneal: t near t_max, all K UNet calls) and peak memory."""
+    with bench_trainer(preset_name, model, depth_model, overrides) as trainer:
         counter = iter(range(1, 10_000))
         peak_memory(device, reset=True)
         seconds = timed(lambda: trainer.training_step(next(counter)), device, warmup, repeat)
+        config = trainer.config
         out = {"resolution": config.resolution, "samples": config.renderer.num_coarse + config.renderer.num_fine, "step_ms": 1000 * seconds,
                "peak_gib": peak_memory(device), "overrides": " ".join(overrides)}
         if trainer.renderer.occupancy is not None:
@@ -210,12 +217,7 @@ def profile_train_step(device: torch.device, preset_name: str, model: str, depth
     """torch.profiler over two training steps after two warm-ups: the top ops by device time, table into `out`."""
     from torch.profiler import ProfilerActivity, profile
 
-    from hifa.trainer import Trainer
-    from hifa.training import resolve_config
-
-    config = resolve_config(preset_name, "a ladybug", f"stable-diffusion:{model}", overrides=["tracking.enabled=false", f"depth.model={depth_model}", *overrides])
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(config, Path(tmp), progress=False)
+    with bench_trainer(preset_name, model, depth_model, overrides) as trainer:
         for step in (1, 2):
             trainer.training_step(step)
         sync(device)
@@ -313,6 +315,12 @@ def cuda_plan(device: torch.device, models: Path, warmup: int, repeat: int, out:
         "train_step_dreamfusion": step("dreamfusion", []),
         "guidance@channels_last": lambda: bench_guidance(device, sd(), 512, warmup, repeat, channels_last=True),
         "train_step_hifa+checkpoint@torch-grid": step("hifa", [chunk, "field.grid.backend=torch"]),
+        # The rest of the README's knob table, and the render paths' ratios.
+        "train_step_hifa+checkpoint4096": step("hifa", ["renderer.checkpoint_chunk_rays=4096"]),
+        "train_step_hifa@384+checkpoint": step("hifa", [chunk, "resolution=384"]),
+        "train_step_hifa@256": step("hifa", ["resolution=256"]),
+        "render_hifa@torch-grid": lambda: bench_render(device, "hifa", rays, warmup, repeat, backend="torch"),
+        "render_hifa+checkpoint": lambda: bench_render(device, "hifa", rays, warmup, repeat, checkpoint_chunk=rays // 4),
     }
     return plan
 

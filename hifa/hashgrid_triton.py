@@ -1,4 +1,4 @@
-"""Fused hash-grid encoding in Triton: one kernel for every level forward, one for the table gradients.
+"""Fused hash-grid encoding in Triton: one kernel over every level, for the features and for the table gradients.
 
 Same layout, hash, interpolation and clamping as `hifa.encoding.encode_level` (tiny-cuda-nn's), so
 all grid backends share one set of tables. Autograd keeps only the (N, 3) points for backward,
@@ -18,6 +18,7 @@ import torch
 BLOCK = 256
 
 
+@functools.cache
 def triton_available() -> bool:
     """Whether the triton package imports."""
     try:
@@ -33,10 +34,14 @@ except Exception:  # without triton the kernels below are never built; their ann
     tl = SimpleNamespace(constexpr=None)
 
 
-def _forward_kernel(unit_ptr, table_ptr, out_ptr, scale_ptr, res_ptr, hashed_ptr, offset_ptr, size_ptr, n_points,
-                    L: tl.constexpr, F: tl.constexpr, SMOOTH: tl.constexpr, BLOCK: tl.constexpr):
+def _kernel(unit_ptr, table_ptr, feat_ptr, scale_ptr, res_ptr, hashed_ptr, offset_ptr, size_ptr, n_points,
+            L: tl.constexpr, F: tl.constexpr, SMOOTH: tl.constexpr, BLOCK: tl.constexpr, BACKWARD: tl.constexpr):
+    """Forward: features (N, L*F) at `feat_ptr` from the table. Backward: table gradients at `table_ptr` from the
+    feature gradients at `feat_ptr`, one atomic add per (point, corner, feature)."""
     # Corners one at a time (static unroll): tl.sum is a jitted helper, which Triton's interpreter runs only
-    # under TRITON_INTERPRET=1, and the CPU tests run the kernels without it.
+    # under TRITON_INTERPRET=1, and the CPU tests run the kernel without it. Merging runs of samples along a
+    # ray before the backward's adds was measured slower on an H200 (240 vs 257 M points/s): the adds are
+    # throughput-bound, not contended.
     level = tl.program_id(1)
     n = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = n < n_points
@@ -55,7 +60,11 @@ def _forward_kernel(unit_ptr, table_ptr, out_ptr, scale_ptr, res_ptr, hashed_ptr
     if SMOOTH:
         tx, ty, tz = tx * tx * (3.0 - 2.0 * tx), ty * ty * (3.0 - 2.0 * ty), tz * tz * (3.0 - 2.0 * tz)
     ix, iy, iz = fx.to(tl.int32), fy.to(tl.int32), fz.to(tl.int32)
-    acc = tl.full([BLOCK, F], 0.0, tl.float32)
+    feat = feat_ptr + n.to(tl.int64)[:, None] * (L * F) + level * F + feats[None, :]
+    if BACKWARD:
+        grad = tl.load(feat, mask=mask[:, None], other=0.0)
+    else:
+        acc = tl.full([BLOCK, F], 0.0, tl.float32)
     for c in tl.static_range(8):  # corner c has offset (c & 1, (c >> 1) & 1, (c >> 2) & 1)
         cx, cy, cz = ix + (c & 1), iy + ((c >> 1) & 1), iz + ((c >> 2) & 1)
         w = (tx if c & 1 else 1.0 - tx) * (ty if (c >> 1) & 1 else 1.0 - ty) * (tz if (c >> 2) & 1 else 1.0 - tz)
@@ -63,55 +72,25 @@ def _forward_kernel(unit_ptr, table_ptr, out_ptr, scale_ptr, res_ptr, hashed_ptr
         h_index = (h & (size - 1).to(tl.uint32)).to(tl.int32)
         d_index = (cx + cy * dense_res + cz * dense_res * dense_res) % size
         entry = offset + tl.where(hashed != 0, h_index, d_index).to(tl.int64)
-        values = tl.load(table_ptr + entry[:, None] * F + feats[None, :], mask=mask[:, None], other=0.0)
-        acc += w[:, None] * values
-    out = out_ptr + n.to(tl.int64)[:, None] * (L * F) + level * F + feats[None, :]
-    tl.store(out, acc, mask=mask[:, None])
-
-
-def _backward_kernel(unit_ptr, grad_out_ptr, grad_table_ptr, scale_ptr, res_ptr, hashed_ptr, offset_ptr, size_ptr, n_points,
-                     L: tl.constexpr, F: tl.constexpr, SMOOTH: tl.constexpr, BLOCK: tl.constexpr):
-    # One atomic add per (point, corner, feature). Merging runs of samples along a ray before adding was
-    # measured slower on an H200 (240 vs 257 M points/s): the adds are throughput-bound, not contended.
-    level = tl.program_id(1)
-    n = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = n < n_points
-    feats = tl.arange(0, F)
-    scale = tl.load(scale_ptr + level)
-    res = tl.load(res_ptr + level)
-    hashed = tl.load(hashed_ptr + level)
-    offset = tl.load(offset_ptr + level).to(tl.int64)
-    size = tl.load(size_ptr + level)
-    dense_res = res * (1 - hashed)
-    px = tl.load(unit_ptr + n * 3 + 0, mask=mask, other=0.0) * scale + 0.5
-    py = tl.load(unit_ptr + n * 3 + 1, mask=mask, other=0.0) * scale + 0.5
-    pz = tl.load(unit_ptr + n * 3 + 2, mask=mask, other=0.0) * scale + 0.5
-    fx, fy, fz = tl.floor(px), tl.floor(py), tl.floor(pz)
-    tx, ty, tz = px - fx, py - fy, pz - fz
-    if SMOOTH:
-        tx, ty, tz = tx * tx * (3.0 - 2.0 * tx), ty * ty * (3.0 - 2.0 * ty), tz * tz * (3.0 - 2.0 * tz)
-    ix, iy, iz = fx.to(tl.int32), fy.to(tl.int32), fz.to(tl.int32)
-    grad = tl.load(grad_out_ptr + n.to(tl.int64)[:, None] * (L * F) + level * F + feats[None, :], mask=mask[:, None], other=0.0)
-    for c in tl.static_range(8):
-        cx, cy, cz = ix + (c & 1), iy + ((c >> 1) & 1), iz + ((c >> 2) & 1)
-        w = (tx if c & 1 else 1.0 - tx) * (ty if (c >> 1) & 1 else 1.0 - ty) * (tz if (c >> 2) & 1 else 1.0 - tz)
-        h = cx.to(tl.uint32) ^ (cy.to(tl.uint32) * 2654435761) ^ (cz.to(tl.uint32) * 805459861)
-        h_index = (h & (size - 1).to(tl.uint32)).to(tl.int32)
-        d_index = (cx + cy * dense_res + cz * dense_res * dense_res) % size
-        entry = offset + tl.where(hashed != 0, h_index, d_index).to(tl.int64)
-        tl.atomic_add(grad_table_ptr + entry[:, None] * F + feats[None, :], w[:, None] * grad, mask=mask[:, None])
+        table = table_ptr + entry[:, None] * F + feats[None, :]
+        if BACKWARD:
+            tl.atomic_add(table, w[:, None] * grad, mask=mask[:, None])
+        else:
+            acc += w[:, None] * tl.load(table, mask=mask[:, None], other=0.0)
+    if not BACKWARD:
+        tl.store(feat, acc, mask=mask[:, None])
 
 
 @functools.cache
-def _kernels(interpret: bool) -> tuple:
-    """(forward, backward) kernels: compiled for CUDA, or Triton's interpreter for CPU tensors."""
+def _compiled(interpret: bool):
+    """The kernel, compiled for CUDA or run by Triton's interpreter for CPU tensors."""
     import triton
 
     if interpret:
         from triton.runtime.interpreter import InterpretedFunction  # what triton.jit returns under TRITON_INTERPRET=1
 
-        return InterpretedFunction(_forward_kernel), InterpretedFunction(_backward_kernel)
-    return triton.jit(_forward_kernel), triton.jit(_backward_kernel)
+        return InterpretedFunction(_kernel)
+    return triton.jit(_kernel)
 
 
 class LevelTable:
@@ -129,17 +108,17 @@ class LevelTable:
         return self.scale, self.res, self.hashed, self.offset, self.size
 
 
-def _options(unit: torch.Tensor) -> dict:
-    # No fused multiply-add when compiled: u * scale + 0.5 then rounds as PyTorch's separate ops do. With an
-    # FMA the finest levels' positions move by an ulp of ~2048, which changes features by up to ~2e-4.
-    return {} if unit.device.type != "cuda" else {"enable_fp_fusion": False}
+def launch_options(device: torch.device) -> dict:
+    """Compile options: no fused multiply-add on CUDA, so u * scale + 0.5 rounds as PyTorch's separate ops do."""
+    # With an FMA the finest levels' positions move by an ulp of ~2048, which changes features by up to ~2e-4.
+    return {"enable_fp_fusion": False} if device.type == "cuda" else {}
 
 
-def _launch(kernel, unit: torch.Tensor, source: torch.Tensor, target: torch.Tensor, layout: "LevelTable") -> None:
-    """One program per (BLOCK points, level): forward (table -> features) or backward (feature grads -> table grads)."""
+def _launch(unit: torch.Tensor, table: torch.Tensor, feat: torch.Tensor, layout: "LevelTable", backward: bool) -> None:
+    """One program per (BLOCK points, level): features from the table, or table gradients from feature gradients."""
     grid = (-(-unit.shape[0] // BLOCK), layout.n_levels)
-    kernel[grid](unit, source, target, *layout.args(), unit.shape[0], L=layout.n_levels, F=layout.n_features, SMOOTH=layout.smooth,
-                 BLOCK=BLOCK, **_options(unit))
+    _compiled(unit.device.type != "cuda")[grid](unit, table, feat, *layout.args(), unit.shape[0], L=layout.n_levels, F=layout.n_features,
+                                                SMOOTH=layout.smooth, BLOCK=BLOCK, BACKWARD=backward, **launch_options(unit.device))
 
 
 class TritonHashGrid(torch.autograd.Function):
@@ -150,7 +129,7 @@ class TritonHashGrid(torch.autograd.Function):
         unit = unit.contiguous().float()
         out = unit.new_empty(unit.shape[0], layout.n_levels * layout.n_features)
         if unit.shape[0]:
-            _launch(_kernels(unit.device.type != "cuda")[0], unit, flat_table.detach().contiguous(), out, layout)
+            _launch(unit, flat_table.detach().contiguous(), out, layout, backward=False)
         ctx.save_for_backward(unit)
         ctx.layout, ctx.table_numel = layout, flat_table.numel()
         return out
@@ -160,5 +139,5 @@ class TritonHashGrid(torch.autograd.Function):
         (unit,) = ctx.saved_tensors
         grad_table = torch.zeros(ctx.table_numel, dtype=torch.float32, device=unit.device)
         if unit.shape[0]:
-            _launch(_kernels(unit.device.type != "cuda")[1], unit, grad.contiguous().float(), grad_table, ctx.layout)
+            _launch(unit, grad_table, grad.contiguous().float(), ctx.layout, backward=True)
         return None, grad_table, None

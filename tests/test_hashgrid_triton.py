@@ -90,3 +90,26 @@ def test_auto_backend_uses_triton_on_cuda_only():
 def test_triton_on_cuda_matches_pytorch_at_full_size():  # pragma: no cover - runs where CUDA exists
     ref, fast = pair("cuda")  # the presets' grid: 16 levels, 2^19 entries, finest 2048
     compare(ref, fast, torch.rand(200_000, 3, device="cuda") * 3 - 1.5)
+
+
+@pytest.mark.parametrize("backward", [False, True])
+def test_kernel_compiles_for_hopper_without_fused_multiply_add(backward):
+    """The compiled path, checked on any machine: Triton builds it for sm_90 (an H100) ahead of time.
+
+    No FMA in the PTX is what keeps positions bit-equal with PyTorch; atomic adds appear in the backward only.
+    """
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from hifa.hashgrid_triton import _kernel, launch_options
+
+    pointers = ["unit_ptr", "table_ptr", "feat_ptr", "scale_ptr"]
+    signature = {**{p: "*fp32" for p in pointers}, **{p: "*i32" for p in ("res_ptr", "hashed_ptr", "offset_ptr", "size_ptr")}, "n_points": "i32"}
+    constants = {"L": 4, "F": 2, "SMOOTH": True, "BLOCK": 256, "BACKWARD": backward}
+    signature.update({name: "constexpr" for name in constants})
+    source = ASTSource(triton.jit(_kernel), signature, constexprs=constants)
+    ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=launch_options(torch.device("cuda"))).asm["ptx"]
+    atomics = ptx.count("red.global") + ptx.count("atom.global")
+    assert "fma.rn.f32" not in ptx
+    assert (atomics > 0) == backward

@@ -207,7 +207,7 @@ class Ball(nn.Module):
 
 
 def test_grid_update_marks_the_blob_occupied_and_empty_space_empty():
-    grid = OccupancyGrid(OccupancyConfig(resolution=16, decay=0.5, threshold=0.01, dilation=0), bound=1.0)
+    grid = OccupancyGrid(OccupancyConfig(resolution=16, decay=0.5, threshold=0.01), bound=1.0)
     assert grid.occupancy() == 1.0  # nothing is skipped before the first update
     grid.update(Ball(), torch.Generator().manual_seed(0))
     centres = grid.cell_centres(torch.arange(16**3))
