@@ -157,15 +157,19 @@ def bench_render(device: torch.device, preset_name: str, rays: int, warmup: int,
             "saved_mib": saved_for_backward(step), **extra}
 
 
-def bench_guidance(device: torch.device, model: str, resolution: int, warmup: int, repeat: int, channels_last: bool = False, compile_unet: bool = False) -> dict:
+def bench_guidance(device: torch.device, model: str, resolution: int, warmup: int, repeat: int, channels_last: bool = False, compile_unet: bool = False,
+                   unet_mode: str | None = None) -> dict:
+    """Guidance step times (SDS, HiFA K = 1, 2, 4); `unet_mode` compiles the UNet in that torch.compile mode (an experiment)."""
     from hifa.cameras import orbit_cameras
     from hifa.guidance.guidance import Guidance, GuidanceConfig
     from hifa.guidance.stable_diffusion import StableDiffusionConfig, StableDiffusionPrior
 
     prior = StableDiffusionPrior(StableDiffusionConfig(model=model, channels_last=channels_last, compile=compile_unet))
+    if unet_mode is not None:
+        prior.unet.compile(mode=unet_mode)
     camera = orbit_cameras(1)
     image = torch.rand(1, 3, resolution, resolution, device=device, requires_grad=True)
-    out: dict = {"dtype": str(prior.dtype), "prior_image_size": prior.image_size, "channels_last": channels_last, "compile": compile_unet}
+    out: dict = {"dtype": str(prior.dtype), "prior_image_size": prior.image_size, "channels_last": channels_last, "compile": compile_unet, "unet_mode": unet_mode}
     gen = torch.Generator().manual_seed(0)
     variants = [("sds", GuidanceConfig(method="sds", view_mode="suffix", schedule="uniform", denoising_steps=1))]
     variants += [(f"hifa_k{k}", GuidanceConfig(method="hifa", denoising_steps=k)) for k in (1, 2, 4)]
@@ -296,13 +300,15 @@ def cuda_plan(device: torch.device, models: Path, warmup: int, repeat: int, out:
     step = lambda p, over: lambda: bench_train_step(device, p, sd(), dpt(), over, 2, 5)  # noqa: E731 - steps are long: fewer repeats
     rays = 1 << 14
     plan: dict[str, Callable[[], dict]] = {
+        "encoding_rays": lambda: bench_encoding_rays(device, 1 << 14, 192, warmup, repeat),
         "train_step_hifa": step("hifa", []),
+        "train_step_hifa@fp32": step("hifa", ["tf32=false"]),
         "train_step_hifa+compile": step("hifa", [comp]),
-        "train_step_hifa-fast": step("hifa-fast", []),
         "train_step_hifa-fast+compile": step("hifa-fast", [comp]),
+        "train_step_hifa-fast": step("hifa-fast", []),
         "guidance": lambda: bench_guidance(device, sd(), 512, warmup, repeat),
         "guidance+compile": lambda: bench_guidance(device, sd(), 512, warmup, repeat, compile_unet=True),
-        "encoding_rays": lambda: bench_encoding_rays(device, 1 << 14, 192, warmup, repeat),
+        "guidance+compile@reduce-overhead": lambda: bench_guidance(device, sd(), 512, warmup, repeat, compile_unet=True, unet_mode="reduce-overhead"),
         "train_step_hifa+checkpoint": step("hifa", [chunk]),
         "train_step_hifa+occupancy": step("hifa", [occ]),
         "train_step_hifa+occupancy+compile": step("hifa", [occ, comp]),

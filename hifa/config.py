@@ -27,7 +27,7 @@ class PriorConfig:
     model: str = DEFAULT_MODEL
     precision: Precision = "auto"
     # CUDA only: UNet and VAE in channels_last (measured slower on an H200, so off); torch.compile the UNet and
-    # the VAE decoder (a one-off compile, then faster steps: benchmarks/results).
+    # the VAE encoder and decoder (a one-off compile, then faster steps: benchmarks/results).
     channels_last: bool = False
     compile: bool = False
     oracle: OracleConfig = default(default_factory=OracleConfig)
@@ -102,6 +102,8 @@ class TrainConfig:
     resolution: int = 512
     seed: int = 0
     device: str = "auto"  # 'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'; the field stays fp32
+    # CUDA only: the field's fp32 matmuls on tensor cores in TF32 (10-bit mantissa; tested against fp32 in tests/test_cuda.py).
+    tf32: bool = True
     shading: Literal["albedo", "lambertian-textureless"] = "albedo"
     textureless_rate: float = 0.2
     random_background_rate: float = 0.5

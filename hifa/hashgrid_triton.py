@@ -74,7 +74,7 @@ def _kernel(unit_ptr, table_ptr, feat_ptr, scale_ptr, res_ptr, hashed_ptr, offse
         entry = offset + tl.where(hashed != 0, h_index, d_index).to(tl.int64)
         table = table_ptr + entry[:, None] * F + feats[None, :]
         if BACKWARD:
-            tl.atomic_add(table, w[:, None] * grad, mask=mask[:, None])
+            tl.atomic_add(table, w[:, None] * grad, mask=mask[:, None], sem="relaxed")
         else:
             acc += w[:, None] * tl.load(table, mask=mask[:, None], other=0.0)
     if not BACKWARD:

@@ -89,6 +89,13 @@ def memory_message(config: TrainConfig, step: int, checkpoint_step: int, exc: Ba
     )
 
 
+def configure_cuda_math(device: torch.device, tf32: bool) -> None:
+    """On CUDA: fp32 matmuls in TF32 or not, and cuDNN timing its convolution algorithms per shape (the shapes are fixed)."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.benchmark = True
+
+
 class Trainer:
     """One text-to-3D optimisation writing into `run_dir`; `train()` resumes from its checkpoint if present."""
 
@@ -98,6 +105,7 @@ class Trainer:
         self.config, self.run_dir, self.progress = config, Path(run_dir), progress
         torch.manual_seed(config.seed)
         self.device = resolve_device(config.device)
+        configure_cuda_math(self.device, config.tf32)
         self.renderer = build_renderer(config).to(self.device)
         self.prior = prior if prior is not None else build_prior(config.prior)
         self.guidance = Guidance(self.prior, config.guidance)

@@ -16,6 +16,15 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 GRID = HashGridConfig(n_levels=8, log2_hashmap_size=14, finest_resolution=256, backend="torch")
 
 
+@pytest.fixture(autouse=True)
+def exact_fp32():
+    """fp32 matmuls and convolutions without TF32 (a Trainer turns it on), restored afterwards."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 def test_hash_grid_on_cuda_matches_cpu_values_and_gradients():
     enc = HashGridEncoding(GRID)
     x = torch.rand(4096, 3) * 2 - 1
@@ -120,9 +129,33 @@ def test_fast_paths_on_cuda_match_the_pytorch_one_pass_render():
     assert torch.allclose(grad, ref_grad, atol=1e-4, rtol=1e-3)
 
 
+def test_tf32_field_matmuls_stay_within_tolerance_of_fp32():
+    """The default `tf32=true` on CUDA: the render and its gradients close to exact fp32, and the knob takes effect."""
+    from hifa.trainer import configure_cuda_math
+    from tests.test_renderer_fast import render_with_grads
+
+    torch.manual_seed(0)
+    renderer = Renderer(NeRFField(FieldConfig(grid=GRID)), BackgroundMLP(), RendererConfig(num_coarse=32, num_fine=16)).cuda()
+    origins, dirs = (t[0].cuda() for t in orbit_cameras(1).rays(32, 32))
+    options = lambda: RayOptions(training=True, background=torch.ones(3, device="cuda"), generator=torch.Generator("cuda").manual_seed(3))  # noqa: E731
+    points = torch.rand(4096, 3, device="cuda") * 2 - 1
+    results = {}
+    for tf32 in (False, True):
+        configure_cuda_math(torch.device("cuda"), tf32)
+        with torch.no_grad():
+            raw = renderer.field.density(points)
+        results[tf32] = (*render_with_grads(renderer, origins, dirs, options()), raw)
+    (exact, exact_grad, exact_raw), (fast, fast_grad, fast_raw) = results[False], results[True]
+    for key in ("image", "opacity"):
+        torch.testing.assert_close(fast[key], exact[key], atol=5e-3, rtol=0)
+    torch.testing.assert_close(fast["depth"], exact["depth"], atol=1e-2, rtol=5e-3)
+    assert torch.linalg.vector_norm(fast_grad - exact_grad) <= 2e-2 * torch.linalg.vector_norm(exact_grad)
+    assert not torch.equal(fast_raw, exact_raw)  # TF32 did run: the low bits differ
+
+
 @pytest.mark.parametrize("option", ["channels_last", "compile"])
 def test_prior_speed_options_on_cuda_give_the_same_noise_prediction(models, option):
-    """channels_last / torch.compile of the UNet and VAE decoder: same epsilon and decode as the plain prior."""
+    """channels_last / torch.compile of the UNet and the VAE: same epsilon, decode, and encoder gradient as the plain prior."""
     from hifa.guidance.stable_diffusion import StableDiffusionConfig, StableDiffusionPrior
 
     sd, _ = models
@@ -136,3 +169,13 @@ def test_prior_speed_options_on_cuda_give_the_same_noise_prediction(models, opti
     for a, b in zip(plain.predict_eps(latents, t, handles), fast.predict_eps(latents, t, handles)):
         torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-3)
     torch.testing.assert_close(fast.decode(latents), plain.decode(latents), atol=1e-4, rtol=1e-3)
+    images = torch.rand(1, 3, plain.image_size, plain.image_size, device="cuda", generator=gen)
+    encoded = []
+    for prior in (plain, fast):
+        x = images.clone().requires_grad_(True)
+        torch.manual_seed(1)  # the posterior sample's noise
+        z = prior.encode(x)
+        (z * torch.linspace(-1, 1, z.numel(), device="cuda").view_as(z)).sum().backward()
+        encoded.append((z.detach(), x.grad))
+    for a, b in zip(*encoded):
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-3)
