@@ -15,6 +15,7 @@ import functools
 import sys
 import tempfile
 import time
+import unittest.mock
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -86,6 +87,7 @@ def bench_encoding(device: torch.device, points: int, warmup: int, repeat: int) 
 
 def bench_encoding_rays(device: torch.device, rays: int, samples: int, warmup: int, repeat: int) -> dict:
     """Triton grid forward + backward on samples ordered along rays (the renderer's layout)."""
+    from hifa import hashgrid_triton
     from hifa.encoding import HashGridConfig, HashGridEncoding
 
     enc = HashGridEncoding(HashGridConfig(backend="triton")).to(device)
@@ -98,7 +100,11 @@ def bench_encoding_rays(device: torch.device, rays: int, samples: int, warmup: i
     def step() -> None:
         enc(points).square().sum().backward()
 
-    return {"points": points.shape[0], "points_per_s": points.shape[0] / timed(step, device, warmup, repeat)}
+    out = {"points": points.shape[0], "vector_adds": hashgrid_triton.vector_adds(device, 2), "points_per_s": points.shape[0] / timed(step, device, warmup, repeat)}
+    if out["vector_adds"]:  # the same GPU with scalar adds, for the ratio
+        with unittest.mock.patch.object(hashgrid_triton, "vector_adds", lambda *_: False):
+            out["scalar_adds_points_per_s"] = points.shape[0] / timed(step, device, warmup, repeat)
+    return out
 
 
 def saved_for_backward(fn: Callable[[], object]) -> float:
@@ -302,18 +308,17 @@ def cuda_plan(device: torch.device, models: Path, warmup: int, repeat: int, out:
     plan: dict[str, Callable[[], dict]] = {
         "encoding_rays": lambda: bench_encoding_rays(device, 1 << 14, 192, warmup, repeat),
         "train_step_hifa": step("hifa", []),
-        "train_step_hifa@fp32": step("hifa", ["tf32=false"]),
+        "train_step_hifa+occupancy+compile": step("hifa", [occ, comp]),
+        "train_step_hifa-fast+occupancy+compile": step("hifa-fast", [occ, comp]),
         "train_step_hifa+compile": step("hifa", [comp]),
         "train_step_hifa-fast+compile": step("hifa-fast", [comp]),
+        "profile_hifa_ms_per_step": lambda: profile_train_step(device, "hifa", sd(), dpt(), [], out),
         "train_step_hifa-fast": step("hifa-fast", []),
         "guidance": lambda: bench_guidance(device, sd(), 512, warmup, repeat),
         "guidance+compile": lambda: bench_guidance(device, sd(), 512, warmup, repeat, compile_unet=True),
         "guidance+compile@reduce-overhead": lambda: bench_guidance(device, sd(), 512, warmup, repeat, compile_unet=True, unet_mode="reduce-overhead"),
         "train_step_hifa+checkpoint": step("hifa", [chunk]),
         "train_step_hifa+occupancy": step("hifa", [occ]),
-        "train_step_hifa+occupancy+compile": step("hifa", [occ, comp]),
-        "train_step_hifa-fast+occupancy+compile": step("hifa-fast", [occ, comp]),
-        "profile_hifa_ms_per_step": lambda: profile_train_step(device, "hifa", sd(), dpt(), [], out),
         "encoding": lambda: bench_encoding(device, 1 << 21, warmup, repeat),
         "render_hifa": lambda: bench_render(device, "hifa", rays, warmup, repeat),
         "render_hifa+occupancy": lambda: bench_render(device, "hifa", rays, warmup, repeat, occupancy=64),

@@ -102,8 +102,6 @@ class TrainConfig:
     resolution: int = 512
     seed: int = 0
     device: str = "auto"  # 'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'; the field stays fp32
-    # CUDA only: the field's fp32 matmuls on tensor cores in TF32 (10-bit mantissa; tested against fp32 in tests/test_cuda.py).
-    tf32: bool = True
     shading: Literal["albedo", "lambertian-textureless"] = "albedo"
     textureless_rate: float = 0.2
     random_background_rate: float = 0.5
