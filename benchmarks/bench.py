@@ -15,7 +15,6 @@ import functools
 import sys
 import tempfile
 import time
-import unittest.mock
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -87,7 +86,6 @@ def bench_encoding(device: torch.device, points: int, warmup: int, repeat: int) 
 
 def bench_encoding_rays(device: torch.device, rays: int, samples: int, warmup: int, repeat: int) -> dict:
     """Triton grid forward + backward on samples ordered along rays (the renderer's layout)."""
-    from hifa import hashgrid_triton
     from hifa.encoding import HashGridConfig, HashGridEncoding
 
     enc = HashGridEncoding(HashGridConfig(backend="triton")).to(device)
@@ -100,11 +98,7 @@ def bench_encoding_rays(device: torch.device, rays: int, samples: int, warmup: i
     def step() -> None:
         enc(points).square().sum().backward()
 
-    out = {"points": points.shape[0], "vector_adds": hashgrid_triton.vector_adds(device, 2), "points_per_s": points.shape[0] / timed(step, device, warmup, repeat)}
-    if out["vector_adds"]:  # the same GPU with scalar adds, for the ratio
-        with unittest.mock.patch.object(hashgrid_triton, "vector_adds", lambda *_: False):
-            out["scalar_adds_points_per_s"] = points.shape[0] / timed(step, device, warmup, repeat)
-    return out
+    return {"points": points.shape[0], "points_per_s": points.shape[0] / timed(step, device, warmup, repeat)}
 
 
 def saved_for_backward(fn: Callable[[], object]) -> float:

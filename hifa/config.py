@@ -27,7 +27,7 @@ class PriorConfig:
     model: str = DEFAULT_MODEL
     precision: Precision = "auto"
     # CUDA only: UNet and VAE in channels_last (measured slower on an H200, so off); torch.compile the UNet and
-    # the VAE encoder and decoder (a one-off compile, then faster steps: benchmarks/results).
+    # the VAE decoder (a one-off compile, then faster steps: benchmarks/results).
     channels_last: bool = False
     compile: bool = False
     oracle: OracleConfig = default(default_factory=OracleConfig)

@@ -35,11 +35,9 @@ except Exception:  # without triton the kernels below are never built; their ann
 
 
 def _kernel(unit_ptr, table_ptr, feat_ptr, scale_ptr, res_ptr, hashed_ptr, offset_ptr, size_ptr, n_points,
-            L: tl.constexpr, F: tl.constexpr, SMOOTH: tl.constexpr, BLOCK: tl.constexpr, BACKWARD: tl.constexpr,
-            VECTOR_ADD: tl.constexpr = False):
+            L: tl.constexpr, F: tl.constexpr, SMOOTH: tl.constexpr, BLOCK: tl.constexpr, BACKWARD: tl.constexpr):
     """Forward: features (N, L*F) at `feat_ptr` from the table. Backward: table gradients at `table_ptr` from the
-    feature gradients at `feat_ptr`, atomic adds per (point, corner): one per feature, or one per corner with
-    VECTOR_ADD (F == 2, sm_90+)."""
+    feature gradients at `feat_ptr`, one atomic add per (point, corner, feature)."""
     # Corners one at a time (static unroll): tl.sum is a jitted helper, which Triton's interpreter runs only
     # under TRITON_INTERPRET=1, and the CPU tests run the kernel without it. Merging runs of samples along a
     # ray before the backward's adds was measured slower on an H200 (240 vs 257 M points/s): the adds are
@@ -64,11 +62,7 @@ def _kernel(unit_ptr, table_ptr, feat_ptr, scale_ptr, res_ptr, hashed_ptr, offse
     ix, iy, iz = fx.to(tl.int32), fy.to(tl.int32), fz.to(tl.int32)
     feat = feat_ptr + n.to(tl.int64)[:, None] * (L * F) + level * F + feats[None, :]
     if BACKWARD:
-        if VECTOR_ADD:
-            row = feat_ptr + n.to(tl.int64) * (L * F) + level * F
-            grad0, grad1 = tl.load(row, mask=mask, other=0.0), tl.load(row + 1, mask=mask, other=0.0)
-        else:
-            grad = tl.load(feat, mask=mask[:, None], other=0.0)
+        grad = tl.load(feat, mask=mask[:, None], other=0.0)
     else:
         acc = tl.full([BLOCK, F], 0.0, tl.float32)
     for c in tl.static_range(8):  # corner c has offset (c & 1, (c >> 1) & 1, (c >> 2) & 1)
@@ -79,12 +73,9 @@ def _kernel(unit_ptr, table_ptr, feat_ptr, scale_ptr, res_ptr, hashed_ptr, offse
         d_index = (cx + cy * dense_res + cz * dense_res * dense_res) % size
         entry = offset + tl.where(hashed != 0, h_index, d_index).to(tl.int64)
         table = table_ptr + entry[:, None] * F + feats[None, :]
-        if BACKWARD and VECTOR_ADD:
-            # One vector reduction adds both features of the corner: half the atomic operations of two scalar adds.
-            tl.inline_asm_elementwise("{ .reg .pred p; setp.ne.b32 p, $4, 0; @p red.global.v2.f32.add [$1], {$2, $3}; mov.b32 $0, 0; }", "=r,l,f,f,r", [(table_ptr + entry * 2).to(tl.int64), w * grad0, w * grad1, mask.to(tl.int32)],
-                                      dtype=tl.int32, is_pure=False, pack=1)
-        elif BACKWARD:
-            # Relaxed: the adds need no ordering, and Triton's default (acq_rel) fences every one.
+        if BACKWARD:
+            # Relaxed: the adds need no ordering, and Triton's default (acq_rel) fences every one. One sm_90 vector
+            # reduction per corner (red.global.v2.f32.add, both features) measured no faster on an H100 (285 vs 287 M points/s).
             tl.atomic_add(table, w[:, None] * grad, mask=mask[:, None], sem="relaxed")
         else:
             acc += w[:, None] * tl.load(table, mask=mask[:, None], other=0.0)
@@ -125,18 +116,11 @@ def launch_options(device: torch.device) -> dict:
     return {"enable_fp_fusion": False} if device.type == "cuda" else {}
 
 
-@functools.cache
-def vector_adds(device: torch.device, n_features: int) -> bool:
-    """Whether the backward adds a corner's two features in one vector reduction (CUDA sm_90+, F == 2)."""
-    return device.type == "cuda" and n_features == 2 and torch.cuda.get_device_capability(device) >= (9, 0)
-
-
 def _launch(unit: torch.Tensor, table: torch.Tensor, feat: torch.Tensor, layout: "LevelTable", backward: bool) -> None:
     """One program per (BLOCK points, level): features from the table, or table gradients from feature gradients."""
     grid = (-(-unit.shape[0] // BLOCK), layout.n_levels)
     _compiled(unit.device.type != "cuda")[grid](unit, table, feat, *layout.args(), unit.shape[0], L=layout.n_levels, F=layout.n_features,
-                                                SMOOTH=layout.smooth, BLOCK=BLOCK, BACKWARD=backward,
-                                                VECTOR_ADD=backward and vector_adds(unit.device, layout.n_features), **launch_options(unit.device))
+                                                SMOOTH=layout.smooth, BLOCK=BLOCK, BACKWARD=backward, **launch_options(unit.device))
 
 
 class TritonHashGrid(torch.autograd.Function):
