@@ -89,13 +89,6 @@ def memory_message(config: TrainConfig, step: int, checkpoint_step: int, exc: Ba
     )
 
 
-def configure_cuda_math(device: torch.device) -> None:
-    """On CUDA: cuDNN times its convolution algorithms once per shape (the VAE's shapes are fixed for a run)."""
-    # TF32 for the field's fp32 matmuls was tried: the same step time on an H100 (516 vs 515 ms), the same outputs.
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-
-
 class Trainer:
     """One text-to-3D optimisation writing into `run_dir`; `train()` resumes from its checkpoint if present."""
 
@@ -105,7 +98,6 @@ class Trainer:
         self.config, self.run_dir, self.progress = config, Path(run_dir), progress
         torch.manual_seed(config.seed)
         self.device = resolve_device(config.device)
-        configure_cuda_math(self.device)
         self.renderer = build_renderer(config).to(self.device)
         self.prior = prior if prior is not None else build_prior(config.prior)
         self.guidance = Guidance(self.prior, config.guidance)

@@ -114,11 +114,15 @@ class StableDiffusionPrior:
         for module in (self.text_encoder, self.vae, self.unet):
             module.to(self.device).eval().requires_grad_(False)
         if self.device.type == "cuda":
+            # cuDNN times its algorithms once per convolution shape; a run's UNet and VAE shapes are fixed.
+            # (Process-wide. Set in both session-5 H100 runs; its own share of their time was not measured.)
+            torch.backends.cudnn.benchmark = True
             if cfg.channels_last:
                 self.unet.to(memory_format=torch.channels_last)
                 self.vae.to(memory_format=torch.channels_last)
             if cfg.compile:
-                # Not the encoder: compiled too, it gave no gain (hifa-fast with the occupancy grid: 182 ms on an H100, 138 ms without; not isolated from run-to-run spread).
+                # Not the encoder: compiled too, it showed no gain ('hifa-fast' with the occupancy grid: 182 ms on an H100,
+                # 138 ms without in an earlier run; not isolated from the spread between runs).
                 self.unet.compile()
                 self.vae.decoder.compile()
         # The reference indexes the scheduler's float32 table (method.md §10); keep its values.
