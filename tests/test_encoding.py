@@ -1,6 +1,7 @@
 """Hash-grid encoding: tiny-cuda-nn's layout, interpolation, gradients, backend equivalence."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -121,18 +122,19 @@ def test_tcnn_matches_pure_pytorch():  # pragma: no cover - runs where CUDA and 
         assert torch.allclose(a, b.grad, atol=1e-3)
 
 
-@pytest.mark.parametrize("interpolation", ["linear", "smoothstep"])
-def test_cpp_kernel_matches_pure_pytorch(interpolation):
+@pytest.mark.parametrize("interpolation, features", [("linear", 2), ("smoothstep", 2), ("linear", 4)])
+def test_cpp_kernel_matches_pure_pytorch(interpolation, features):
+    """Both of the kernel's loops: the unrolled one for 2 features per level and the general one."""
     from hifa.encoding import cpp_kernel
 
     if cpp_kernel() is None:
         pytest.skip("no C++ compiler: the pure-PyTorch path is used")
-    config = HashGridConfig(n_levels=16, log2_hashmap_size=14, interpolation=interpolation, backend="cpp")
+    config = HashGridConfig(n_levels=16, n_features_per_level=features, log2_hashmap_size=14, interpolation=interpolation, backend="cpp")
     fast = HashGridEncoding(config)
     with torch.no_grad():
         for t in fast.tables:
             t.uniform_(-1, 1)
-    slow = HashGridEncoding(HashGridConfig(n_levels=16, log2_hashmap_size=14, interpolation=interpolation, backend="torch"))
+    slow = HashGridEncoding(replace(config, backend="torch"))
     slow.load_state_dict(fast.state_dict())
     # Random points, the cube's faces and corners, and points outside (clamped).
     points = torch.cat([torch.rand(3000, 3) * 2 - 1, torch.tensor([[1.0, 1.0, 1.0], [-1.0, -1.0, -1.0], [3.0, -2.0, 0.5]])])

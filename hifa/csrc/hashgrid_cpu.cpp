@@ -34,8 +34,10 @@ inline void cell(const LevelSpec& lv, const float* u, bool smoothstep, uint32_t 
   float f[3];
   for (int d = 0; d < 3; ++d) {
     const float pos = u[d] * lv.scale + 0.5f;
-    const float fl = std::floor(pos);
-    g[d] = static_cast<uint32_t>(fl);
+    // pos >= 0.5 (u is clamped to [0, 1]), so truncation is floor; unlike std::floor it needs no
+    // SSE4.1 round instruction (or a libm call) on baseline x86-64.
+    g[d] = static_cast<uint32_t>(pos);
+    const float fl = static_cast<float>(g[d]);
     float fr = pos - fl;
     if (smoothstep) fr = fr * fr * (3.0f - 2.0f * fr);
     f[d] = fr;
@@ -149,9 +151,18 @@ std::vector<torch::Tensor> hashgrid_backward(torch::Tensor grad_out, torch::Tens
       for (int64_t i = 0; i < n; ++i) {
         const float* src = g + i * L * F + l * F;
         cell(lv, u + 3 * i, smoothstep, idx, w);
-        for (int c = 0; c < 8; ++c) {
-          float* dst = table + static_cast<int64_t>(idx[c]) * F;
-          for (int64_t k = 0; k < F; ++k) dst[k] += w[c] * src[k];
+        if (F == 2) {
+          const float a = src[0], b = src[1];
+          for (int c = 0; c < 8; ++c) {
+            float* dst = table + 2 * static_cast<int64_t>(idx[c]);
+            dst[0] += w[c] * a;
+            dst[1] += w[c] * b;
+          }
+        } else {
+          for (int c = 0; c < 8; ++c) {
+            float* dst = table + static_cast<int64_t>(idx[c]) * F;
+            for (int64_t k = 0; k < F; ++k) dst[k] += w[c] * src[k];
+          }
         }
       }
     }
