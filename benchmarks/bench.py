@@ -114,8 +114,9 @@ def saved_for_backward(fn: Callable[[], object]) -> float:
     return total[0] / 2**20
 
 
-def bench_render(device: torch.device, preset_name: str, rays: int, warmup: int, repeat: int, checkpoint_chunk: int = 0, occupancy: int = 0, backend: str = "auto") -> dict:
-    """Forward + backward of a training render; optionally checkpointed chunks, an occupancy grid (updated once), a grid backend."""
+def bench_render(device: torch.device, preset_name: str, rays: int, warmup: int, repeat: int, checkpoint_chunk: int = 0, occupancy: int = 0,
+                 backend: str = "auto", mlp_precision: str = "fp32") -> dict:
+    """Forward + backward of a training render; optionally checkpointed chunks, an occupancy grid (updated once), a grid backend, bf16 MLPs."""
     from hifa.occupancy import OccupancyConfig
     from hifa.presets import preset
     from hifa.regularisers import z_entropy_loss
@@ -124,7 +125,7 @@ def bench_render(device: torch.device, preset_name: str, rays: int, warmup: int,
 
     config = preset(preset_name)
     fast = replace(config.renderer, checkpoint_chunk_rays=checkpoint_chunk, occupancy=OccupancyConfig(resolution=occupancy))
-    field = replace(config.field, grid=replace(config.field.grid, backend=backend))
+    field = replace(config.field, grid=replace(config.field.grid, backend=backend), mlp_precision=mlp_precision)
     renderer = build_renderer(replace(config, renderer=fast, field=field)).to(device)
     gen = torch.Generator(device).manual_seed(0)
     origins = torch.tensor([[0.0, 0.0, 3.2]], device=device).expand(rays, 3).contiguous()
@@ -136,7 +137,7 @@ def bench_render(device: torch.device, preset_name: str, rays: int, warmup: int,
         renderer.occupancy.update(renderer.field, gen)
         points: list[int] = []
         field_call = renderer.field.density_features
-        renderer.field.density_features = lambda p: points.append(len(p)) or field_call(p)
+        renderer.field.density_features = lambda p, *args: points.append(len(p)) or field_call(p, *args)
         with torch.no_grad():
             renderer(origins, dirs, options)
         del renderer.field.density_features
@@ -144,6 +145,7 @@ def bench_render(device: torch.device, preset_name: str, rays: int, warmup: int,
     if checkpoint_chunk:
         extra["checkpoint_chunk_rays"] = checkpoint_chunk
     extra["grid_backend"] = backend
+    extra["mlp_precision"] = mlp_precision
 
     def step() -> None:
         out = renderer(origins, dirs, options)
@@ -297,25 +299,30 @@ def cuda_plan(device: torch.device, models: Path, warmup: int, repeat: int, out:
     sd = functools.cache(lambda: str(build_sd21_base(models / "sd21-base")))
     dpt = functools.cache(lambda: str(build_dpt_large(models / "dpt-large")))
     chunk, occ, comp = "renderer.checkpoint_chunk_rays=16384", "renderer.occupancy.resolution=64", "prior.compile=true"
+    bf16 = "field.mlp_precision=bf16"
     step = lambda p, over: lambda: bench_train_step(device, p, sd(), dpt(), over, 2, 5)  # noqa: E731 - steps are long: fewer repeats
     rays = 1 << 14
     plan: dict[str, Callable[[], dict]] = {
         "encoding_rays": lambda: bench_encoding_rays(device, 1 << 14, 192, warmup, repeat),
         "train_step_hifa": step("hifa", []),
+        "train_step_hifa+bf16": step("hifa", [bf16]),
         "train_step_hifa+occupancy+compile": step("hifa", [occ, comp]),
+        "train_step_hifa+bf16+occupancy+compile": step("hifa", [bf16, occ, comp]),
         "train_step_hifa-fast+occupancy+compile": step("hifa-fast", [occ, comp]),
+        "train_step_hifa-fast+bf16+occupancy+compile": step("hifa-fast", [bf16, occ, comp]),
+        "guidance+compile@reduce-overhead": lambda: bench_guidance(device, sd(), 512, warmup, repeat, compile_unet=True, unet_mode="reduce-overhead"),
         "train_step_hifa+compile": step("hifa", [comp]),
         "train_step_hifa-fast+compile": step("hifa-fast", [comp]),
         "profile_hifa_ms_per_step": lambda: profile_train_step(device, "hifa", sd(), dpt(), [], out),
         "train_step_hifa-fast": step("hifa-fast", []),
         "guidance": lambda: bench_guidance(device, sd(), 512, warmup, repeat),
         "guidance+compile": lambda: bench_guidance(device, sd(), 512, warmup, repeat, compile_unet=True),
-        "guidance+compile@reduce-overhead": lambda: bench_guidance(device, sd(), 512, warmup, repeat, compile_unet=True, unet_mode="reduce-overhead"),
         "train_step_hifa+checkpoint": step("hifa", [chunk]),
         "train_step_hifa+occupancy": step("hifa", [occ]),
         "encoding": lambda: bench_encoding(device, 1 << 21, warmup, repeat),
         "render_hifa": lambda: bench_render(device, "hifa", rays, warmup, repeat),
         "render_hifa+occupancy": lambda: bench_render(device, "hifa", rays, warmup, repeat, occupancy=64),
+        "render_hifa+bf16": lambda: bench_render(device, "hifa", rays, warmup, repeat, mlp_precision="bf16"),
         "render_hifa-fast": lambda: bench_render(device, "hifa-fast", rays, warmup, repeat),
         "train_step_dreamfusion": step("dreamfusion", []),
         "guidance@channels_last": lambda: bench_guidance(device, sd(), 512, warmup, repeat, channels_last=True),

@@ -13,6 +13,8 @@ from hifa.errors import require
 from hifa.sh import sh_encode
 
 FieldKind = Literal["hifa", "dreamfusion"]
+MlpPrecision = Literal["fp32", "bf16"]
+MLP_PRECISIONS = ("fp32", "bf16")
 Shading = Literal["albedo", "lambertian", "textureless", "normal"]
 SHADINGS = ("albedo", "lambertian", "textureless", "normal")
 
@@ -29,6 +31,10 @@ class FieldConfig:
     sh_degree: int = 4
     view_dependent_rate: float = 0.5
     normal_eps: float = 1e-2
+    # 'bf16': the density and albedo MLPs' matmuls run under bf16 autocast (on CUDA as on CPU); the hash
+    # grid, the activations' outputs and finite-difference normals stay fp32. The reference trains its
+    # field in fp16; bf16 needs no loss scaling. 'fp32' is the exact path.
+    mlp_precision: MlpPrecision = "fp32"
 
     def __post_init__(self) -> None:
         require(self.kind in ("hifa", "dreamfusion"), "field.kind", f"must be 'hifa' or 'dreamfusion', got {self.kind!r}")
@@ -37,6 +43,7 @@ class FieldConfig:
         require(1 <= self.sh_degree <= 4, "field.sh_degree", "must lie in [1, 4]")
         require(0.0 <= self.view_dependent_rate <= 1.0, "field.view_dependent_rate", "must lie in [0, 1]")
         require(self.normal_eps > 0, "field.normal_eps", "must be positive")
+        require(self.mlp_precision in MLP_PRECISIONS, "field.mlp_precision", f"must be one of {MLP_PRECISIONS}, got {self.mlp_precision!r}")
 
 
 class _TruncExp(torch.autograd.Function):
@@ -89,10 +96,18 @@ class NeRFField(nn.Module):
     def _clamp(self, points: torch.Tensor) -> torch.Tensor:
         return points.clamp(-self.config.bound, self.config.bound)
 
-    def density_features(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Density (N,) and the per-point feature (N, C) that `albedo` decodes."""
+    def _mlp_autocast(self, device: torch.device, exact: bool = False) -> torch.autocast:
+        """bf16 autocast for the MLPs when configured (and not `exact`), else a disabled one."""
+        enabled = self.config.mlp_precision == "bf16" and not exact
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def density_features(self, points: torch.Tensor, exact: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Density (N,) and the per-point feature (N, C) that `albedo` decodes; `exact` forces fp32 MLPs."""
         points = self._clamp(points)
-        out = self.sigma_net(self.encoding(points))
+        encoded = self.encoding(points)
+        with self._mlp_autocast(points.device, exact):
+            out = self.sigma_net(encoded)
+        out = out.float()
         raw, feature = out[..., 0], out[..., 1:]
         cfg = self.config
         if cfg.kind == "hifa":
@@ -101,9 +116,9 @@ class NeRFField(nn.Module):
             sigma = trunc_exp(raw + gaussian_blob(points, cfg.blob_density, cfg.blob_radius))
         return sigma, feature
 
-    def density(self, points: torch.Tensor) -> torch.Tensor:
-        """Density only, (N,)."""
-        return self.density_features(points)[0]
+    def density(self, points: torch.Tensor, exact: bool = False) -> torch.Tensor:
+        """Density only, (N,); `exact` forces fp32 MLPs."""
+        return self.density_features(points, exact)[0]
 
     def albedo(self, feature: torch.Tensor, directions: torch.Tensor | None = None, rays: torch.Tensor | int | None = None) -> torch.Tensor:
         """Albedo in [0,1] (N, 3); `directions` feed the SH input (None: zeroed, view-independent).
@@ -114,12 +129,17 @@ class NeRFField(nn.Module):
         """
         if self.color_net is None:
             return torch.sigmoid(feature)
+        with self._mlp_autocast(feature.device):
+            logits = self._color_logits(feature, directions, rays)
+        return torch.sigmoid(logits.float())
+
+    def _color_logits(self, feature: torch.Tensor, directions: torch.Tensor | None, rays: torch.Tensor | int | None) -> torch.Tensor:
         if directions is None:
             sh = feature.new_zeros(feature.shape[0], self.sh_dim)
-            return torch.sigmoid(self.color_net(torch.cat([feature, sh], dim=-1)))
+            return self.color_net(torch.cat([feature, sh], dim=-1))
         sh = sh_encode(nn.functional.normalize(directions, dim=-1), self.config.sh_degree)
         if rays is None:
-            return torch.sigmoid(self.color_net(torch.cat([feature, sh], dim=-1)))
+            return self.color_net(torch.cat([feature, sh], dim=-1))
         # Linear(cat(f, sh)) = f Wf^T + (sh Ws^T + b): the second part per ray, broadcast or gathered per sample.
         first = self.color_net[0]
         width = feature.shape[-1]
@@ -129,14 +149,15 @@ class NeRFField(nn.Module):
             hidden = (hidden.view(-1, rays, hidden.shape[-1]) + per_ray[:, None, :]).view(hidden.shape)
         else:
             hidden = hidden + per_ray.index_select(0, rays)
-        return torch.sigmoid(self.color_net[2](self.color_net[1](hidden)))
+        return self.color_net[2](self.color_net[1](hidden))
 
     def normals(self, points: torch.Tensor) -> torch.Tensor:
         """Unit normals -grad(sigma) by central differences (probe points clamped to the bound)."""
         eps = self.config.normal_eps
         offsets = torch.eye(3, device=points.device, dtype=points.dtype) * eps
         probes = torch.cat([points[:, None, :] + offsets, points[:, None, :] - offsets], dim=1)  # (N, 6, 3)
-        sigma = self.density(self._clamp(probes.reshape(-1, 3))).reshape(-1, 6)
+        # fp32 whatever mlp_precision: bf16's rounding of sigma would swamp these differences.
+        sigma = self.density(self._clamp(probes.reshape(-1, 3)), exact=True).reshape(-1, 6)
         grad = (sigma[:, :3] - sigma[:, 3:]) / (2 * eps)
         return nn.functional.normalize(torch.nan_to_num(-grad), dim=-1)
 

@@ -1,5 +1,8 @@
 """CUDA paths against the CPU reference on small inputs (skipped where no GPU is present)."""
 
+import copy
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -53,6 +56,33 @@ def test_renderer_on_cuda_matches_cpu():
     hit = cpu["opacity"] > 0.05
     assert hit.sum() > 10
     assert torch.allclose(gpu["z_variance"].cpu()[hit], cpu["z_variance"][hit], rtol=1e-3, atol=1e-4)
+
+
+def test_bf16_field_mlps_on_cuda_stay_close_to_the_fp32_cpu_render():
+    """field.mlp_precision='bf16' on CUDA: the render and the grid's gradients match fp32 up to bf16 rounding."""
+    torch.manual_seed(0)
+    config = FieldConfig(grid=GRID, blob_radius=0.6)  # a blob that covers much of the image
+    exact = NeRFField(config)
+    with torch.no_grad():  # a fitted grid's feature size, not a fresh one's ~1e-4
+        for table in exact.encoding.tables:
+            table.uniform_(-2.0, 2.0)
+    fast = NeRFField(replace(config, mlp_precision="bf16"))
+    fast.load_state_dict(exact.state_dict())
+    background = BackgroundMLP()
+    origins, dirs = orbit_cameras(1).rays(16, 16)
+    options = RayOptions(background=torch.ones(3))
+    outputs = {}
+    for name, field, device in (("cpu", exact, "cpu"), ("cuda-fp32", copy.deepcopy(exact).cuda(), "cuda"), ("cuda-bf16", fast.cuda(), "cuda")):
+        renderer = Renderer(field, background, RendererConfig(num_coarse=32, num_fine=16)).to(device)
+        out = renderer(origins[0].to(device), dirs[0].to(device), options)
+        out["image"].square().sum().backward()
+        grads = torch.cat([t.grad.flatten() for t in field.encoding.tables]).cpu()
+        outputs[name] = (out["image"].detach().cpu(), out["opacity"].detach().cpu(), grads)
+    image, opacity, grads = outputs["cpu"]
+    assert opacity.mean() > 0.2
+    assert (outputs["cuda-bf16"][0] - outputs["cuda-fp32"][0]).abs().max() > 1e-6  # bf16 really ran
+    assert (outputs["cuda-bf16"][0] - image).abs().max() < 2e-2
+    assert torch.nn.functional.cosine_similarity(outputs["cuda-bf16"][2], grads, dim=0) > 0.999
 
 
 @pytest.fixture(scope="module")

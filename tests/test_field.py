@@ -78,7 +78,7 @@ def test_sh_basis_is_orthonormal_on_the_sphere():
 
 def test_normals_point_outward_for_a_ball_density():
     field = NeRFField(FieldConfig(grid=SMALL_GRID))
-    field.density = lambda x: torch.relu(1.0 - x.norm(dim=-1)) * 10  # type: ignore[method-assign]
+    field.density = lambda x, exact=False: torch.relu(1.0 - x.norm(dim=-1)) * 10  # type: ignore[method-assign]
     points = torch.nn.functional.normalize(torch.randn(32, 3), dim=-1) * 0.5
     normals = field.normals(points)
     assert torch.allclose(normals, torch.nn.functional.normalize(points, dim=-1), atol=1e-4)
@@ -100,3 +100,37 @@ def test_shading_modes():
 def test_bad_field_config_names_the_key():
     with pytest.raises(ConfigError, match="field.kind"):
         FieldConfig(kind="nerfacto")
+    with pytest.raises(ConfigError, match="field.mlp_precision"):
+        FieldConfig(mlp_precision="fp8")
+
+
+def _trained_looking_field(kind: str, precision: str) -> NeRFField:
+    torch.manual_seed(0)
+    field = NeRFField(FieldConfig(kind=kind, grid=SMALL_GRID, mlp_precision=precision))
+    with torch.no_grad():  # features of a fitted grid's size, not the ~1e-4 of a fresh one
+        for table in field.encoding.tables:
+            table.uniform_(-0.5, 0.5)
+    return field
+
+
+@pytest.mark.parametrize("kind", ["hifa", "dreamfusion"])
+def test_bf16_mlps_stay_close_to_fp32_in_values_and_gradients(kind):
+    """field.mlp_precision='bf16' is the fp32 field up to bf16 rounding, outputs fp32, and leaves normals exact."""
+    exact, fast = _trained_looking_field(kind, "fp32"), _trained_looking_field(kind, "bf16")
+    fast.load_state_dict(exact.state_dict())
+    points = torch.rand(4096, 3) * 1.6 - 0.8
+    dirs = torch.nn.functional.normalize(torch.randn(64, 3), dim=-1)
+    results = []
+    for field in (exact, fast):
+        sigma, feature = field.density_features(points)
+        rgb = field.albedo(feature, dirs, 64)
+        assert sigma.dtype == rgb.dtype == torch.float32
+        (sigma.log1p().sum() + rgb.sum()).backward()
+        grads = torch.cat([t.grad.flatten() for t in field.encoding.tables] + [p.grad.flatten() for n, p in field.named_parameters() if "encoding" not in n])
+        results.append((sigma.detach(), rgb.detach(), grads))
+    (s0, c0, g0), (s1, c1, g1) = results
+    assert not torch.equal(s0, s1)  # bf16 really ran
+    assert torch.allclose(s1, s0, rtol=3e-2, atol=1e-3)
+    assert torch.allclose(c1, c0, atol=1e-2)
+    assert torch.nn.functional.cosine_similarity(g0, g1, dim=0) > 0.999
+    assert torch.equal(fast.normals(points[:256]), exact.normals(points[:256]))

@@ -45,7 +45,7 @@ def count_points(field: nn.Module, method: str) -> list[int]:
     """Wrap `field.<method>` so every call records its number of points."""
     calls: list[int] = []
     original = getattr(field, method)
-    setattr(field, method, lambda points: calls.append(len(points)) or original(points))
+    setattr(field, method, lambda points, *args: calls.append(len(points)) or original(points, *args))
     return calls
 
 
