@@ -9,7 +9,8 @@ class ConfigError(HifaError, ValueError):
     """A configuration value is invalid; the message names the key."""
 
     def __init__(self, key: str, message: str):
-        self.key, self.message = printable(str(key)), printable(message)  # one line, whatever the input held
+        # One short line, whatever the input held (a message may echo a pasted or generated value).
+        self.key, self.message = clip(printable(str(key)), 120), clip(printable(message), 400)
         super().__init__(f"config '{self.key}': {self.message}")
 
 
@@ -41,6 +42,11 @@ class Terminated(BaseException):
 def printable(text: str) -> str:
     """`text` with control characters (newlines, tabs, ...) written as escapes, so that it stays on one line."""
     return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` cut to about `limit` characters, saying how long it was."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def require(condition: bool, key: str, message: str) -> None:

@@ -117,3 +117,14 @@ def test_unknown_method_and_prior_are_clear():
 def test_apply_overrides_leaves_the_input_alone():
     data = {"a": {"b": 1}}
     assert apply_overrides(data, ["a.b=2"]) == {"a": {"b": 2}} and data == {"a": {"b": 1}}
+
+
+def test_an_enormous_bad_value_still_gives_one_short_line():
+    """Found by the mutation test: a 5000-digit device string was echoed whole."""
+    from hifa.config import TrainConfig
+
+    with pytest.raises(ConfigError) as info:
+        TrainConfig(prompt="a ladybug", device="9" * 5000)
+    message = str(info.value)
+    assert message.startswith("config 'device': must be auto, cpu, cuda or cuda:N, got '999")
+    assert "\n" not in message and len(message) < 600 and "characters)" in message
