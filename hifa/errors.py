@@ -44,9 +44,9 @@ def printable(text: str) -> str:
     return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-def clip(text: str, limit: int) -> str:
-    """`text` cut to about `limit` characters, saying how long it was."""
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+def clip(text: str, limit: int, show=str) -> str:
+    """show(text), or show() of its first `limit` characters followed by how long it was."""
+    return show(text) if len(text) <= limit else f"{show(text[:limit])}... ({len(text)} characters)"
 
 
 def require(condition: bool, key: str, message: str) -> None:
@@ -57,7 +57,7 @@ def require(condition: bool, key: str, message: str) -> None:
 
 def shorten(text: str, limit: int = 80) -> str:
     """repr() of a user text cut to `limit` characters (error messages stay one short line)."""
-    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
+    return clip(text, limit, repr)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -96,10 +97,13 @@ class NeRFField(nn.Module):
     def _clamp(self, points: torch.Tensor) -> torch.Tensor:
         return points.clamp(-self.config.bound, self.config.bound)
 
-    def _mlp_autocast(self, device: torch.device, exact: bool = False) -> torch.autocast:
-        """bf16 autocast for the MLPs when configured (and not `exact`), else a disabled one."""
-        enabled = self.config.mlp_precision == "bf16" and not exact
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+    def _mlp_autocast(self, device: torch.device, exact: bool = False) -> contextlib.AbstractContextManager:
+        """The MLPs' precision: fp32 when `exact` (even inside a caller's autocast), bf16 when configured, else as is."""
+        if exact:
+            return torch.autocast(device.type, enabled=False)
+        if self.config.mlp_precision == "bf16":
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def density_features(self, points: torch.Tensor, exact: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Density (N,) and the per-point feature (N, C) that `albedo` decodes; `exact` forces fp32 MLPs."""

@@ -134,3 +134,12 @@ def test_bf16_mlps_stay_close_to_fp32_in_values_and_gradients(kind):
     assert torch.allclose(c1, c0, atol=1e-2)
     assert torch.nn.functional.cosine_similarity(g0, g1, dim=0) > 0.999
     assert torch.equal(fast.normals(points[:256]), exact.normals(points[:256]))
+
+
+def test_normals_stay_fp32_inside_a_callers_bf16_autocast():
+    field = _trained_looking_field("hifa", "fp32")
+    points = torch.rand(256, 3) * 1.6 - 0.8
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = field.normals(points)
+        assert field.density(points).dtype == torch.float32
+    assert torch.equal(inside, field.normals(points))

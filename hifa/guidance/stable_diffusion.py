@@ -114,8 +114,7 @@ class StableDiffusionPrior:
         for module in (self.text_encoder, self.vae, self.unet):
             module.to(self.device).eval().requires_grad_(False)
         if self.device.type == "cuda":
-            # cuDNN times its algorithms once per convolution shape; a run's UNet and VAE shapes are fixed.
-            # (Process-wide. Set in both session-5 H100 runs; its own share of their time was not measured.)
+            # cuDNN times its algorithms once per convolution shape (process-wide); a run's UNet and VAE shapes are fixed.
             torch.backends.cudnn.benchmark = True
             if cfg.channels_last:
                 self.unet.to(memory_format=torch.channels_last)
