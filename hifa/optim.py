@@ -87,6 +87,15 @@ def build_lr_scheduler(
     )
 
 
-def clip_gradients(parameters: Iterable[torch.Tensor], max_norm: float) -> torch.Tensor:
-    """Clip gradients in place to global L2 norm max_norm; return the pre-clip global norm."""
-    return torch.nn.utils.clip_grad_norm_(list(parameters), max_norm)
+def gradient_norm(parameters: Iterable[torch.Tensor]) -> torch.Tensor:
+    """Global L2 norm of the parameters' gradients (0-dim tensor): non-finite iff a gradient is (or it overflows)."""
+    return torch.nn.utils.get_total_norm([p.grad for p in parameters if p.grad is not None])
+
+
+def clip_gradients(parameters: Iterable[torch.Tensor], max_norm: float, norm: torch.Tensor | None = None) -> torch.Tensor:
+    """Clip gradients in place to global L2 norm max_norm; return the pre-clip global norm (`norm`: already computed)."""
+    parameters = list(parameters)
+    norm = gradient_norm(parameters) if norm is None else norm
+    if math.isfinite(max_norm):  # torch would still multiply every gradient by 1.0
+        torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, norm)
+    return norm

@@ -25,7 +25,7 @@ from hifa.field import NeRFField
 from hifa.guidance.guidance import Guidance, to_prior_size
 from hifa.guidance.schedules import depth_weight_factor, ramp
 from hifa.io import remove_stale_temporaries, save_image, write_bytes_atomic
-from hifa.optim import build_adan, clip_gradients, param_groups, warmup_factor
+from hifa.optim import build_adan, clip_gradients, gradient_norm, param_groups, warmup_factor
 from hifa.renderer import RayOptions, Renderer
 from hifa.run_setup import build_estimator, build_prior
 
@@ -188,7 +188,11 @@ class Trainer:
         total = sum(terms.values())
         total.backward()
         params = [p for p in self.renderer.parameters() if p.grad is not None]
-        finite = bool(torch.isfinite(total)) and all(bool(torch.isfinite(p.grad).all()) for p in params)
+        # One reduction and one host sync for the whole guard (a per-tensor isfinite took ~4 % of a CPU
+        # step, and a sync per parameter on CUDA): the global norm is non-finite iff a gradient is, or
+        # if it overflows, which is a divergence worth skipping too.
+        grad_norm = gradient_norm(params)
+        finite = bool(torch.isfinite(total.detach()) & torch.isfinite(grad_norm))
         if not finite:
             bad = [k for k, v in terms.items() if not torch.isfinite(v)] or ["gradients"]
             if cfg.nan_policy == "stop":
@@ -207,8 +211,7 @@ class Trainer:
                 )
             return {"step": step, "skipped": 1.0, "lr": self.base_lrs[0] * factor, **info}
         self.consecutive_skips = 0
-        # Without a clip (max norm inf) this only measures the global norm, for the log.
-        grad_norm = clip_gradients(params, cfg.optim.grad_clip or math.inf)
+        clip_gradients(params, cfg.optim.grad_clip or math.inf, grad_norm)
         self.optimizer.step()
         if self.ema is not None:
             with torch.no_grad():

@@ -9,7 +9,7 @@ from hifa.background import BackgroundMLP
 from hifa.encoding import HashGridConfig
 from hifa.errors import ConfigError
 from hifa.field import FieldConfig, NeRFField
-from hifa.optim import build_adan, build_lr_scheduler, clip_gradients, param_groups, warmup_factor
+from hifa.optim import build_adan, build_lr_scheduler, clip_gradients, gradient_norm, param_groups, warmup_factor
 
 THETA = [(0.8999982020, -2.0999957990), (0.9315863735, -2.1907273686), (0.8762903599, -2.2775691426)]
 GRADS = [(0.5, 1.0), (-0.25, 2.0), (6.0, 8.0)]  # the last has norm 10: clip factor 0.5
@@ -175,3 +175,25 @@ def test_clip_gradients_returns_the_pre_clip_norm():
     a.grad, b.grad = torch.tensor([0.3, 0.0]), torch.tensor([0.4])
     assert clip_gradients([a, b], 1.0).item() == pytest.approx(0.5)
     assert torch.allclose(b.grad, torch.tensor([0.4]))  # below the limit: untouched
+
+
+def test_clip_gradients_uses_a_given_norm_and_an_infinite_limit_leaves_gradients_alone():
+    a = torch.nn.Parameter(torch.zeros(2))
+    a.grad = torch.tensor([3.0, 4.0])
+    assert gradient_norm([a]).item() == pytest.approx(5.0)
+    clip_gradients([a], 1.0, norm=torch.tensor(10.0))  # the given norm, not the gradient's own, sets the scale
+    assert torch.allclose(a.grad, torch.tensor([0.3, 0.4]), atol=1e-6)
+    before = a.grad.clone()
+    assert clip_gradients([a], math.inf).item() == pytest.approx(0.5)
+    assert torch.equal(a.grad, before)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_gradient_norm_is_non_finite_when_any_gradient_is(bad):
+    a, b = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(1000))
+    a.grad, b.grad = torch.ones(3), torch.ones(1000)
+    assert torch.isfinite(gradient_norm([a, b]))
+    b.grad[517] = bad
+    assert not torch.isfinite(gradient_norm([a, b]))
+    b.grad = None  # parameters without a gradient are left out
+    assert gradient_norm([a, b]).item() == pytest.approx(3**0.5)

@@ -90,6 +90,25 @@ def test_nan_guard_can_skip_steps(tmp_path, monkeypatch):
     assert all(torch.isfinite(p).all() for p in trainer.renderer.parameters())
 
 
+def test_nan_guard_catches_a_non_finite_gradient_under_a_finite_loss(tmp_path, monkeypatch):
+    config = tiny_config(tmp_path, extra=["tracking.enabled=false", "nan_policy=skip"])
+    trainer = Trainer(config, tmp_path / "run", progress=False)
+    original = trainer.loss_terms
+
+    def poisoned(step):
+        terms, info = original(step)
+        if step == 2:  # sqrt at exactly 0: the term's value is 0, its gradient is infinite
+            total = sum(p.sum() for p in trainer.renderer.parameters())
+            terms = {**terms, "poison": torch.sqrt(total - total.detach())}
+            assert torch.isfinite(sum(terms.values()))
+        return terms, info
+
+    monkeypatch.setattr(trainer, "loss_terms", poisoned)
+    trainer.train()
+    assert trainer.log_rows[1].get("skipped") == 1.0 and trainer.skipped_steps == 1
+    assert all(torch.isfinite(p).all() for p in trainer.renderer.parameters())
+
+
 def test_existing_checkpoint_needs_resume(tmp_path):
     config = tiny_config(tmp_path, extra=["tracking.enabled=false"])
     run_training(config, tmp_path / "run", progress=False)
