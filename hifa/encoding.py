@@ -7,23 +7,19 @@ with one backend loads into the other.
 
 from __future__ import annotations
 
-import functools
-import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import nn
 
+from hifa.cpu_kernels import cpu_kernels
 from hifa.errors import HifaError, require
 from hifa.hashgrid_triton import LevelTable, TritonHashGrid, triton_available
 
 PRIMES = (1, 2654435761, 805459861)
 BACKENDS = ("auto", "torch", "cpp", "tcnn", "triton")
-CPP_SOURCE = Path(__file__).parent / "csrc" / "hashgrid_cpu.cpp"
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -139,7 +135,7 @@ class HashGridEncoding(nn.Module):
             raise HifaError("grid.backend 'tcnn' needs CUDA and the tinycudann package; use backend 'torch' or 'auto'")
         if config.backend == "triton" and not triton_available():
             raise HifaError("grid.backend 'triton' needs the triton package (it ships with CUDA builds of torch); use backend 'torch' or 'auto'")
-        if config.backend == "cpp" and cpp_kernel() is None:
+        if config.backend == "cpp" and cpu_kernels() is None:
             raise HifaError("grid.backend 'cpp' needs a C++ compiler to build the CPU kernel; use backend 'torch' or 'auto'")
 
     @property
@@ -168,7 +164,7 @@ class HashGridEncoding(nn.Module):
             and unit.dtype == torch.float32
             and not unit.requires_grad
             and self.config.backend in ("auto", "cpp")
-            and cpp_kernel() is not None
+            and cpu_kernels() is not None
         )
 
     def kernel_args(self) -> tuple:
@@ -226,27 +222,13 @@ class _CppHashGrid(torch.autograd.Function):
     def forward(ctx, unit, encoding, *tables):  # type: ignore[override]
         ctx.save_for_backward(unit, *tables)
         ctx.kernel_args = encoding.kernel_args()
-        return cpp_kernel().forward(unit.contiguous(), [t.detach() for t in tables], *ctx.kernel_args)
+        return cpu_kernels().forward(unit.contiguous(), [t.detach() for t in tables], *ctx.kernel_args)
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
         unit, *tables = ctx.saved_tensors
-        grads = cpp_kernel().backward(grad, unit, [t.detach() for t in tables], *ctx.kernel_args)
+        grads = cpu_kernels().backward(grad, unit, [t.detach() for t in tables], *ctx.kernel_args)
         return (None, None, *grads)
-
-
-@functools.cache
-def cpp_kernel():
-    """The compiled CPU kernel (built once per machine and cached by torch), or None if it cannot build."""
-    try:
-        # Quiet the CPU-only "No CUDA runtime is found" notice the loader logs on import.
-        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-        from torch.utils.cpp_extension import load
-
-        return load("hifa_hashgrid_cpu", [str(CPP_SOURCE)], extra_cflags=["-O3"], verbose=False)
-    except Exception as exc:  # no compiler, no ninja, or a build error: the PyTorch path still works
-        log.warning("hash grid: C++ CPU kernel unavailable (%s); using the slower pure-PyTorch path", str(exc).splitlines()[0])
-        return None
 
 
 def _as_int32(value: int) -> int:

@@ -81,6 +81,29 @@ def test_cfg_with_scale_zero_is_the_unconditional_prediction(prior):
     assert not torch.allclose(guided_noise(prior, x_t, t, cond, 100.0), eps_u)
 
 
+@pytest.mark.parametrize("mode,cutoff", [("perpneg", None), ("perpneg", 40.0), ("suffix", 40.0)])
+def test_handles_sharing_a_bank_give_what_each_gives_alone(prior, mode, cutoff):
+    from dataclasses import replace
+
+    oracle = OraclePrior(replace(prior.config, view_cutoff_deg=cutoff))
+    cams = orbit_cameras(2, polar_deg=60.0, radius=3.2, fovy_deg=20.0, start_azimuth_deg=40.0)
+    cond = oracle.conditions("a green torus", cams, mode)
+    handles = [cond.uncond, cond.positive, *cond.negatives]
+    x_t, t = torch.rand(2, 3, 16, 16), torch.tensor([150, 600])
+    together = oracle.predict_eps(x_t, t, handles)
+    disparity = oracle.last_disparity.clone()
+    for handle, eps in zip(handles, together):
+        alone = oracle.predict_eps(x_t, t, [handle])[0]
+        assert torch.allclose(eps, alone, atol=1e-6)
+        if handle.positive:
+            assert torch.allclose(disparity, oracle.last_disparity, atol=1e-6)
+        # ... and what the float64 reference formula gives for that handle
+        flat, sq, _ = oracle._matrix(handle.scene)
+        abar = ABAR[t]
+        x0, _ = exact_x0(x_t, abar, flat, oracle._log_prior(handle, 2), sq)
+        assert torch.allclose(eps, eps_from_x0(x_t, x0, abar), atol=1e-5)
+
+
 def test_positive_call_exposes_the_ground_truth_disparity(prior):
     cams = orbit_cameras(1, radius=3.2, fovy_deg=20.0)
     cond = prior.conditions("a snowman with a carrot nose", cams, "none")

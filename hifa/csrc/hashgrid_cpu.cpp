@@ -173,8 +173,3 @@ std::vector<torch::Tensor> hashgrid_backward(torch::Tensor grad_out, torch::Tens
   for (auto& th : pool) th.join();
   return grads;
 }
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &hashgrid_forward, "hash-grid encoding forward (CPU)");
-  m.def("backward", &hashgrid_backward, "hash-grid encoding table gradients (CPU)");
-}

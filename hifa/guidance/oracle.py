@@ -203,6 +203,19 @@ def sector_log_prior(
     return log_prior
 
 
+def bank_distances(x_t: torch.Tensor, abar: torch.Tensor, flat_bank: torch.Tensor, bank_sq: torch.Tensor) -> torch.Tensor:
+    """|x_t - sqrt(abar) x_k|^2 (B, K) in float64, for x_t (B, ...) and a float64 bank (K, D) with squared norms (K,)."""
+    flat_x = x_t.flatten(1).double()
+    a = abar.double().sqrt()[:, None]
+    # Expanded, so the bank is read once (a GEMV); float64 because the three terms nearly cancel at low noise.
+    return (flat_x**2).sum(-1, keepdim=True) - 2 * a * flat_x @ flat_bank.T + a**2 * bank_sq[None]
+
+
+def posterior_weights(log_prior: torch.Tensor, distances: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
+    """softmax_k(log pi_k - d_k / (2 (1 - abar))) in float64; log_prior (..., B, K) broadcasts over distances (B, K)."""
+    return torch.softmax(log_prior.double() - distances / (2 * (1 - abar.double()))[:, None], dim=-1)
+
+
 def exact_x0(
     x_t: torch.Tensor, abar: torch.Tensor, bank: torch.Tensor, log_prior: torch.Tensor, bank_sq: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -210,13 +223,9 @@ def exact_x0(
 
     `bank` may be given pre-flattened as float64 (K, C*H*W) with its squared norms `bank_sq` (K,).
     """
-    flat_x = x_t.flatten(1).double()
     flat_bank = bank if bank.dim() == 2 and bank.dtype == torch.float64 else bank.flatten(1).double()
     bank_sq = (flat_bank**2).sum(-1) if bank_sq is None else bank_sq
-    a = abar.double().sqrt()[:, None]
-    sq = (flat_x**2).sum(-1, keepdim=True) - 2 * a * flat_x @ flat_bank.T + a**2 * bank_sq[None]
-    logits = log_prior.double() - sq / (2 * (1 - abar.double()))[:, None]
-    weights = torch.softmax(logits, dim=-1)
+    weights = posterior_weights(log_prior, bank_distances(x_t, abar, flat_bank, bank_sq), abar)
     return (weights @ flat_bank).view_as(x_t).to(x_t.dtype), weights.to(x_t.dtype)
 
 
@@ -250,7 +259,7 @@ class OraclePrior:
         self.image_size = self.config.resolution
         self._banks: dict[str, SceneBank] = {}
         self._scenes = {s.name: s for s in (scenes or [spec.scene() for spec in CATALOGUE])}
-        self._matrices: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._matrices: dict[str | None, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self._bank_labels: dict[str, list[str]] = {}
         self.last_disparity: torch.Tensor | None = None
 
@@ -317,42 +326,58 @@ class OraclePrior:
     @torch.no_grad()
     def predict_eps(self, latents: torch.Tensor, t: torch.Tensor, handles: list[OracleView]) -> list[torch.Tensor]:
         abar = self.alphas_cumprod.to(latents.device)[t.to(latents.device)]
-        out = []
-        for handle in handles:
-            if handle.scene is None:
-                flat, sq = self._matrix("*uncond*", self._uncond_images)
-                log_prior = torch.zeros(latents.shape[0], flat.shape[0])
-            else:
-                bank = self.bank(handle.scene)
-                flat, sq = self._matrix(handle.scene, lambda: bank.images)
-                tau = math.radians(self.config.tau_deg)
-                cutoff = None if self.config.view_cutoff_deg is None else math.radians(self.config.view_cutoff_deg)
-                if handle.sector is None:
-                    log_prior = angle_log_prior(handle.directions, bank.directions, tau, cutoff)
-                else:
-                    log_prior = sector_log_prior(handle.directions, bank.directions, handle.sector, self._labels(handle.scene), tau, cutoff)
-            # Views the prior rules out carry no weight: leave them out of the (exact) posterior.
-            allowed = torch.isfinite(log_prior).any(0).nonzero().squeeze(-1)
-            if len(allowed) < len(flat):  # (an index copy of the whole unconditional bank is ~60 MB per call)
-                flat, sq, log_prior = flat[allowed], sq[allowed], log_prior[:, allowed]
-            x0, weights = exact_x0(latents, abar, flat.to(latents.device), log_prior.to(latents.device), sq.to(latents.device))
-            if handle.positive and handle.scene is not None:
-                disparity = self.bank(handle.scene).disparity[allowed].to(latents.device)
-                self.last_disparity = (weights @ disparity.flatten(1)).view(-1, *disparity.shape[1:])
-            out.append(eps_from_x0(latents, x0, abar))
-        return out
+        out: list[torch.Tensor | None] = [None] * len(handles)
+        # Handles on one bank (Perp-Neg's positive and negatives) differ only in their view prior: the
+        # distances to the bank are computed once and the posterior means in one product, so the bank
+        # is read twice per call, not twice per handle.
+        groups: dict[str | None, list[int]] = {}
+        for i, handle in enumerate(handles):
+            groups.setdefault(handle.scene, []).append(i)
+        for scene, members in groups.items():
+            log_prior = torch.stack([self._log_prior(handles[i], latents.shape[0]) for i in members])  # (H, B, K)
+            flat, sq, low = self._matrix(scene)
+            # Views the prior rules out for every handle carry no weight: leave them out of the (exact) posterior.
+            allowed = torch.isfinite(log_prior).flatten(0, 1).any(0).nonzero().squeeze(-1)
+            subset = len(allowed) < len(flat)
+            if subset:  # (an index copy of the whole unconditional bank would be ~120 MB per call)
+                flat, sq, low, log_prior = flat[allowed], sq[allowed], low[allowed], log_prior[..., allowed]
+            distances = bank_distances(latents, abar, flat.to(latents.device), sq.to(latents.device))
+            weights = posterior_weights(log_prior.to(latents.device), distances, abar)  # (H, B, K)
+            # The mean in the latents' precision (float32 halves the bank read); the distances above need float64.
+            bank = flat if latents.dtype == torch.float64 else low
+            x0 = (weights.to(bank.dtype).flatten(0, 1) @ bank.to(latents.device)).view(len(members), *latents.shape).to(latents.dtype)
+            for j, i in enumerate(members):
+                if handles[i].positive and scene is not None:
+                    disparity = self.bank(scene).disparity
+                    disparity = (disparity[allowed] if subset else disparity).to(latents.device)
+                    self.last_disparity = (weights[j].to(disparity.dtype) @ disparity.flatten(1)).view(-1, *disparity.shape[1:])
+                out[i] = eps_from_x0(latents, x0[j], abar)
+        return out  # type: ignore[return-value]
+
+    def _log_prior(self, handle: OracleView, batch: int) -> torch.Tensor:
+        """log pi_k (B, K) of a handle over its bank: uniform for the unconditional one."""
+        if handle.scene is None:
+            return torch.zeros(batch, len(self._matrix(None)[0]), dtype=torch.float64)
+        bank = self.bank(handle.scene)
+        tau = math.radians(self.config.tau_deg)
+        cutoff = None if self.config.view_cutoff_deg is None else math.radians(self.config.view_cutoff_deg)
+        if handle.sector is None:
+            return angle_log_prior(handle.directions, bank.directions, tau, cutoff)
+        return sector_log_prior(handle.directions, bank.directions, handle.sector, self._labels(handle.scene), tau, cutoff)
 
     def _labels(self, name: str) -> list[str]:
         if name not in self._bank_labels:
             self._bank_labels[name] = bank_labels(self.bank(name).directions)
         return self._bank_labels[name]
 
-    def _matrix(self, key: str, images) -> tuple[torch.Tensor, torch.Tensor]:
-        """A bank flattened to float64 rows with squared norms, computed once (hot in every DDIM call)."""
-        if key not in self._matrices:
-            flat = images().flatten(1).double()
-            self._matrices[key] = (flat, (flat**2).sum(-1))
-        return self._matrices[key]
+    def _matrix(self, scene: str | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A scene's bank (None: the unconditional one) as float64 rows, their squared norms and a float32 copy,
+        computed once (hot in every DDIM call)."""
+        if scene not in self._matrices:
+            images = self._uncond_images() if scene is None else self.bank(scene).images
+            flat = images.flatten(1).double()
+            self._matrices[scene] = (flat, (flat**2).sum(-1), flat.float())
+        return self._matrices[scene]
 
     def _uncond_images(self) -> torch.Tensor:
         # A sparser bank per scene: the unconditional branch needs every scene, not every view.
