@@ -259,7 +259,7 @@ class OraclePrior:
         self.image_size = self.config.resolution
         self._banks: dict[str, SceneBank] = {}
         self._scenes = {s.name: s for s in (scenes or [spec.scene() for spec in CATALOGUE])}
-        self._matrices: dict[str | None, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._matrices: dict[tuple[str | None, torch.device], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self._bank_labels: dict[str, list[str]] = {}
         self.last_disparity: torch.Tensor | None = None
 
@@ -335,17 +335,17 @@ class OraclePrior:
             groups.setdefault(handle.scene, []).append(i)
         for scene, members in groups.items():
             log_prior = torch.stack([self._log_prior(handles[i], latents.shape[0]) for i in members])  # (H, B, K)
-            flat, sq, low = self._matrix(scene)
+            flat, sq, low = self._matrix(scene, latents.device)
             # Views the prior rules out for every handle carry no weight: leave them out of the (exact) posterior.
             allowed = torch.isfinite(log_prior).flatten(0, 1).any(0).nonzero().squeeze(-1)
             subset = len(allowed) < len(flat)
             if subset:  # (an index copy of the whole unconditional bank would be ~120 MB per call)
                 flat, sq, low, log_prior = flat[allowed], sq[allowed], low[allowed], log_prior[..., allowed]
-            distances = bank_distances(latents, abar, flat.to(latents.device), sq.to(latents.device))
+            distances = bank_distances(latents, abar, flat, sq)
             weights = posterior_weights(log_prior.to(latents.device), distances, abar)  # (H, B, K)
             # The mean in the latents' precision (float32 halves the bank read); the distances above need float64.
             bank = flat if latents.dtype == torch.float64 else low
-            x0 = (weights.to(bank.dtype).flatten(0, 1) @ bank.to(latents.device)).view(len(members), *latents.shape).to(latents.dtype)
+            x0 = (weights.to(bank.dtype).flatten(0, 1) @ bank).view(len(members), *latents.shape).to(latents.dtype)
             for j, i in enumerate(members):
                 if handles[i].positive and scene is not None:
                     disparity = self.bank(scene).disparity
@@ -370,14 +370,15 @@ class OraclePrior:
             self._bank_labels[name] = bank_labels(self.bank(name).directions)
         return self._bank_labels[name]
 
-    def _matrix(self, scene: str | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _matrix(self, scene: str | None, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """A scene's bank (None: the unconditional one) as float64 rows, their squared norms and a float32 copy,
-        computed once (hot in every DDIM call)."""
-        if scene not in self._matrices:
+        computed once per device (hot in every DDIM call; the unconditional bank is ~180 MB to copy)."""
+        key = (scene, torch.device(device))
+        if key not in self._matrices:
             images = self._uncond_images() if scene is None else self.bank(scene).images
-            flat = images.flatten(1).double()
-            self._matrices[scene] = (flat, (flat**2).sum(-1), flat.float())
-        return self._matrices[scene]
+            flat = images.flatten(1).double().to(key[1])
+            self._matrices[key] = (flat, (flat**2).sum(-1), flat.float())
+        return self._matrices[key]
 
     def _uncond_images(self) -> torch.Tensor:
         # A sparser bank per scene: the unconditional branch needs every scene, not every view.
