@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
+import os
 from pathlib import Path
+
+from hifa.io import write_bytes_atomic
 
 SOURCES = [Path(__file__).parent / "csrc" / name for name in ("bindings.cpp", "hashgrid_cpu.cpp", "adan_cpu.cpp")]
 NAME = "hifa_cpu_kernels"
@@ -22,17 +26,39 @@ def built(name: str) -> bool:
         return True
 
 
+def staged_sources() -> tuple[str, list[Path]]:
+    """The sources copied to a folder named by their content, and the extension name for that content.
+
+    torch's build (ninja) reruns whenever the source paths change, so two checkouts of the same code
+    (a cluster's clones, the tests' pipeline copies) would rebuild each other's cache in turn, about a
+    minute each time; staged by content they share one build, and different code gets its own.
+    """
+    digest = hashlib.sha256(" ".join(FLAGS).encode())
+    for source in SOURCES:
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    tag = digest.hexdigest()[:16]
+    root = Path(os.environ.get("HIFA_CACHE_DIR") or Path.home() / ".cache" / "hifa") / "csrc" / tag
+    staged = []
+    for source in SOURCES:
+        target = root / source.name
+        if not target.exists() or target.read_bytes() != source.read_bytes():
+            write_bytes_atomic(target, source.read_bytes())
+        staged.append(target)
+    return f"{NAME}_{tag}", staged
+
+
 @functools.cache
 def cpu_kernels():
-    """The compiled extension (built once per machine, cached by torch), or None if it cannot build."""
+    """The compiled extension (built once per machine and code version, cached by torch), or None if it cannot build."""
     try:
         # Quiet the CPU-only "No CUDA runtime is found" notice the loader logs on import.
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         from torch.utils.cpp_extension import load
 
-        if not built(NAME):  # a silent minute-long pause otherwise
+        name, sources = staged_sources()
+        if not built(name):  # a silent minute-long pause otherwise
             log.warning("compiling the C++ CPU kernels (first use on this machine, about a minute; cached afterwards)")
-        return load(NAME, [str(s) for s in SOURCES], extra_cflags=FLAGS, verbose=False)
+        return load(name, [str(s) for s in sources], extra_cflags=FLAGS, verbose=False)
     except Exception as exc:  # no compiler, no ninja, or a build error: the PyTorch paths still work
         log.warning("C++ CPU kernels unavailable (%s); using the slower pure-PyTorch paths", str(exc).splitlines()[0])
         return None

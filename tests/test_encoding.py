@@ -145,3 +145,25 @@ def test_cpp_kernel_matches_pure_pytorch(interpolation, features):
     (out_slow * weights).sum().backward()
     for a, b in zip(fast.tables, slow.tables):
         assert torch.allclose(a.grad, b.grad, atol=1e-4)
+
+
+def test_cpu_kernel_sources_are_staged_by_content(tmp_path, monkeypatch):
+    """Two checkouts of the same code share one build (ninja reruns when source paths change); new code gets its own."""
+    from hifa import cpu_kernels as kernels
+
+    monkeypatch.setenv("HIFA_CACHE_DIR", str(tmp_path / "cache"))
+    checkouts = []
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        for source in kernels.SOURCES:
+            (folder / source.name).write_bytes(source.read_bytes())
+        checkouts.append([folder / s.name for s in kernels.SOURCES])
+    monkeypatch.setattr(kernels, "SOURCES", checkouts[0])
+    first = kernels.staged_sources()
+    monkeypatch.setattr(kernels, "SOURCES", checkouts[1])
+    assert kernels.staged_sources() == first
+    assert all(path.read_bytes() == src.read_bytes() for path, src in zip(first[1], checkouts[0]))
+    checkouts[1][2].write_text(checkouts[1][2].read_text() + "\n// changed\n")
+    changed = kernels.staged_sources()
+    assert changed[0] != first[0] and changed[1][2].read_text().endswith("// changed\n")
