@@ -16,14 +16,31 @@ FLAGS = ["-O3", "-fno-math-errno"]
 log = logging.getLogger(__name__)
 
 
-def built(name: str) -> bool:
-    """Whether torch's extension cache holds a build of `name` (it still rebuilds when the sources changed)."""
+def build_directory(name: str) -> Path | None:
+    """torch's cache folder for extension `name`, or None if torch's (private) helper has moved."""
     try:
         from torch.utils.cpp_extension import _get_build_directory
 
-        return (Path(_get_build_directory(name, verbose=False)) / f"{name}.so").exists()
-    except Exception:  # a private helper of torch's: if it moves, just skip the notice
-        return True
+        return Path(_get_build_directory(name, verbose=False))
+    except Exception:
+        return None
+
+
+def import_built(name: str):
+    """The cached build of `name` imported directly, or None (not built yet, or half-written by a build now running)."""
+    import importlib.util
+
+    folder = build_directory(name)
+    library = folder / f"{name}.so" if folder else None
+    if library is None or not library.exists():
+        return None
+    try:
+        spec = importlib.util.spec_from_file_location(name, library)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    except Exception:  # e.g. a concurrent first build is still linking it: load() waits for that build
+        return None
 
 
 def staged_sources() -> tuple[str, list[Path]]:
@@ -33,7 +50,10 @@ def staged_sources() -> tuple[str, list[Path]]:
     (a cluster's clones, the tests' pipeline copies) would rebuild each other's cache in turn, about a
     minute each time; staged by content they share one build, and different code gets its own.
     """
-    digest = hashlib.sha256(" ".join(FLAGS).encode())
+    import torch
+
+    # The torch version too: torch's cache folder is per Python and CUDA version only.
+    digest = hashlib.sha256(" ".join([torch.__version__, *FLAGS]).encode())
     for source in SOURCES:
         digest.update(source.name.encode() + b"\0" + source.read_bytes())
     tag = digest.hexdigest()[:16]
@@ -56,8 +76,13 @@ def cpu_kernels():
         from torch.utils.cpp_extension import load
 
         name, sources = staged_sources()
-        if not built(name):  # a silent minute-long pause otherwise
-            log.warning("compiling the C++ CPU kernels (first use on this machine, about a minute; cached afterwards)")
+        # The name pins sources, flags and torch version, so a build of it is the right one: import it
+        # directly. load() would ask ninja, which rebuilds whenever the command line differs (another
+        # venv's include paths), and processes from two venvs then rebuild each other's cache in turn.
+        module = import_built(name)
+        if module is not None:
+            return module
+        log.warning("compiling the C++ CPU kernels (first use on this machine, about a minute; cached afterwards)")
         return load(name, [str(s) for s in sources], extra_cflags=FLAGS, verbose=False)
     except Exception as exc:  # no compiler, no ninja, or a build error: the PyTorch paths still work
         log.warning("C++ CPU kernels unavailable (%s); using the slower pure-PyTorch paths", str(exc).splitlines()[0])

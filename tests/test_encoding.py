@@ -167,3 +167,15 @@ def test_cpu_kernel_sources_are_staged_by_content(tmp_path, monkeypatch):
     checkouts[1][2].write_text(checkouts[1][2].read_text() + "\n// changed\n")
     changed = kernels.staged_sources()
     assert changed[0] != first[0] and changed[1][2].read_text().endswith("// changed\n")
+
+
+def test_a_cached_cpu_kernel_build_is_imported_without_asking_ninja():
+    """Another venv's load() would rebuild (ninja compares command lines); the content-named build is imported as is."""
+    from hifa import cpu_kernels as kernels
+
+    if kernels.cpu_kernels() is None:
+        pytest.skip("no C++ compiler: the pure-PyTorch path is used")
+    name, _ = kernels.staged_sources()
+    module = kernels.import_built(name)
+    assert module is not None and hasattr(module, "adan_step") and hasattr(module, "forward")
+    assert kernels.import_built(name + "_never_built") is None

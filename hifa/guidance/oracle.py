@@ -339,7 +339,7 @@ class OraclePrior:
             # Views the prior rules out for every handle carry no weight: leave them out of the (exact) posterior.
             allowed = torch.isfinite(log_prior).flatten(0, 1).any(0).nonzero().squeeze(-1)
             subset = len(allowed) < len(flat)
-            if subset:  # (an index copy of the whole unconditional bank would be ~120 MB per call)
+            if subset:  # (an index copy of the whole unconditional bank would be ~180 MB per call)
                 flat, sq, low, log_prior = flat[allowed], sq[allowed], low[allowed], log_prior[..., allowed]
             distances = bank_distances(latents, abar, flat, sq)
             weights = posterior_weights(log_prior.to(latents.device), distances, abar)  # (H, B, K)
