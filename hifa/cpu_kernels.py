@@ -8,6 +8,8 @@ import logging
 import os
 from pathlib import Path
 
+import torch
+
 from hifa.io import write_bytes_atomic
 
 SOURCES = [Path(__file__).parent / "csrc" / name for name in ("bindings.cpp", "hashgrid_cpu.cpp", "adan_cpu.cpp")]
@@ -50,8 +52,6 @@ def staged_sources() -> tuple[str, list[Path]]:
     (a cluster's clones, the tests' pipeline copies) would rebuild each other's cache in turn, about a
     minute each time; staged by content they share one build, and different code gets its own.
     """
-    import torch
-
     # The torch version too: torch's cache folder is per Python and CUDA version only.
     digest = hashlib.sha256(" ".join([torch.__version__, *FLAGS]).encode())
     for source in SOURCES:
