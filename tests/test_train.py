@@ -63,18 +63,21 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
             assert a[key] == pytest.approx(b[key], rel=1e-5, nan_ok=True), (a["step"], key)
 
 
+def poison_step(trainer: Trainer, monkeypatch, step: int, poison) -> None:
+    """Replace the trainer's loss terms at `step` by poison(terms)."""
+    original = trainer.loss_terms
+
+    def poisoned(at):
+        terms, info = original(at)
+        return (poison(terms) if at == step else terms), info
+
+    monkeypatch.setattr(trainer, "loss_terms", poisoned)
+
+
 def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     config = tiny_config(tmp_path, extra=["tracking.enabled=false", "checkpoint_every=1"])
     trainer = Trainer(config, tmp_path / "run", progress=False)
-    original = trainer.loss_terms
-
-    def poisoned(step):
-        terms, info = original(step)
-        if step == 3:
-            terms["latent"] = terms["latent"] * float("nan")
-        return terms, info
-
-    monkeypatch.setattr(trainer, "loss_terms", poisoned)
+    poison_step(trainer, monkeypatch, 3, lambda terms: {**terms, "latent": terms["latent"] * float("nan")})
     with pytest.raises(HifaError, match=r"non-finite loss at step 3 \(latent\); stopped, the last good checkpoint \(step 2\)"):
         trainer.train()
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["step"] == 2
@@ -83,8 +86,7 @@ def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatc
 def test_nan_guard_can_skip_steps(tmp_path, monkeypatch):
     config = tiny_config(tmp_path, extra=["tracking.enabled=false", "nan_policy=skip"])
     trainer = Trainer(config, tmp_path / "run", progress=False)
-    original = trainer.loss_terms
-    monkeypatch.setattr(trainer, "loss_terms", lambda step: (lambda t, i: ({**t, "latent": t["latent"] * float("nan")} if step == 2 else t, i))(*original(step)))
+    poison_step(trainer, monkeypatch, 2, lambda terms: {**terms, "latent": terms["latent"] * float("nan")})
     trainer.train()
     assert trainer.step == 6 and trainer.log_rows[1].get("skipped") == 1.0
     assert all(torch.isfinite(p).all() for p in trainer.renderer.parameters())
@@ -93,17 +95,14 @@ def test_nan_guard_can_skip_steps(tmp_path, monkeypatch):
 def test_nan_guard_catches_a_non_finite_gradient_under_a_finite_loss(tmp_path, monkeypatch):
     config = tiny_config(tmp_path, extra=["tracking.enabled=false", "nan_policy=skip"])
     trainer = Trainer(config, tmp_path / "run", progress=False)
-    original = trainer.loss_terms
 
-    def poisoned(step):
-        terms, info = original(step)
-        if step == 2:  # sqrt at exactly 0: the term's value is 0, its gradient is infinite
-            total = sum(p.sum() for p in trainer.renderer.parameters())
-            terms = {**terms, "poison": torch.sqrt(total - total.detach())}
-            assert torch.isfinite(sum(terms.values()))
-        return terms, info
+    def infinite_gradient(terms):  # sqrt at exactly 0: the term's value is 0, its gradient is infinite
+        total = sum(p.sum() for p in trainer.renderer.parameters())
+        terms = {**terms, "poison": torch.sqrt(total - total.detach())}
+        assert torch.isfinite(sum(terms.values()))
+        return terms
 
-    monkeypatch.setattr(trainer, "loss_terms", poisoned)
+    poison_step(trainer, monkeypatch, 2, infinite_gradient)
     trainer.train()
     assert trainer.log_rows[1].get("skipped") == 1.0 and trainer.skipped_steps == 1
     assert all(torch.isfinite(p).all() for p in trainer.renderer.parameters())
