@@ -334,8 +334,8 @@ class OraclePrior:
         for i, handle in enumerate(handles):
             groups.setdefault(handle.scene, []).append(i)
         for scene, members in groups.items():
-            log_prior = torch.stack([self._log_prior(handles[i], latents.shape[0]) for i in members])  # (H, B, K)
             flat, sq, low = self._matrix(scene, latents.device)
+            log_prior = torch.stack([self._log_prior(handles[i], latents.shape[0], len(flat)) for i in members])  # (H, B, K)
             # Views the prior rules out for every handle carry no weight: leave them out of the (exact) posterior.
             allowed = torch.isfinite(log_prior).flatten(0, 1).any(0).nonzero().squeeze(-1)
             subset = len(allowed) < len(flat)
@@ -354,10 +354,10 @@ class OraclePrior:
                 out[i] = eps_from_x0(latents, x0[j], abar)
         return out  # type: ignore[return-value]
 
-    def _log_prior(self, handle: OracleView, batch: int) -> torch.Tensor:
-        """log pi_k (B, K) of a handle over its bank: uniform for the unconditional one."""
+    def _log_prior(self, handle: OracleView, batch: int, views: int) -> torch.Tensor:
+        """log pi_k (B, K) of a handle over its bank of `views` renders: uniform for the unconditional one."""
         if handle.scene is None:
-            return torch.zeros(batch, len(self._matrix(None)[0]), dtype=torch.float64)
+            return torch.zeros(batch, views, dtype=torch.float64)
         bank = self.bank(handle.scene)
         tau = math.radians(self.config.tau_deg)
         cutoff = None if self.config.view_cutoff_deg is None else math.radians(self.config.view_cutoff_deg)
