@@ -205,8 +205,13 @@ def bench_trainer(preset_name: str, model: str, depth_model: str, overrides: lis
         yield Trainer(config, Path(tmp), progress=False)
 
 
-def bench_train_step(device: torch.device, preset_name: str, model: str, depth_model: str, overrides: list[str], warmup: int, repeat: int) -> dict:
-    """Median time of the trainer's first steps (sqrt anneal: t near t_max, all K UNet calls) and peak memory."""
+def bench_train_step(device: torch.device, preset_name: str, model: str, depth_model: str, overrides: list[str], warmup: int, repeat: int,
+                     run_mean: int = 0) -> dict:
+    """Median time of the trainer's first steps (sqrt anneal: t near t_max, all K UNet calls) and peak memory.
+
+    `run_mean` > 0 also times that many steps at evenly spread points of the run (one per stratum): their
+    mean estimates a whole run's step time, where the annealed t needs fewer than K denoising calls.
+    """
     with bench_trainer(preset_name, model, depth_model, overrides) as trainer:
         counter = iter(range(1, 10_000))
         peak_memory(device, reset=True)
@@ -214,6 +219,16 @@ def bench_train_step(device: torch.device, preset_name: str, model: str, depth_m
         config = trainer.config
         out = {"resolution": config.resolution, "samples": config.renderer.num_coarse + config.renderer.num_fine, "step_ms": 1000 * seconds,
                "peak_gib": peak_memory(device), "overrides": " ".join(overrides)}
+        if run_mean:
+            times = []
+            for i in range(run_mean):
+                step = 1 + int((i + 0.5) / run_mean * config.iterations)
+                t0 = time.perf_counter()
+                trainer.training_step(step)
+                sync(device)
+                times.append(time.perf_counter() - t0)
+            out["run_mean_step_ms"] = 1000 * sum(times) / len(times)
+            out["run_mean_steps_ms"] = [round(1000 * t, 1) for t in times]
         if trainer.renderer.occupancy is not None:
             out["occupied_cells"] = trainer.renderer.occupancy.occupancy()
         return out
@@ -300,17 +315,17 @@ def cuda_plan(device: torch.device, models: Path, warmup: int, repeat: int, out:
     dpt = functools.cache(lambda: str(build_dpt_large(models / "dpt-large")))
     chunk, occ, comp = "renderer.checkpoint_chunk_rays=16384", "renderer.occupancy.resolution=64", "prior.compile=true"
     bf16 = "field.mlp_precision=bf16"
-    step = lambda p, over: lambda: bench_train_step(device, p, sd(), dpt(), over, 2, 5)  # noqa: E731 - steps are long: fewer repeats
+    step = lambda p, over, mean=0: lambda: bench_train_step(device, p, sd(), dpt(), over, 2, 5, mean)  # noqa: E731 - steps are long: fewer repeats
     rays = 1 << 14
     plan: dict[str, Callable[[], dict]] = {
-        "encoding_rays": lambda: bench_encoding_rays(device, 1 << 14, 192, warmup, repeat),
-        "train_step_hifa": step("hifa", []),
-        "train_step_hifa+bf16": step("hifa", [bf16]),
-        "train_step_hifa+occupancy+compile": step("hifa", [occ, comp]),
-        "train_step_hifa+bf16+occupancy+compile": step("hifa", [bf16, occ, comp]),
-        "train_step_hifa-fast+occupancy+compile": step("hifa-fast", [occ, comp]),
-        "train_step_hifa-fast+bf16+occupancy+compile": step("hifa-fast", [bf16, occ, comp]),
+        "train_step_hifa": step("hifa", [], 8),
+        "train_step_hifa+bf16": step("hifa", [bf16], 8),
+        "train_step_hifa+bf16+occupancy+compile": step("hifa", [bf16, occ, comp], 8),
+        "train_step_hifa-fast+bf16+occupancy+compile": step("hifa-fast", [bf16, occ, comp], 8),
         "guidance+compile@reduce-overhead": lambda: bench_guidance(device, sd(), 512, warmup, repeat, compile_unet=True, unet_mode="reduce-overhead"),
+        "encoding_rays": lambda: bench_encoding_rays(device, 1 << 14, 192, warmup, repeat),
+        "train_step_hifa+occupancy+compile": step("hifa", [occ, comp]),
+        "train_step_hifa-fast+occupancy+compile": step("hifa-fast", [occ, comp]),
         # cuDNN converts every NCHW activation to NHWC (16 ms of a step in the H100 profile); channels_last was
         # slower before cuDNN autotuning was switched on.
         "guidance@channels_last": lambda: bench_guidance(device, sd(), 512, warmup, repeat, channels_last=True),

@@ -185,3 +185,23 @@ def test_prior_speed_options_on_cuda_give_the_same_noise_prediction(models, opti
         encoded.append((z.detach(), x.grad))
     for a, b in zip(*encoded):
         torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-3)
+
+
+def test_oracle_prior_on_cuda_matches_cpu(tmp_path):
+    """The oracle's per-device banks: eps and the positive's disparity on CUDA equal the CPU's, on a repeat call too."""
+    from hifa.guidance.oracle import OracleConfig, OraclePrior
+
+    oracle = OraclePrior(OracleConfig(resolution=16, views=24, uncond_views_per_scene=6, cache_dir=str(tmp_path)))
+    cams = orbit_cameras(2, polar_deg=60.0, radius=3.2, fovy_deg=20.0, start_azimuth_deg=40.0)
+    cond = oracle.conditions("a green torus", cams, "perpneg")
+    handles = [cond.uncond, cond.positive, *cond.negatives]
+    x_t, t = torch.rand(2, 3, 16, 16), torch.tensor([150, 600])
+    cpu = oracle.predict_eps(x_t, t, handles)
+    cpu_disparity = oracle.last_disparity
+    for _ in range(2):
+        gpu = oracle.predict_eps(x_t.cuda(), t.cuda(), handles)
+        assert oracle.last_disparity.is_cuda
+        torch.testing.assert_close(oracle.last_disparity.cpu(), cpu_disparity, atol=1e-5, rtol=1e-4)
+        for a, b in zip(cpu, gpu):
+            assert b.is_cuda
+            torch.testing.assert_close(b.cpu(), a, atol=1e-5, rtol=1e-4)

@@ -260,6 +260,7 @@ class OraclePrior:
         self._banks: dict[str, SceneBank] = {}
         self._scenes = {s.name: s for s in (scenes or [spec.scene() for spec in CATALOGUE])}
         self._matrices: dict[tuple[str | None, torch.device], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._disparities: dict[tuple[str, torch.device], torch.Tensor] = {}
         self._bank_labels: dict[str, list[str]] = {}
         self.last_disparity: torch.Tensor | None = None
 
@@ -348,8 +349,8 @@ class OraclePrior:
             x0 = (weights.to(bank.dtype).flatten(0, 1) @ bank).view(len(members), *latents.shape).to(latents.dtype)
             for j, i in enumerate(members):
                 if handles[i].positive and scene is not None:
-                    disparity = self.bank(scene).disparity
-                    disparity = (disparity[allowed] if subset else disparity).to(latents.device)
+                    disparity = self._disparity(scene, latents.device)
+                    disparity = disparity[allowed] if subset else disparity
                     self.last_disparity = (weights[j].to(disparity.dtype) @ disparity.flatten(1)).view(-1, *disparity.shape[1:])
                 out[i] = eps_from_x0(latents, x0[j], abar)
         return out  # type: ignore[return-value]
@@ -379,6 +380,13 @@ class OraclePrior:
             flat = images.flatten(1).double().to(key[1])
             self._matrices[key] = (flat, (flat**2).sum(-1), flat.float())
         return self._matrices[key]
+
+    def _disparity(self, scene: str, device: torch.device) -> torch.Tensor:
+        """A scene's disparity bank on a device, copied once (read by every positive call)."""
+        key = (scene, torch.device(device))
+        if key not in self._disparities:
+            self._disparities[key] = self.bank(scene).disparity.to(key[1])
+        return self._disparities[key]
 
     def _uncond_images(self) -> torch.Tensor:
         # A sparser bank per scene: the unconditional branch needs every scene, not every view.
