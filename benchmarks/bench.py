@@ -291,7 +291,8 @@ def ratios(sections: dict) -> dict:
         out["render hifa default grid / pure-PyTorch grid: speed-up"] = render["render_hifa"]["rays_per_s"] / render["render_hifa@torch-grid"]["rays_per_s"]
     if "train_step_hifa+checkpoint" in steps and "train_step_hifa+checkpoint@torch-grid" in steps:
         out["train step hifa+checkpoint, pure-PyTorch grid / default grid"] = steps["train_step_hifa+checkpoint@torch-grid"] / steps["train_step_hifa+checkpoint"]
-    for variant, label in (("guidance@channels_last", "channels_last"), ("guidance+compile", "compiled")):
+    for variant, label in (("guidance@channels_last", "channels_last"), ("guidance+compile", "compiled"),
+                           ("guidance+compile@reduce-overhead", "compiled as CUDA graphs")):
         other = sections.get(variant, {})
         for k in (1, 4):
             if f"hifa_k{k}_ms" in other and f"hifa_k{k}_ms" in g:
@@ -314,18 +315,22 @@ def cuda_plan(device: torch.device, models: Path, warmup: int, repeat: int, out:
     sd = functools.cache(lambda: str(build_sd21_base(models / "sd21-base")))
     dpt = functools.cache(lambda: str(build_dpt_large(models / "dpt-large")))
     chunk, occ, comp = "renderer.checkpoint_chunk_rays=16384", "renderer.occupancy.resolution=64", "prior.compile=true"
-    bf16 = "field.mlp_precision=bf16"
+    graphs = "prior.compile_mode=reduce-overhead"
+    fp32 = "field.mlp_precision=fp32"  # the default, 'auto', runs the field's MLPs in bf16 on CUDA
     step = lambda p, over, mean=0: lambda: bench_train_step(device, p, sd(), dpt(), over, 2, 5, mean)  # noqa: E731 - steps are long: fewer repeats
     rays = 1 << 14
     plan: dict[str, Callable[[], dict]] = {
+        "train_step_hifa+occupancy+compile@cuda-graphs": step("hifa", [occ, comp, graphs], 8),
+        "train_step_hifa-fast+occupancy+compile@cuda-graphs": step("hifa-fast", [occ, comp, graphs], 8),
         "train_step_hifa": step("hifa", [], 8),
-        "train_step_hifa+bf16": step("hifa", [bf16], 8),
-        "train_step_hifa+bf16+occupancy+compile": step("hifa", [bf16, occ, comp], 8),
-        "train_step_hifa-fast+bf16+occupancy+compile": step("hifa-fast", [bf16, occ, comp], 8),
+        "train_step_hifa@fp32-mlp": step("hifa", [fp32], 8),
+        # A bigger object fills more cells (a trained one, not the start's blob): how much of the grid's gain stays.
+        "train_step_hifa+occupancy+compile@cuda-graphs,blob-0.5": step("hifa", [occ, comp, graphs, "field.blob_radius=0.5"], 8),
+        "train_step_hifa+occupancy+compile": step("hifa", [occ, comp]),
+        "train_step_hifa+occupancy+compile@fp32-mlp": step("hifa", [occ, comp, fp32]),
+        "train_step_hifa-fast+occupancy+compile": step("hifa-fast", [occ, comp]),
         "guidance+compile@reduce-overhead": lambda: bench_guidance(device, sd(), 512, warmup, repeat, compile_unet=True, unet_mode="reduce-overhead"),
         "encoding_rays": lambda: bench_encoding_rays(device, 1 << 14, 192, warmup, repeat),
-        "train_step_hifa+occupancy+compile": step("hifa", [occ, comp]),
-        "train_step_hifa-fast+occupancy+compile": step("hifa-fast", [occ, comp]),
         # cuDNN converts every NCHW activation to NHWC (16 ms of a step in the H100 profile); channels_last was
         # slower before cuDNN autotuning was switched on.
         "guidance@channels_last": lambda: bench_guidance(device, sd(), 512, warmup, repeat, channels_last=True),

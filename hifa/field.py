@@ -14,8 +14,8 @@ from hifa.errors import require
 from hifa.sh import sh_encode
 
 FieldKind = Literal["hifa", "dreamfusion"]
-MlpPrecision = Literal["fp32", "bf16"]
-MLP_PRECISIONS = ("fp32", "bf16")
+MlpPrecision = Literal["auto", "fp32", "bf16"]
+MLP_PRECISIONS = ("auto", "fp32", "bf16")
 Shading = Literal["albedo", "lambertian", "textureless", "normal"]
 SHADINGS = ("albedo", "lambertian", "textureless", "normal")
 
@@ -34,8 +34,9 @@ class FieldConfig:
     normal_eps: float = 1e-2
     # 'bf16': the density and albedo MLPs' matmuls run under bf16 autocast (on CUDA as on CPU); the hash
     # grid, the activations' outputs and finite-difference normals stay fp32. The reference trains its
-    # field in fp16; bf16 needs no loss scaling. 'fp32' is the exact path.
-    mlp_precision: MlpPrecision = "fp32"
+    # field in fp16; bf16 needs no loss scaling. 'fp32' is the exact path. 'auto': bf16 on CUDA (9 GiB less
+    # for a 'hifa' step, 14 % faster with the occupancy grid, on an H200), fp32 elsewhere (CPUs gain nothing).
+    mlp_precision: MlpPrecision = "auto"
 
     def __post_init__(self) -> None:
         require(self.kind in ("hifa", "dreamfusion"), "field.kind", f"must be 'hifa' or 'dreamfusion', got {self.kind!r}")
@@ -45,6 +46,13 @@ class FieldConfig:
         require(0.0 <= self.view_dependent_rate <= 1.0, "field.view_dependent_rate", "must lie in [0, 1]")
         require(self.normal_eps > 0, "field.normal_eps", "must be positive")
         require(self.mlp_precision in MLP_PRECISIONS, "field.mlp_precision", f"must be one of {MLP_PRECISIONS}, got {self.mlp_precision!r}")
+
+
+def mlp_dtype(precision: MlpPrecision, device_type: str) -> torch.dtype | None:
+    """The autocast dtype of the field's MLPs for a precision setting on a device type (None: as is, fp32)."""
+    if precision == "bf16" or (precision == "auto" and device_type == "cuda"):
+        return torch.bfloat16
+    return None
 
 
 class _TruncExp(torch.autograd.Function):
@@ -101,9 +109,8 @@ class NeRFField(nn.Module):
         """The MLPs' precision: fp32 when `exact` (even inside a caller's autocast), bf16 when configured, else as is."""
         if exact:
             return torch.autocast(device.type, enabled=False)
-        if self.config.mlp_precision == "bf16":
-            return torch.autocast(device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        dtype = mlp_dtype(self.config.mlp_precision, device.type)
+        return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
     def density_features(self, points: torch.Tensor, exact: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Density (N,) and the per-point feature (N, C) that `albedo` decodes; `exact` forces fp32 MLPs."""

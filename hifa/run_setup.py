@@ -13,7 +13,8 @@ def build_prior(config: PriorConfig):
         return OraclePrior(config.oracle)
     from hifa.guidance.stable_diffusion import StableDiffusionConfig, StableDiffusionPrior
 
-    return StableDiffusionPrior(StableDiffusionConfig(model=config.model, precision=config.precision, channels_last=config.channels_last, compile=config.compile))
+    return StableDiffusionPrior(StableDiffusionConfig(model=config.model, precision=config.precision, channels_last=config.channels_last, compile=config.compile,
+                                                        compile_mode=config.compile_mode))
 
 
 def build_estimator(config: TrainConfig, prior):

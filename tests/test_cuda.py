@@ -44,7 +44,7 @@ def test_hash_grid_on_cuda_matches_cpu_values_and_gradients():
 
 
 def test_renderer_on_cuda_matches_cpu():
-    field = NeRFField(FieldConfig(grid=GRID))
+    field = NeRFField(FieldConfig(grid=GRID, mlp_precision="fp32"))  # the exact path ('auto' is bf16 on CUDA)
     renderer = Renderer(field, BackgroundMLP(), RendererConfig(num_coarse=32, num_fine=16))
     origins, dirs = orbit_cameras(1).rays(16, 16)
     options = RayOptions(background=torch.ones(3), need_normals=True)
@@ -61,7 +61,7 @@ def test_renderer_on_cuda_matches_cpu():
 def test_bf16_field_mlps_on_cuda_stay_close_to_the_fp32_cpu_render():
     """field.mlp_precision='bf16' on CUDA: the render and the grid's gradients match fp32 up to bf16 rounding."""
     torch.manual_seed(0)
-    config = FieldConfig(grid=GRID, blob_radius=0.6)  # a blob that covers much of the image
+    config = FieldConfig(grid=GRID, blob_radius=0.6, mlp_precision="fp32")  # a blob that covers much of the image
     exact = NeRFField(config)
     with torch.no_grad():  # a fitted grid's feature size, not a fresh one's ~1e-4
         for table in exact.encoding.tables:
@@ -112,6 +112,15 @@ def test_training_on_cuda_runs_the_prior_in_half_precision(models, tmp_path, met
     assert all(v == v for row in trainer.log_rows for k, v in row.items() if isinstance(v, float))  # no NaN logged
 
 
+def test_training_on_cuda_with_the_unet_replayed_as_cuda_graphs(models, tmp_path):
+    """prior.compile_mode=reduce-overhead through the trainer: no CUDA graph output is read after the next replay."""
+    config = tiny_cuda_config(models, extra=["iterations=4", "prior.compile=true", "prior.compile_mode=reduce-overhead"])
+    trainer = Trainer(config, tmp_path / "graphs", progress=False)
+    trainer.train()
+    assert trainer.step == 4 and trainer.skipped_steps == 0
+    assert all(torch.isfinite(p).all() for p in trainer.renderer.parameters())
+
+
 def test_resume_on_cuda_restores_the_exact_state(models, tmp_path):
     """Two resumes of one checkpoint take the same next step (forward and RNG restored exactly).
 
@@ -144,9 +153,10 @@ def test_fast_paths_on_cuda_match_the_pytorch_one_pass_render():
 
     grid = HashGridConfig(n_levels=8, log2_hashmap_size=14, finest_resolution=256, backend="torch")
     torch.manual_seed(0)
-    reference = Renderer(NeRFField(FieldConfig(grid=grid)), BackgroundMLP(), RendererConfig(num_coarse=32, num_fine=16)).cuda()
+    reference = Renderer(NeRFField(FieldConfig(grid=grid, mlp_precision="fp32")), BackgroundMLP(), RendererConfig(num_coarse=32, num_fine=16)).cuda()
     fast_config = RendererConfig(num_coarse=32, num_fine=16, checkpoint_chunk_rays=100, occupancy=OccupancyConfig(resolution=32))
-    fast = Renderer(NeRFField(FieldConfig(grid=HashGridConfig(**{**grid.__dict__, "backend": "auto"}))), BackgroundMLP(), fast_config).cuda()
+    fast_field = FieldConfig(grid=HashGridConfig(**{**grid.__dict__, "backend": "auto"}), mlp_precision="fp32")
+    fast = Renderer(NeRFField(fast_field), BackgroundMLP(), fast_config).cuda()
     fast.load_state_dict(reference.state_dict())
     assert fast.field.encoding.uses_triton(torch.rand(2, 3, device="cuda")) or fast.field.encoding.uses_tcnn(torch.device("cuda"))
     assert fast.occupancy.occupancy() == 1.0  # a fresh grid: every cell occupied, so skipping must change nothing
@@ -159,22 +169,25 @@ def test_fast_paths_on_cuda_match_the_pytorch_one_pass_render():
     assert torch.allclose(grad, ref_grad, atol=1e-4, rtol=1e-3)
 
 
-@pytest.mark.parametrize("option", ["channels_last", "compile"])
-def test_prior_speed_options_on_cuda_give_the_same_noise_prediction(models, option):
-    """channels_last / torch.compile of the UNet and the VAE: same epsilon, decode, and encoder gradient as the plain prior."""
+@pytest.mark.parametrize("options", [{"channels_last": True}, {"compile": True}, {"compile": True, "compile_mode": "reduce-overhead"}],
+                         ids=["channels_last", "compile", "compile-cuda-graphs"])
+def test_prior_speed_options_on_cuda_give_the_same_noise_prediction(models, options):
+    """channels_last / torch.compile (CUDA graphs too) of the UNet and the VAE: same epsilon, decode and encoder gradient as the plain prior."""
     from hifa.guidance.stable_diffusion import StableDiffusionConfig, StableDiffusionPrior
 
     sd, _ = models
     plain = StableDiffusionPrior(StableDiffusionConfig(model=str(sd), precision="float32"))
-    fast = StableDiffusionPrior(StableDiffusionConfig(model=str(sd), precision="float32", **{option: True}))
+    fast = StableDiffusionPrior(StableDiffusionConfig(model=str(sd), precision="float32", **options))
     gen = torch.Generator("cuda").manual_seed(0)
     size = plain.image_size // plain.vae_factor
-    latents = torch.randn(2, 4, size, size, device="cuda", generator=gen)
-    t = torch.tensor([500, 900], device="cuda")
     handles = [plain.embed("a corgi").expand(2, -1, -1), plain.embed("").expand(2, -1, -1)]
-    for a, b in zip(plain.predict_eps(latents, t, handles), fast.predict_eps(latents, t, handles)):
-        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-3)
-    torch.testing.assert_close(fast.decode(latents), plain.decode(latents), atol=1e-4, rtol=1e-3)
+    # Three calls on new inputs: CUDA graph trees record on an early call and replay on later ones.
+    for t in ([500, 900], [20, 300], [999, 1]):
+        latents = torch.randn(2, 4, size, size, device="cuda", generator=gen)
+        t = torch.tensor(t, device="cuda")
+        for a, b in zip(plain.predict_eps(latents, t, handles), fast.predict_eps(latents, t, handles)):
+            torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-3)
+        torch.testing.assert_close(fast.decode(latents), plain.decode(latents), atol=1e-4, rtol=1e-3)
     images = torch.rand(1, 3, plain.image_size, plain.image_size, device="cuda", generator=gen)
     encoded = []
     for prior in (plain, fast):
@@ -187,17 +200,31 @@ def test_prior_speed_options_on_cuda_give_the_same_noise_prediction(models, opti
         torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-3)
 
 
-def test_oracle_prior_on_cuda_matches_cpu(tmp_path):
+def test_oracle_prior_on_cuda_matches_cpu():
     """The oracle's per-device banks: eps and the positive's disparity on CUDA equal the CPU's, on a repeat call too."""
-    from hifa.guidance.oracle import OracleConfig, OraclePrior
+    from types import SimpleNamespace
 
-    oracle = OraclePrior(OracleConfig(resolution=16, views=24, uncond_views_per_scene=6, cache_dir=str(tmp_path)))
-    cams = orbit_cameras(2, polar_deg=60.0, radius=3.2, fovy_deg=20.0, start_azimuth_deg=40.0)
+    from hifa.guidance.oracle import OracleConfig, OraclePrior, SceneBank, catalogue_entry
+
+    name, k, size = catalogue_entry("a green torus").name, 24, 16
+    gen = torch.Generator().manual_seed(0)
+    directions = torch.nn.functional.normalize(torch.randn(k, 3, generator=gen), dim=-1)
+    bank = SceneBank(name, directions, torch.rand(k, 3, size, size, generator=gen), torch.rand(k, size, size, generator=gen))
+    uncond = torch.rand(40, 3, size, size, generator=gen)
+
+    class GivenBanks(OraclePrior):  # banks given, not ray-cast: the math and the device caches are under test
+        def _uncond_images(self) -> torch.Tensor:
+            return uncond
+
+    oracle = GivenBanks(OracleConfig(resolution=size, views=k, uncond_views_per_scene=6), scenes=[SimpleNamespace(name=name)])
+    oracle._banks[name] = bank
+    cams = orbit_cameras(2, polar_deg=60.0, radius=oracle.config.radius, fovy_deg=oracle.config.fovy_deg, start_azimuth_deg=40.0)
     cond = oracle.conditions("a green torus", cams, "perpneg")
     handles = [cond.uncond, cond.positive, *cond.negatives]
-    x_t, t = torch.rand(2, 3, 16, 16), torch.tensor([150, 600])
+    x_t, t = torch.rand(2, 3, size, size, generator=gen), torch.tensor([150, 600])
     cpu = oracle.predict_eps(x_t, t, handles)
     cpu_disparity = oracle.last_disparity
+    assert cpu_disparity.abs().sum() > 0
     for _ in range(2):
         gpu = oracle.predict_eps(x_t.cuda(), t.cuda(), handles)
         assert oracle.last_disparity.is_cuda

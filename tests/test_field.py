@@ -5,7 +5,7 @@ import torch
 
 from hifa.encoding import HashGridConfig
 from hifa.errors import ConfigError
-from hifa.field import FieldConfig, NeRFField, cone_blob, gaussian_blob, shade, trunc_exp
+from hifa.field import FieldConfig, NeRFField, cone_blob, gaussian_blob, mlp_dtype, shade, trunc_exp
 from hifa.sh import sh_encode
 
 SMALL_GRID = HashGridConfig(n_levels=4, log2_hashmap_size=12, base_resolution=4, finest_resolution=32)
@@ -102,6 +102,20 @@ def test_bad_field_config_names_the_key():
         FieldConfig(kind="nerfacto")
     with pytest.raises(ConfigError, match="field.mlp_precision"):
         FieldConfig(mlp_precision="fp8")
+
+
+def test_auto_mlp_precision_is_bf16_on_cuda_and_fp32_elsewhere():
+    assert FieldConfig().mlp_precision == "auto"
+    assert mlp_dtype("auto", "cuda") == torch.bfloat16
+    assert mlp_dtype("auto", "cpu") is None
+    assert mlp_dtype("bf16", "cpu") == torch.bfloat16
+    assert mlp_dtype("fp32", "cuda") is None
+
+
+def test_auto_precision_field_on_cpu_is_the_exact_fp32_field():
+    exact, auto = _trained_looking_field("hifa", "fp32"), _trained_looking_field("hifa", "auto")
+    points = torch.rand(512, 3) * 1.6 - 0.8
+    assert torch.equal(exact.density(points), auto.density(points))
 
 
 def _trained_looking_field(kind: str, precision: str) -> NeRFField:

@@ -23,6 +23,8 @@ CORRUPT_MARKERS = ("unable to load weights", "deserializ", "safetensor", "incomp
                    "corrupt", "pytorchstreamreader", "unpickl", "invalid load key", "unexpected end", "jsondecodeerror",
                    "expecting value", "size mismatch", "error(s) in loading state_dict")
 Precision = Literal["auto", "float16", "bfloat16", "float32"]
+CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 
 @dataclass(frozen=True)
@@ -35,10 +37,12 @@ class StableDiffusionConfig:
     negative_prompt: str = ""
     channels_last: bool = False  # CUDA only: UNet and VAE in channels_last (slower on an H200 with torch 2.11)
     compile: bool = False  # CUDA only: torch.compile the UNet and the VAE decoder
+    compile_mode: CompileMode = "default"  # the UNet's torch.compile mode ('reduce-overhead': CUDA graphs)
 
     def __post_init__(self) -> None:
         require(bool(self.model.strip()), "prior.model", "must name a diffusers checkpoint id or folder")
         require(self.precision in ("auto", "float16", "bfloat16", "float32"), "prior.precision", "must be auto, float16, bfloat16 or float32")
+        require(self.compile_mode in COMPILE_MODES, "prior.compile_mode", f"must be one of {COMPILE_MODES}, got {self.compile_mode!r}")
 
 
 def missing_model_message(model: str, what: str = "Stable Diffusion model") -> str:
@@ -122,7 +126,7 @@ class StableDiffusionPrior:
             if cfg.compile:
                 # Not the encoder: compiled too, it showed no gain ('hifa-fast' with the occupancy grid: 182 ms on an H100,
                 # 138 ms without in an earlier run; not isolated from the spread between runs).
-                self.unet.compile()
+                self.unet.compile(mode=cfg.compile_mode)
                 self.vae.decoder.compile()
         # The reference indexes the scheduler's float32 table (method.md §10); keep its values.
         self.alphas_cumprod = scheduler.alphas_cumprod.to(torch.float64)
