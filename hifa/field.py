@@ -131,8 +131,10 @@ class NeRFField(nn.Module):
         """Density only, (N,); `exact` forces fp32 MLPs."""
         return self.density_features(points, exact)[0]
 
-    def albedo(self, feature: torch.Tensor, directions: torch.Tensor | None = None, rays: torch.Tensor | int | None = None) -> torch.Tensor:
-        """Albedo in [0,1] (N, 3); `directions` feed the SH input (None: zeroed, view-independent).
+    def albedo(
+        self, feature: torch.Tensor, directions: torch.Tensor | None = None, rays: torch.Tensor | int | None = None, exact: bool = False
+    ) -> torch.Tensor:
+        """Albedo in [0,1] (N, 3); `directions` feed the SH input (None: zeroed, view-independent); `exact` forces fp32.
 
         `directions` are per row of `feature` (N, 3), or per ray (R, 3) when `rays` says which ray each
         row belongs to: a tensor (N,) of ray indices, or an int S when the rows are S consecutive samples
@@ -140,7 +142,7 @@ class NeRFField(nn.Module):
         """
         if self.color_net is None:
             return torch.sigmoid(feature)
-        with self._mlp_autocast(feature.device):
+        with self._mlp_autocast(feature.device, exact):
             logits = self._color_logits(feature, directions, rays)
         return torch.sigmoid(logits.float())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -141,8 +142,8 @@ def vertex_albedo(field: NeRFField, vertices: np.ndarray, normals: np.ndarray, c
     for start in range(0, len(vertices), chunk):
         pts = torch.as_tensor(vertices[start : start + chunk], dtype=torch.float32, device=device)
         view = -torch.as_tensor(normals[start : start + chunk], dtype=torch.float32, device=device)
-        _, feature = field.density_features(pts)
-        colors.append(field.albedo(feature, view).cpu().numpy())
+        _, feature = field.density_features(pts, exact=True)
+        colors.append(field.albedo(feature, view, exact=True).cpu().numpy())
     return np.concatenate(colors) if colors else np.zeros((0, 3))
 
 
@@ -153,8 +154,11 @@ def extract_mesh(field: NeRFField, config: MeshConfig) -> Mesh:
     bound = field.config.bound
     lo, hi = np.full(3, -bound), np.full(3, bound)
     threshold = config.threshold
+    # fp32 MLPs whatever field.mlp_precision (bf16 on CUDA by default): the asset is made once, and bf16's
+    # rounding of densities would move the surface by device.
+    density = functools.partial(field.density, exact=True)
     if config.auto_bounds:
-        coarse = density_grid(field.density, lo, hi, config.coarse_resolution, config.chunk_points, device)
+        coarse = density_grid(density, lo, hi, config.coarse_resolution, config.chunk_points, device)
         coarse_threshold = threshold if threshold is not None else otsu_threshold(coarse)
         # Keep the fine grid's voxel size while cropping it to where the coarse grid is occupied.
         voxel = 2 * bound / (config.resolution - 1)
@@ -162,7 +166,7 @@ def extract_mesh(field: NeRFField, config: MeshConfig) -> Mesh:
         res = tuple(int(r) for r in np.maximum(np.ceil((hi - lo) / voxel).astype(int) + 1, 8))
     else:
         res = (config.resolution,) * 3
-    grid = density_grid(field.density, lo, hi, res, config.chunk_points, device)
+    grid = density_grid(density, lo, hi, res, config.chunk_points, device)
     if threshold is None:
         threshold = otsu_threshold(grid)
         log.info("mesh: automatic density threshold %.4g (Otsu on log density)", threshold)

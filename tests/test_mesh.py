@@ -58,12 +58,33 @@ def test_clean_up_drops_small_components_and_decimates():
 
 def test_extract_mesh_from_a_field_with_auto_bounds(caplog):
     field = NeRFField(FieldConfig(grid=HashGridConfig(n_levels=2, log2_hashmap_size=10, base_resolution=4, finest_resolution=8)))
-    field.density = ball_density  # type: ignore[method-assign]
+    field.density = lambda points, exact=False: ball_density(points)  # type: ignore[method-assign]
     with caplog.at_level("INFO", logger="hifa.mesh"):
         mesh = extract_mesh(field, MeshConfig(resolution=96, max_faces=5000))
     assert "automatic density threshold" in caplog.text
     assert len(mesh.faces) <= 5000 and mesh.colors.shape == (len(mesh.vertices), 3)
     assert np.abs(np.linalg.norm(mesh.vertices, axis=1) - RADIUS).max() < 2 / 95
+
+
+def test_a_bf16_field_gives_the_mesh_of_its_fp32_twin():
+    """Extraction runs the MLPs in fp32 whatever field.mlp_precision: the asset does not depend on the training precision."""
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    config = FieldConfig(grid=HashGridConfig(n_levels=4, log2_hashmap_size=12, finest_resolution=64), blob_radius=0.6, mlp_precision="fp32")
+    exact = NeRFField(config)
+    with torch.no_grad():
+        for table in exact.encoding.tables:
+            table.uniform_(-1.0, 1.0)
+    fast = NeRFField(replace(config, mlp_precision="bf16"))
+    fast.load_state_dict(exact.state_dict())
+    points = torch.rand(2048, 3) * 1.2 - 0.6
+    assert not torch.equal(fast.density(points), exact.density(points))  # the bf16 path differs ...
+    mesh_config = MeshConfig(resolution=48, threshold=5.0, max_faces=4000)
+    a, b = extract_mesh(exact, mesh_config), extract_mesh(fast, mesh_config)
+    assert len(a.faces) > 100
+    np.testing.assert_array_equal(b.vertices, a.vertices)  # ... the mesh does not
+    np.testing.assert_array_equal(b.colors, a.colors)
 
 
 @pytest.mark.parametrize("suffix", [".ply", ".obj", ".glb"])
