@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 # nan_policy=skip: this many non-finite steps in a row mean the run diverged; it stops (checkpoint kept).
 MAX_CONSECUTIVE_SKIPS = 100
+OCCUPANCY_SEED_OFFSET = 0x0CC0  # the occupancy grid's probe stream: seed + this, apart from the run's streams
 # Settings a checkpoint cannot be resumed under when they change (another asset, not a continuation).
 RESUME_IDENTITY = ("prompt", "preset", "seed", "field", "prior.kind", "prior.model")
 DEPTH_SCALE = 0.05 * 256**2 * 0.5  # method.md §5.1: L_depth = lambda_d(i) * 0.05 * 256^2 * 1/2 * mean(r^2)
@@ -113,6 +114,11 @@ class Trainer:
         self.ray_generator = self.generator
         if self.device.type != "cpu":
             self.ray_generator = torch.Generator(self.device).manual_seed(config.seed)
+        # The occupancy grid's probes draw from their own stream: switching the grid on leaves the run's
+        # cameras, noise and ray samples as they were, so an A/B of the grid compares skipping alone.
+        self.occupancy_generator = None
+        if self.renderer.occupancy is not None:
+            self.occupancy_generator = torch.Generator(self.device).manual_seed(config.seed + OCCUPANCY_SEED_OFFSET)
         self.tracker = tracker
         self.step = self.checkpoint_step = 0
         self.skipped_steps = self.consecutive_skips = 0
@@ -182,7 +188,7 @@ class Trainer:
             group["lr"] = base * factor
         grid = self.renderer.occupancy
         if grid is not None and (step - 1) % grid.config.update_every == 0:
-            grid.update(self.renderer.field, self.ray_generator)
+            grid.update(self.renderer.field, self.occupancy_generator)
         self.optimizer.zero_grad(set_to_none=True)
         terms, info = self.loss_terms(step)
         total = sum(terms.values())
@@ -291,6 +297,7 @@ class Trainer:
             state["ray_generator"] = self.ray_generator.get_state()
         if self.renderer.occupancy is not None:
             state["occupancy"] = self.renderer.occupancy.grid_state()
+            state["occupancy_generator"] = self.occupancy_generator.get_state()
         return state
 
     def save_checkpoint(self) -> Path:
@@ -330,6 +337,8 @@ class Trainer:
             # A checkpoint from before the grid was switched on: the grid starts all occupied.
             if self.renderer.occupancy is not None and "occupancy" in state:
                 self.renderer.occupancy.load_grid_state(state["occupancy"])
+                if "occupancy_generator" in state:  # absent before session 8: the probes then restart their stream
+                    self.occupancy_generator.set_state(state["occupancy_generator"].cpu())
             self.step = self.checkpoint_step = int(state["step"])
             self.log_rows = list(state["log_rows"])
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:

@@ -286,6 +286,19 @@ def test_trainer_updates_the_grid_and_resume_is_exact(tmp_path):
     assert torch.equal(grid.occupied, resumed.renderer.occupancy.occupied)
 
 
+def test_the_grid_draws_from_its_own_stream_so_the_run_s_draws_are_the_dense_run_s(tmp_path):
+    """Switching the grid on changes which samples are evaluated, not the cameras, noise or ray samples drawn."""
+    extra = ["tracking.enabled=false", "iterations=4", "checkpoint_every=100", "val_every=100"]
+    dense = Trainer(tiny_config(tmp_path, extra=extra), tmp_path / "dense", progress=False)
+    skipping = Trainer(tiny_config(tmp_path, extra=[*extra, "renderer.occupancy.resolution=16", "renderer.occupancy.update_every=2"]),
+                       tmp_path / "grid", progress=False)
+    for trainer in (dense, skipping):
+        trainer.train()
+    assert skipping.renderer.occupancy.occupancy() < 1  # the grid was updated (and drew its probes)
+    assert torch.equal(skipping.generator.get_state(), dense.generator.get_state())
+    assert torch.equal(skipping.ray_generator.get_state(), dense.ray_generator.get_state())
+
+
 def test_fast_path_settings_are_validated():
     with pytest.raises(ConfigError, match="renderer.checkpoint_chunk_rays"):
         RendererConfig(checkpoint_chunk_rays=-1)
