@@ -263,24 +263,22 @@ def cuda_plan(device: torch.device, models: Path, warmup: int, repeat: int, out:
     # Built on first use, once: `--only encoding` needs no checkpoint.
     sd = functools.cache(lambda: str(build_sd21_base(models / "sd21-base")))
     dpt = functools.cache(lambda: str(build_dpt_large(models / "dpt-large")))
-    chunk, comp = "renderer.checkpoint_chunk_rays=16384", "prior.compile=true"
-    dense = "renderer.occupancy.resolution=0"  # the 'hifa' presets skip empty space by default (session 8)
+    chunk, occ, comp = "renderer.checkpoint_chunk_rays=16384", "renderer.occupancy.resolution=64", "prior.compile=true"
     graphs = "prior.compile_mode=reduce-overhead"
     fp32 = "field.mlp_precision=fp32"  # the default, 'auto', runs the field's MLPs in bf16 on CUDA
     step = lambda p, over, mean=0: lambda: bench_train_step(device, p, sd(), dpt(), over, 2, 5, mean)  # noqa: E731 - steps are long: fewer repeats
     rays = 1 << 14
     plan: dict[str, Callable[[], dict]] = {
-        # Issue 7's rows first: the defaults, then the compiled prior (a one-off minute per run).
+        # Issue 7's rows first: the defaults, the occupancy grid, the compiled prior (a one-off minute per run).
         "train_step_hifa": step("hifa", [], 8),
-        "train_step_hifa-fast+compile@cuda-graphs": step("hifa-fast", [comp, graphs], 8),
-        "train_step_hifa+compile": step("hifa", [comp], 8),
-        "train_step_hifa-fast+compile": step("hifa-fast", [comp], 8),
-        "train_step_hifa-fast": step("hifa-fast", [], 8),
-        "train_step_hifa@dense": step("hifa", [dense], 8),
-        "train_step_hifa+compile@cuda-graphs": step("hifa", [comp, graphs], 8),
+        "train_step_hifa+occupancy": step("hifa", [occ], 8),
+        "train_step_hifa-fast+occupancy+compile@cuda-graphs": step("hifa-fast", [occ, comp, graphs], 8),
+        "train_step_hifa+occupancy+compile": step("hifa", [occ, comp], 8),
+        "train_step_hifa-fast+occupancy+compile": step("hifa-fast", [occ, comp], 8),
+        "train_step_hifa+occupancy+compile@cuda-graphs": step("hifa", [occ, comp, graphs], 8),
         # A bigger object fills more cells (a trained one, not the start's blob): how much of the grid's gain stays.
-        "train_step_hifa+compile@blob-0.5": step("hifa", [comp, "field.blob_radius=0.5"], 8),
-        "train_step_hifa@dense,fp32-mlp": step("hifa", [dense, fp32], 8),
+        "train_step_hifa+occupancy+compile@blob-0.5": step("hifa", [occ, comp, "field.blob_radius=0.5"], 8),
+        "train_step_hifa@fp32-mlp": step("hifa", [fp32], 8),
         "guidance+compile@reduce-overhead": lambda: bench_guidance(device, sd(), 512, warmup, repeat, compile_unet=True, unet_mode="reduce-overhead"),
         "encoding_rays": lambda: bench_encoding_rays(device, 1 << 14, 192, warmup, repeat),
         # cuDNN converts every NCHW activation to NHWC (16 ms of a step in the H100 profile); channels_last was
@@ -288,21 +286,23 @@ def cuda_plan(device: torch.device, models: Path, warmup: int, repeat: int, out:
         "guidance@channels_last": lambda: bench_guidance(device, sd(), 512, warmup, repeat, channels_last=True),
         "guidance": lambda: bench_guidance(device, sd(), 512, warmup, repeat),
         "profile_hifa_ms_per_step": lambda: profile_train_step(device, "hifa", sd(), dpt(), [], out),
+        "train_step_hifa+compile": step("hifa", [comp]),
+        "train_step_hifa-fast": step("hifa-fast", []),
+        "train_step_hifa-fast+compile": step("hifa-fast", [comp]),
         "guidance+compile": lambda: bench_guidance(device, sd(), 512, warmup, repeat, compile_unet=True),
         "train_step_hifa+checkpoint": step("hifa", [chunk]),
-        "train_step_hifa+checkpoint@dense": step("hifa", [chunk, dense]),
+        "train_step_hifa+checkpoint+occupancy": step("hifa", [chunk, occ]),
         "encoding": lambda: bench_encoding(device, 1 << 21, warmup, repeat),
         "render_hifa": lambda: bench_render(device, "hifa", rays, warmup, repeat),
         "render_hifa+occupancy": lambda: bench_render(device, "hifa", rays, warmup, repeat, occupancy=64),
         "render_hifa+bf16": lambda: bench_render(device, "hifa", rays, warmup, repeat, mlp_precision="bf16"),
         "render_hifa-fast": lambda: bench_render(device, "hifa-fast", rays, warmup, repeat),
         "train_step_dreamfusion": step("dreamfusion", []),
-        "train_step_hifa+checkpoint@torch-grid": step("hifa", [chunk, dense, "field.grid.backend=torch"]),
+        "train_step_hifa+checkpoint@torch-grid": step("hifa", [chunk, "field.grid.backend=torch"]),
         # The rest of the README's knob table, and the render paths' ratios.
         "train_step_hifa+checkpoint4096": step("hifa", ["renderer.checkpoint_chunk_rays=4096"]),
         "train_step_hifa@384+checkpoint": step("hifa", [chunk, "resolution=384"]),
         "train_step_hifa@256": step("hifa", ["resolution=256"]),
-        "train_step_hifa@256,dense": step("hifa", ["resolution=256", dense]),
         "render_hifa@torch-grid": lambda: bench_render(device, "hifa", rays, warmup, repeat, backend="torch"),
         "render_hifa+checkpoint": lambda: bench_render(device, "hifa", rays, warmup, repeat, checkpoint_chunk=rays // 4),
     }

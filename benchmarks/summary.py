@@ -38,11 +38,10 @@ def ratios(sections: dict) -> dict:
         out["train step hifa checkpointed / hifa"] = steps["train_step_hifa+checkpoint"] / steps["train_step_hifa"]
     if "render_hifa@torch-grid" in render and "render_hifa" in render:
         out["render hifa default grid / pure-PyTorch grid: speed-up"] = render["render_hifa"]["rays_per_s"] / render["render_hifa@torch-grid"]["rays_per_s"]
-    if "train_step_hifa+checkpoint@dense" in steps and "train_step_hifa+checkpoint@torch-grid" in steps:
-        out["train step hifa+checkpoint (dense), pure-PyTorch grid / default grid"] = (
-            steps["train_step_hifa+checkpoint@torch-grid"] / steps["train_step_hifa+checkpoint@dense"])
-    if "train_step_hifa" in steps and "train_step_hifa@dense" in steps:
-        out["train step hifa, occupancy grid (default) / dense"] = steps["train_step_hifa"] / steps["train_step_hifa@dense"]
+    if "train_step_hifa+checkpoint" in steps and "train_step_hifa+checkpoint@torch-grid" in steps:
+        out["train step hifa+checkpoint, pure-PyTorch grid / default grid"] = steps["train_step_hifa+checkpoint@torch-grid"] / steps["train_step_hifa+checkpoint"]
+    if "train_step_hifa" in steps and "train_step_hifa+occupancy" in steps:
+        out["train step hifa, occupancy grid / dense"] = steps["train_step_hifa+occupancy"] / steps["train_step_hifa"]
     for variant, label in (("guidance@channels_last", "channels_last"), ("guidance+compile", "compiled"),
                            ("guidance+compile@reduce-overhead", "compiled as CUDA graphs")):
         other = sections.get(variant, {})

@@ -9,17 +9,17 @@ def test_ratios_compare_only_sections_that_ran():
     sections = {
         "guidance": {"sds_ms": 50.0, "hifa_k1_ms": 100.0, "hifa_k4_ms": 200.0},
         "guidance+compile@reduce-overhead": {"hifa_k4_ms": 80.0},
-        "train_step_hifa": {"step_ms": 250.0},
-        "train_step_hifa@dense": {"step_ms": 500.0},
-        "train_step_hifa+checkpoint@dense": {"step_ms": 600.0},
+        "train_step_hifa": {"step_ms": 500.0},
+        "train_step_hifa+occupancy": {"step_ms": 250.0},
+        "train_step_hifa+checkpoint": {"step_ms": 600.0},
         "train_step_hifa+checkpoint@torch-grid": {"step_ms": 1500.0},
         "train_step_hifa-fast": {"skipped": "past the deadline"},
     }
     out = ratios(sections)
     assert out["guidance hifa K=4 / sds"] == pytest.approx(4.0)
     assert out["guidance hifa K=4, compiled as CUDA graphs / default"] == pytest.approx(0.4)
-    assert out["train step hifa, occupancy grid (default) / dense"] == pytest.approx(0.5)
-    assert out["train step hifa+checkpoint (dense), pure-PyTorch grid / default grid"] == pytest.approx(2.5)
+    assert out["train step hifa, occupancy grid / dense"] == pytest.approx(0.5)
+    assert out["train step hifa+checkpoint, pure-PyTorch grid / default grid"] == pytest.approx(2.5)
     assert "guidance hifa K=2 / sds" not in out and "train step hifa-fast / hifa" not in out
 
 

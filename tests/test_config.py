@@ -31,6 +31,7 @@ def test_hifa_preset_matches_the_method_table():
     assert c.depth.weight == 0.1 and c.optim.lr == 5e-3 and c.optim.grid_lr_scale == 10 and c.optim.warmup_steps == 500
     assert c.optim.grad_clip == 1.0 and c.optim.ema_decay is None and c.cameras.uniform_sphere_rate == 0.5
     assert c.mesh.threshold == 37.5 and c.seed == 0
+    assert c.renderer.occupancy.resolution == 0  # dense renders, as the reference's HiFA; the grid is a speed knob
 
 
 def test_dreamfusion_preset_matches_the_method_table():
