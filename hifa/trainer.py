@@ -37,6 +37,8 @@ MAX_CONSECUTIVE_SKIPS = 100
 OCCUPANCY_SEED_OFFSET = 0x0CC0  # the occupancy grid's probe stream: seed + this, apart from the run's streams
 # Settings a checkpoint cannot be resumed under when they change (another asset, not a continuation).
 RESUME_IDENTITY = ("prompt", "preset", "seed", "field", "prior.kind", "prior.model")
+# ... except how the field is computed, not what it is: a resume may change these (with a warning).
+RESUME_COMPUTE = ("field.mlp_precision", "field.grid.backend")
 DEPTH_SCALE = 0.05 * 256**2 * 0.5  # method.md §5.1: L_depth = lambda_d(i) * 0.05 * 256^2 * 1/2 * mean(r^2)
 
 
@@ -353,7 +355,8 @@ class Trainer:
         """Refuse a checkpoint of another asset (prompt, method, seed, field, prior); warn about other changed settings."""
         old, new = flatten(saved), flatten(to_dict(self.config))
         changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-        rank = lambda k: next((i for i, key in enumerate(RESUME_IDENTITY) if k == key or k.startswith(key + ".")), None)  # noqa: E731
+        rank = lambda k: None if k in RESUME_COMPUTE else next(  # noqa: E731
+            (i for i, key in enumerate(RESUME_IDENTITY) if k == key or k.startswith(key + ".")), None)
         identity = sorted((k for k in changed if rank(k) is not None), key=rank)
         if identity:
             key = identity[0]

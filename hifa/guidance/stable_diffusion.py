@@ -23,8 +23,8 @@ CORRUPT_MARKERS = ("unable to load weights", "deserializ", "safetensor", "incomp
                    "corrupt", "pytorchstreamreader", "unpickl", "invalid load key", "unexpected end", "jsondecodeerror",
                    "expecting value", "size mismatch", "error(s) in loading state_dict")
 Precision = Literal["auto", "float16", "bfloat16", "float32"]
-CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+CompileMode = Literal["default", "reduce-overhead"]
+COMPILE_MODES = ("default", "reduce-overhead")
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,18 @@ def test_a_checkpoint_of_another_asset_is_refused(trained, tmp_path, capsys):
         assert code == 2 and f"was trained with {key} = " in err and "another asset, not a continuation" in err, err
 
 
+def test_a_resume_may_change_how_the_field_is_computed(trained, tmp_path, capsys, caplog):
+    """field.mlp_precision and field.grid.backend change the arithmetic, not the asset: a resume warns and goes on."""
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    sets = [f"--set={o}" for o in tiny_overrides(tmp_path / "cache")]
+    base = ["train", "--prompt", PROMPT, "--prior", "oracle", "--quiet", "--resume", "--out", str(run), *sets]
+    with caplog.at_level("WARNING", logger="hifa.trainer"):
+        code, err = main([*base, "--set", "field.mlp_precision=bf16", "--set", "field.grid.backend=auto"], capsys)
+    assert code == 0, err
+    assert "changed settings: field.grid.backend, field.mlp_precision" in caplog.text, caplog.text
+
+
 # --- mesh files ----------------------------------------------------------------------------------------
 
 
