@@ -49,7 +49,11 @@ class RendererConfig:
 
 @dataclass
 class RayOptions:
-    """Per-call rendering options: training randomness, shading, background, view dependence."""
+    """Per-call rendering options: training randomness, shading, background, view dependence.
+
+    Renders with `training` false (validation, evaluation, exports) run the field's MLPs in fp32 whatever
+    field.mlp_precision, so their metrics do not depend on the training precision or the device.
+    """
 
     training: bool = False
     shading: Shading = "albedo"
@@ -153,14 +157,15 @@ class Renderer(nn.Module):
         skip = self.occupancy is not None and options.training
         z_coarse = volume.coarse_z(near, far, T, draws.jitter)
         interval = (far - near) / T
-        sigma_c, rgb_c, occ_c = self._density(origins, directions, z_coarse, skip, options.view_dependent)
+        exact = not options.training
+        sigma_c, rgb_c, occ_c = self._density(origins, directions, z_coarse, skip, options.view_dependent, exact)
         z_all, sigma_all, rgb_all, occ_all = z_coarse, sigma_c, rgb_c, occ_c
         if cfg.num_fine > 0:
             delta_c = volume.deltas(z_coarse, interval).detach()
             _, w_c = volume.alpha_weights(sigma_c.detach(), delta_c)
             with torch.no_grad():
                 z_fine = invert_cdf(*bin_pmf(z_coarse.detach(), delta_c, w_c, cfg.smoothing), draws.fine_u)
-            sigma_f, rgb_f, occ_f = self._density(origins, directions, z_fine, skip, options.view_dependent)
+            sigma_f, rgb_f, occ_f = self._density(origins, directions, z_fine, skip, options.view_dependent, exact)
             z_all, order = torch.sort(torch.cat([z_coarse, z_fine], dim=-1), dim=-1)
             sigma_all = torch.cat([sigma_c, sigma_f], dim=-1).gather(-1, order)
             rgb_all = torch.cat([rgb_c, rgb_f], dim=1).gather(1, order[..., None].expand(-1, -1, 3))
@@ -171,7 +176,7 @@ class Renderer(nn.Module):
         samples = (z_all, sigma_all, rgb_all, delta, weights, occ_all)
         return self._outputs(origins, directions, samples, near, far, options, draws.orient_rays)
 
-    def _density(self, origins, directions, z, skip: bool, view_dependent: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def _density(self, origins, directions, z, skip: bool, view_dependent: bool, exact: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Density, albedo and (when skipping) occupancy of the samples; skipped ones get density 0, albedo 0.
 
         Albedo is per sample, so it is decoded here, before coarse and fine samples are merged: the
@@ -180,14 +185,14 @@ class Renderer(nn.Module):
         points = (origins[:, None, :] + directions[:, None, :] * z[..., None]).reshape(-1, 3)
         view_dirs = directions if view_dependent else None  # per ray: the field's SH term is computed once per ray
         if not skip:
-            sigma, feat = self.field.density_features(points)
-            return sigma.view(z.shape), self.field.albedo(feat, view_dirs, z.shape[1]).view(*z.shape, 3), None
+            sigma, feat = self.field.density_features(points, exact)
+            return sigma.view(z.shape), self.field.albedo(feat, view_dirs, z.shape[1], exact).view(*z.shape, 3), None
         occupied = self.occupancy.occupied_at(points)
         if not occupied.any():  # some backends (tiny-cuda-nn) reject empty batches; one evaluated sample is exact
             occupied[0] = True
         keep = occupied.nonzero().squeeze(-1)
-        sigma_kept, feat_kept = self.field.density_features(points[keep])
-        rgb_kept = self.field.albedo(feat_kept, view_dirs, torch.div(keep, z.shape[1], rounding_mode="floor"))
+        sigma_kept, feat_kept = self.field.density_features(points[keep], exact)
+        rgb_kept = self.field.albedo(feat_kept, view_dirs, torch.div(keep, z.shape[1], rounding_mode="floor"), exact)
         sigma = sigma_kept.new_zeros(points.shape[0]).index_copy(0, keep, sigma_kept)
         rgb = rgb_kept.new_zeros(points.shape[0], 3).index_copy(0, keep, rgb_kept)
         return sigma.view(z.shape), rgb.view(*z.shape, 3), occupied.view(z.shape)

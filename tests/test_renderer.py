@@ -173,3 +173,27 @@ def test_orientation_on_a_random_ray_subset_equals_the_full_values_on_those_rays
     assert subset["orient"].shape == (16,) and "normals" not in subset
     assert torch.allclose(subset["orient"], full["orient"][rays], atol=1e-6)
     assert torch.allclose(subset["image"], full["image"])
+
+
+def test_renders_outside_training_run_the_mlps_in_fp32_whatever_the_field_precision():
+    """Validation and evaluation renders do not depend on field.mlp_precision; training renders use it."""
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    config = FieldConfig(grid=HashGridConfig(n_levels=4, log2_hashmap_size=12, finest_resolution=64), blob_radius=0.6, mlp_precision="fp32")
+    exact = NeRFField(config)
+    with torch.no_grad():
+        for table in exact.encoding.tables:
+            table.uniform_(-1.0, 1.0)
+    fast = NeRFField(replace(config, mlp_precision="bf16"))
+    fast.load_state_dict(exact.state_dict())
+    background = BackgroundMLP()
+    origins, dirs = (t[0] for t in orbit_cameras(1).rays(12, 12))
+    images = {}
+    for name, field in (("fp32", exact), ("bf16", fast)):
+        renderer = Renderer(field, background, RendererConfig(num_coarse=16, num_fine=8))
+        for training in (False, True):
+            options = RayOptions(training=training, background=torch.ones(3), generator=torch.Generator().manual_seed(1))
+            images[name, training] = renderer(origins, dirs, options)["image"].detach()
+    assert torch.equal(images["bf16", False], images["fp32", False])
+    assert not torch.equal(images["bf16", True], images["fp32", True])  # training renders do run in bf16
