@@ -23,14 +23,14 @@ class BallField(nn.Module):
         super().__init__()
         self.dummy = nn.Parameter(torch.zeros(1))
 
-    def density_features(self, points):
+    def density_features(self, points, exact=False):
         inside = (points.norm(dim=-1) < RADIUS).float()
         return inside * 2000.0 + self.dummy * 0, COLOR.expand(points.shape[0], 3)
 
     def density(self, points):
         return self.density_features(points)[0]
 
-    def albedo(self, feature, directions=None, rays=None):
+    def albedo(self, feature, directions=None, rays=None, exact=False):
         return feature
 
     def normals(self, points):
