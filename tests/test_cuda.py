@@ -1,7 +1,6 @@
 """CUDA paths against the CPU reference on small inputs (skipped where no GPU is present)."""
 
 import copy
-from dataclasses import replace
 
 import pytest
 import torch
@@ -13,6 +12,7 @@ from hifa.field import FieldConfig, NeRFField
 from hifa.renderer import RayOptions, Renderer, RendererConfig
 from hifa.trainer import Trainer
 from hifa.training import resolve_config
+from tests.field_twins import fitted_field, precision_twin
 from tests.tinyworld import build_tiny_dpt, build_tiny_stable_diffusion
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -60,14 +60,8 @@ def test_renderer_on_cuda_matches_cpu():
 
 def test_bf16_field_mlps_on_cuda_stay_close_to_the_fp32_cpu_render():
     """field.mlp_precision='bf16' on CUDA: the render and the grid's gradients match fp32 up to bf16 rounding."""
-    torch.manual_seed(0)
-    config = FieldConfig(grid=GRID, blob_radius=0.6, mlp_precision="fp32")  # a blob that covers much of the image
-    exact = NeRFField(config)
-    with torch.no_grad():  # a fitted grid's feature size, not a fresh one's ~1e-4
-        for table in exact.encoding.tables:
-            table.uniform_(-2.0, 2.0)
-    fast = NeRFField(replace(config, mlp_precision="bf16"))
-    fast.load_state_dict(exact.state_dict())
+    exact = fitted_field(FieldConfig(grid=GRID, blob_radius=0.6, mlp_precision="fp32"), 2.0)  # a blob that covers much of the image
+    fast = precision_twin(exact, "bf16")
     background = BackgroundMLP()
     origins, dirs = orbit_cameras(1).rays(16, 16)
     options = RayOptions(background=torch.ones(3))

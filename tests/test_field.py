@@ -6,6 +6,7 @@ import torch
 from hifa.encoding import HashGridConfig
 from hifa.errors import ConfigError
 from hifa.field import FieldConfig, NeRFField, cone_blob, gaussian_blob, mlp_dtype, shade, trunc_exp
+from tests.field_twins import fitted_field
 from hifa.sh import sh_encode
 
 SMALL_GRID = HashGridConfig(n_levels=4, log2_hashmap_size=12, base_resolution=4, finest_resolution=32)
@@ -119,12 +120,7 @@ def test_auto_precision_field_on_cpu_is_the_exact_fp32_field():
 
 
 def _trained_looking_field(kind: str, precision: str) -> NeRFField:
-    torch.manual_seed(0)
-    field = NeRFField(FieldConfig(kind=kind, grid=SMALL_GRID, mlp_precision=precision))
-    with torch.no_grad():  # features of a fitted grid's size, not the ~1e-4 of a fresh one
-        for table in field.encoding.tables:
-            table.uniform_(-0.5, 0.5)
-    return field
+    return fitted_field(FieldConfig(kind=kind, grid=SMALL_GRID, mlp_precision=precision), 0.5)
 
 
 @pytest.mark.parametrize("kind", ["hifa", "dreamfusion"])

@@ -9,6 +9,7 @@ from hifa.encoding import HashGridConfig
 from hifa.errors import ConfigError, HifaError
 from hifa.field import FieldConfig, NeRFField
 from hifa.mesh import Mesh, MeshConfig, clean_mesh, density_grid, export_mesh, extract_mesh, marching_cubes, otsu_threshold
+from tests.field_twins import fitted_field, precision_twin
 
 RADIUS = 0.43
 
@@ -68,16 +69,9 @@ def test_extract_mesh_from_a_field_with_auto_bounds(caplog):
 
 def test_a_bf16_field_gives_the_mesh_of_its_fp32_twin():
     """Extraction runs the MLPs in fp32 whatever field.mlp_precision: the asset does not depend on the training precision."""
-    from dataclasses import replace
-
-    torch.manual_seed(0)
     config = FieldConfig(grid=HashGridConfig(n_levels=4, log2_hashmap_size=12, finest_resolution=64), blob_radius=0.6, mlp_precision="fp32")
-    exact = NeRFField(config)
-    with torch.no_grad():
-        for table in exact.encoding.tables:
-            table.uniform_(-1.0, 1.0)
-    fast = NeRFField(replace(config, mlp_precision="bf16"))
-    fast.load_state_dict(exact.state_dict())
+    exact = fitted_field(config, 1.0)
+    fast = precision_twin(exact, "bf16")
     points = torch.rand(2048, 3) * 1.2 - 0.6
     assert not torch.equal(fast.density(points), exact.density(points))  # the bf16 path differs ...
     mesh_config = MeshConfig(resolution=48, threshold=5.0, max_faces=4000)

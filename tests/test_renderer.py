@@ -10,6 +10,7 @@ from hifa.encoding import HashGridConfig
 from hifa.errors import ConfigError
 from hifa.field import FieldConfig, NeRFField
 from hifa.renderer import RayOptions, Renderer, RendererConfig
+from tests.field_twins import fitted_field, precision_twin
 
 RADIUS, COLOR = 0.5, torch.tensor([0.9, 0.3, 0.1])
 
@@ -177,16 +178,9 @@ def test_orientation_on_a_random_ray_subset_equals_the_full_values_on_those_rays
 
 def test_renders_outside_training_run_the_mlps_in_fp32_whatever_the_field_precision():
     """Validation and evaluation renders do not depend on field.mlp_precision; training renders use it."""
-    from dataclasses import replace
-
-    torch.manual_seed(0)
     config = FieldConfig(grid=HashGridConfig(n_levels=4, log2_hashmap_size=12, finest_resolution=64), blob_radius=0.6, mlp_precision="fp32")
-    exact = NeRFField(config)
-    with torch.no_grad():
-        for table in exact.encoding.tables:
-            table.uniform_(-1.0, 1.0)
-    fast = NeRFField(replace(config, mlp_precision="bf16"))
-    fast.load_state_dict(exact.state_dict())
+    exact = fitted_field(config, 1.0)
+    fast = precision_twin(exact, "bf16")
     background = BackgroundMLP()
     origins, dirs = (t[0] for t in orbit_cameras(1).rays(12, 12))
     images = {}
