@@ -98,7 +98,7 @@ def test_handles_sharing_a_bank_give_what_each_gives_alone(prior, mode, cutoff):
         if handle.positive:
             assert torch.allclose(disparity, oracle.last_disparity, atol=1e-6)
         # ... and what the float64 reference formula gives for that handle
-        flat, sq, _ = oracle._matrix(handle.scene)
+        flat, sq, _, _ = oracle._matrix(handle.scene)
         abar = ABAR[t]
         x0, _ = exact_x0(x_t, abar, flat, oracle._log_prior(handle, 2, len(flat)), sq)
         assert torch.allclose(eps, eps_from_x0(x_t, x0, abar), atol=1e-5)

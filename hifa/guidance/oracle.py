@@ -259,8 +259,7 @@ class OraclePrior:
         self.image_size = self.config.resolution
         self._banks: dict[str, SceneBank] = {}
         self._scenes = {s.name: s for s in (scenes or [spec.scene() for spec in CATALOGUE])}
-        self._matrices: dict[tuple[str | None, torch.device], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-        self._disparities: dict[tuple[str, torch.device], torch.Tensor] = {}
+        self._matrices: dict[tuple[str | None, torch.device], tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
         self._bank_labels: dict[str, list[str]] = {}
         self.last_disparity: torch.Tensor | None = None
 
@@ -335,7 +334,7 @@ class OraclePrior:
         for i, handle in enumerate(handles):
             groups.setdefault(handle.scene, []).append(i)
         for scene, members in groups.items():
-            flat, sq, low = self._matrix(scene, latents.device)
+            flat, sq, low, disparity_bank = self._matrix(scene, latents.device)
             log_prior = torch.stack([self._log_prior(handles[i], latents.shape[0], len(flat)) for i in members])  # (H, B, K)
             # Views the prior rules out for every handle carry no weight: leave them out of the (exact) posterior.
             allowed = torch.isfinite(log_prior).flatten(0, 1).any(0).nonzero().squeeze(-1)
@@ -349,8 +348,7 @@ class OraclePrior:
             x0 = (weights.to(bank.dtype).flatten(0, 1) @ bank).view(len(members), *latents.shape).to(latents.dtype)
             for j, i in enumerate(members):
                 if handles[i].positive and scene is not None:
-                    disparity = self._disparity(scene, latents.device)
-                    disparity = disparity[allowed] if subset else disparity
+                    disparity = disparity_bank[allowed] if subset else disparity_bank
                     self.last_disparity = (weights[j].to(disparity.dtype) @ disparity.flatten(1)).view(-1, *disparity.shape[1:])
                 out[i] = eps_from_x0(latents, x0[j], abar)
         return out  # type: ignore[return-value]
@@ -371,22 +369,17 @@ class OraclePrior:
             self._bank_labels[name] = bank_labels(self.bank(name).directions)
         return self._bank_labels[name]
 
-    def _matrix(self, scene: str | None, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """A scene's bank (None: the unconditional one) as float64 rows, their squared norms and a float32 copy,
-        computed once per device (hot in every DDIM call; the unconditional bank is ~180 MB to copy)."""
+    def _matrix(self, scene: str | None, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """A scene's bank (None: the unconditional one) as float64 rows, their squared norms, a float32 copy and
+        the disparity bank (None for the unconditional one), on a device, built once per device (hot in every DDIM
+        call; the unconditional bank is ~180 MB to copy)."""
         key = (scene, torch.device(device))
         if key not in self._matrices:
             images = self._uncond_images() if scene is None else self.bank(scene).images
             flat = images.flatten(1).double().to(key[1])
-            self._matrices[key] = (flat, (flat**2).sum(-1), flat.float())
+            disparity = None if scene is None else self.bank(scene).disparity.to(key[1])
+            self._matrices[key] = (flat, (flat**2).sum(-1), flat.float(), disparity)
         return self._matrices[key]
-
-    def _disparity(self, scene: str, device: torch.device) -> torch.Tensor:
-        """A scene's disparity bank on a device, copied once (read by every positive call)."""
-        key = (scene, torch.device(device))
-        if key not in self._disparities:
-            self._disparities[key] = self.bank(scene).disparity.to(key[1])
-        return self._disparities[key]
 
     def _uncond_images(self) -> torch.Tensor:
         # A sparser bank per scene: the unconditional branch needs every scene, not every view.
