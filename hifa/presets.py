@@ -10,7 +10,7 @@ from hifa.encoding import HashGridConfig
 from hifa.errors import HifaError
 from hifa.field import FieldConfig
 from hifa.guidance.guidance import GuidanceConfig
-from hifa.guidance.oracle import OracleConfig
+from hifa.guidance.oracle import OracleConfig, residual_gains
 from hifa.mesh import MeshConfig
 from hifa.renderer import RendererConfig
 
@@ -73,10 +73,14 @@ def oracle_world(config: TrainConfig, budget: str = "cpu") -> TrainConfig:
     'cpu' fits 2 CPU cores in under 10 minutes: 64x64 renders (the oracle's resolution),
     fewer samples and steps, a smaller hash table.
 
-    Two world settings, measured in benchmarks/results/train-oracle-cpu.md: a dense bank with a
+    Three world settings, measured in benchmarks/results/train-oracle-cpu.md: a dense bank with a
     sharp, truncated view prior (otherwise the exact posterior ignores the view below t ~ 900;
-    a view suffix keeps the OracleConfig default, its label's whole sector), and CFG scale 1.5 (the oracle's all-scenes unconditional branch is far
-    from the conditional one, so s = 100 saturates every colour; 1.5 beat 2 by 0.6-0.8 dB for 'hifa').
+    a view phrase keeps the OracleConfig default, its label's whole sector); CFG scale 1.5 (the
+    oracle's all-scenes unconditional branch is far from the conditional one, so s = 100 saturates
+    every colour; 1.5 beat 2 by 0.6-0.8 dB for 'hifa'); and HiFA's residual losses counted in the
+    reference's units (`residual_gains`: the oracle's 64^2 pixels stand in for SD's unit-variance
+    latent and its 512^2 image; without them the depth term outweighs the guidance ~18x more than in
+    the reference, and 'hifa' trailed 'dreamfusion' by 7 dB in the demo).
 
     The oracle's images are albedo on white, so renders are too: no random solid backgrounds (no
     candidate has them, so the exact posterior paints white floaters in front of them) and no
@@ -87,9 +91,10 @@ def oracle_world(config: TrainConfig, budget: str = "cpu") -> TrainConfig:
     the cost; 'dreamfusion' spent 0.2-0.8 s per step on these normals at 1/16, measured).
     """
     oracle = OracleConfig(views=1200, tau_deg=4.0, view_cutoff_deg=9.0)
+    latent_gain, image_gain = residual_gains(oracle.resolution)
     scaled = replace(
         config,
-        guidance=replace(config.guidance, guidance_scale=1.5),
+        guidance=replace(config.guidance, guidance_scale=1.5, latent_gain=latent_gain, image_gain=image_gain),
         prior=PriorConfig(kind="oracle", oracle=oracle),
         shading="albedo",
         random_background_rate=0.0,

@@ -135,8 +135,9 @@ def test_guidance_step_backpropagates_to_the_render(prior, method, view_mode):
         assert set(out.terms) == {"latent", "image"} and out.x_hat.shape == (2, 3, 16, 16)
 
 
-def test_one_candidate_x0_mode_is_a_reconstruction_loss(prior):
-    """method.md §9: one bank image and mode x0 give gradient (l_lat + l_rgb) 0.05 s_res (x - x_k)."""
+@pytest.mark.parametrize("latent_gain,image_gain", [(1.0, 1.0), (13.0, 64.0)])
+def test_one_candidate_x0_mode_is_a_reconstruction_loss(prior, latent_gain, image_gain):
+    """method.md §9: one bank image and mode x0 give gradient (l_lat g_lat + l_rgb g_img) 0.05 s_res (x - x_k)."""
     target = prior.bank("mug").images[:1].double()
 
     class OneImage:
@@ -155,13 +156,23 @@ def test_one_candidate_x0_mode_is_a_reconstruction_loss(prior):
             abar = ABAR[t]
             return [eps_from_x0(latents, target.expand_as(latents), abar) for _ in handles]
 
-    config = GuidanceConfig(denoise_mode="x0", view_mode="none")
+    config = GuidanceConfig(denoise_mode="x0", view_mode="none", latent_gain=latent_gain, image_gain=image_gain)
     render = torch.rand(1, 3, 16, 16, dtype=torch.float64, requires_grad=True)
     out = Guidance(OneImage(), config).loss(render, "mug", orbit_cameras(1, radius=3.2, fovy_deg=20.0), 1, 100)
     sum(out.terms.values()).backward()
-    expected = (1.0 + 0.1) * 0.05 * 1.0 * (render.detach() - target)
+    expected = (1.0 * latent_gain + 0.1 * image_gain) * 0.05 * 1.0 * (render.detach() - target)
     assert torch.allclose(render.grad, expected, atol=1e-8)
     assert math.isclose(float(out.weight), 0.05)
+
+
+def test_residual_gains_count_the_reference_s_terms_in_its_units():
+    from hifa.guidance.oracle import residual_gains
+
+    latent, image = residual_gains(64)
+    assert math.isclose(latent, (4 * 64 * 64) / (3 * 64 * 64) / 0.32**2) and image == 64.0
+    # A 512^2 image stands in for itself; unit-variance pixels differ from SD's latent only in count.
+    latent, image = residual_gains(512, pixel_std=1.0)
+    assert math.isclose(latent, 4 * 64 * 64 / (3 * 512 * 512)) and image == 1.0
 
 
 def test_view_cutoff_excludes_far_views_but_keeps_the_nearest():
@@ -225,6 +236,25 @@ def test_sector_prior_allows_exactly_the_label_s_views_near_the_camera_s_elevati
     assert torch.isfinite(lonely).sum() == 1 and labels[int(torch.isfinite(lonely).nonzero())] == "front"
 
 
+def _front_view(prior):
+    """A front-sector bank view of the torus: (its image (1, 3, S, S), polar, azimuth), and its x0 at t = 20."""
+    from hifa.cameras import view_label
+
+    bank = prior.bank("green-torus")
+    polar = torch.rad2deg(torch.arccos(bank.directions[:, 1]))
+    azimuth = torch.rad2deg(torch.atan2(bank.directions[:, 0], bank.directions[:, 2]))
+    k = next(k for k in range(len(polar)) if view_label(float(azimuth[k]), float(polar[k])) == "front")
+    image, t = bank.images[k : k + 1], torch.tensor([20])
+    abar = ABAR[t]
+    x_t = abar.sqrt().float() * image
+
+    def x0_of(oracle, handle):
+        eps = oracle.predict_eps(x_t, t, [handle])[0]
+        return (x_t - (1 - abar).sqrt().float() * eps) / abar.sqrt().float()
+
+    return image, float(polar[k]), float(azimuth[k]), x0_of
+
+
 def test_suffix_names_a_sector_and_the_render_picks_the_view_within_it(prior):
     """A suffix does not know the camera's azimuth: a render of another front view gets that view back.
 
@@ -232,26 +262,33 @@ def test_suffix_names_a_sector_and_the_render_picks_the_view_within_it(prior):
     """
     from dataclasses import replace
 
-    from hifa.cameras import view_label
-
-    bank = prior.bank("green-torus")
-    polar = torch.rad2deg(torch.arccos(bank.directions[:, 1]))
-    azimuth = torch.rad2deg(torch.atan2(bank.directions[:, 0], bank.directions[:, 2]))
-    fronts = [k for k in range(len(polar)) if view_label(float(azimuth[k]), float(polar[k])) == "front"]
-    k = fronts[0]
+    image, polar, azimuth, x0_of = _front_view(prior)
     sector = OraclePrior(replace(prior.config, view_cutoff_deg=180.0))
     canonical = OraclePrior(replace(prior.config, view_cutoff_deg=180.0, suffix_views="canonical"))
-    other = 25.0 if float(azimuth[k]) < 0 else -25.0  # a front camera elsewhere in the sector
-    cams = orbit_cameras(1, polar_deg=float(polar[k]), radius=3.2, fovy_deg=20.0, start_azimuth_deg=other)
+    other = 25.0 if azimuth < 0 else -25.0  # a front camera elsewhere in the sector
+    cams = orbit_cameras(1, polar_deg=polar, radius=3.2, fovy_deg=20.0, start_azimuth_deg=other)
     assert cams.labels() == ["front"]
-    t = torch.tensor([20])
-    abar = ABAR[t]
-    x_t = abar.sqrt().float() * bank.images[k : k + 1]
-    as_x0 = lambda eps: (x_t - (1 - abar).sqrt().float() * eps) / abar.sqrt().float()  # noqa: E731
-    got = as_x0(sector.predict_eps(x_t, t, [sector.conditions("a green torus", cams, "suffix").positive])[0])
-    assert torch.allclose(got, bank.images[k : k + 1], atol=1e-3)
+    assert torch.allclose(x0_of(sector, sector.conditions("a green torus", cams, "suffix").positive), image, atol=1e-3)
     pinned = canonical.conditions("a green torus", cams, "suffix").positive
     assert pinned.sector is None
     assert torch.allclose(pinned.directions[0, 0], torch.tensor(0.0), atol=1e-6)  # azimuth 0: x = 0
+
+
+def test_perpneg_negatives_name_sectors_like_suffixes(prior):
+    """'front view' as a Perp-Neg negative names the front sector: a render of a front view gets it back.
+
+    'canonical' maps the negative to the azimuth-0 view, as method.md §9 first stated.
+    """
+    from dataclasses import replace
+
+    image, polar, _, x0_of = _front_view(prior)
+    sector = OraclePrior(replace(prior.config, view_cutoff_deg=180.0))
+    canonical = OraclePrior(replace(prior.config, view_cutoff_deg=180.0, suffix_views="canonical"))
+    cams = orbit_cameras(1, polar_deg=polar, radius=3.2, fovy_deg=20.0, start_azimuth_deg=40.0)  # negatives: front, side
+    negatives = sector.conditions("a green torus", cams, "perpneg").negatives
+    assert [n.sector for n in negatives] == [["front"], ["side"]] and not any(n.positive for n in negatives)
+    assert torch.allclose(x0_of(sector, negatives[0]), image, atol=1e-3)
+    pinned = canonical.conditions("a green torus", cams, "perpneg").negatives[0]
+    assert pinned.sector is None and torch.allclose(pinned.directions[0, 0], torch.tensor(0.0), atol=1e-6)
     with pytest.raises(HifaError, match="oracle.suffix_views"):
         OracleConfig(suffix_views="everywhere")
