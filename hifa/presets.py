@@ -10,9 +10,28 @@ from hifa.encoding import HashGridConfig
 from hifa.errors import HifaError
 from hifa.field import FieldConfig
 from hifa.guidance.guidance import GuidanceConfig
-from hifa.guidance.oracle import OracleConfig, residual_gains
+from hifa.guidance.oracle import OracleConfig
 from hifa.mesh import MeshConfig
 from hifa.renderer import RendererConfig
+
+
+# What HiFA's residual losses sum over in the reference: Stable Diffusion's latent (4 x 64 x 64, scaled to
+# unit variance) and its 512^2 decoded image. The oracle's stand-in for both is one image in [0, 1] whose
+# pixels have this standard deviation (0.305-0.322 over the catalogue scenes' banks, measured).
+SD_LATENT_ELEMENTS = 4 * 64 * 64
+SD_IMAGE_SIZE = 512
+ORACLE_PIXEL_STD = 0.32
+
+
+def residual_gains(resolution: int, pixel_std: float = ORACLE_PIXEL_STD) -> tuple[float, float]:
+    """(latent, image) gains that put the oracle's L_lat and L_rgb sums in the reference's units.
+
+    L_lat: as many terms as SD's latent, each in unit-variance units: 4*64^2 / (3 r^2) / std^2.
+    L_rgb: as many pixels as SD's 512^2 image: (512 / r)^2. Without them the guidance is ~18x weaker
+    against the depth term and the regularisers than in the reference (method.md §9 [P]).
+    """
+    latent = SD_LATENT_ELEMENTS / (3 * resolution**2) / pixel_std**2
+    return latent, (SD_IMAGE_SIZE / resolution) ** 2
 
 
 def hifa() -> TrainConfig:

@@ -78,7 +78,7 @@ def test_overrides_are_coerced_by_type():
 
 
 def test_only_the_oracle_world_rescales_hifa_s_residual_losses():
-    from hifa.guidance.oracle import residual_gains
+    from hifa.presets import residual_gains
 
     oracle = resolve_config("hifa-no-rgb", "a green torus", "oracle").guidance
     assert (oracle.latent_gain, oracle.image_gain) == residual_gains(64) and oracle.lambda_rgb == 0.0

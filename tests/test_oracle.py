@@ -166,7 +166,7 @@ def test_one_candidate_x0_mode_is_a_reconstruction_loss(prior, latent_gain, imag
 
 
 def test_residual_gains_count_the_reference_s_terms_in_its_units():
-    from hifa.guidance.oracle import residual_gains
+    from hifa.presets import residual_gains
 
     latent, image = residual_gains(64)
     assert math.isclose(latent, (4 * 64 * 64) / (3 * 64 * 64) / 0.32**2) and image == 64.0
