@@ -15,25 +15,6 @@ from hifa.mesh import MeshConfig
 from hifa.renderer import RendererConfig
 
 
-# What HiFA's residual losses sum over in the reference: Stable Diffusion's latent (4 x 64 x 64, scaled to
-# unit variance) and its 512^2 decoded image. The oracle's stand-in for both is one image in [0, 1] whose
-# pixels have this standard deviation (0.305-0.322 over the catalogue scenes' banks, measured).
-SD_LATENT_ELEMENTS = 4 * 64 * 64
-SD_IMAGE_SIZE = 512
-ORACLE_PIXEL_STD = 0.32
-
-
-def residual_gains(resolution: int, pixel_std: float = ORACLE_PIXEL_STD) -> tuple[float, float]:
-    """(latent, image) gains that put the oracle's L_lat and L_rgb sums in the reference's units.
-
-    L_lat: as many terms as SD's latent, each in unit-variance units: 4*64^2 / (3 r^2) / std^2.
-    L_rgb: as many pixels as SD's 512^2 image: (512 / r)^2. Without them the guidance is ~18x weaker
-    against the depth term and the regularisers than in the reference (method.md §9 [P]).
-    """
-    latent = SD_LATENT_ELEMENTS / (3 * resolution**2) / pixel_std**2
-    return latent, (SD_IMAGE_SIZE / resolution) ** 2
-
-
 def hifa() -> TrainConfig:
     """'hifa': BGT+ with 4-step DDIM, sqrt annealing 200 -> 980, regularisers and depth (method.md §7.2)."""
     return TrainConfig(preset="hifa", mesh=MeshConfig(threshold=37.5))
@@ -96,10 +77,9 @@ def oracle_world(config: TrainConfig, budget: str = "cpu") -> TrainConfig:
     sharp, truncated view prior (otherwise the exact posterior ignores the view below t ~ 900;
     a view phrase keeps the OracleConfig default, its label's whole sector); CFG scale 1.5 (the
     oracle's all-scenes unconditional branch is far from the conditional one, so s = 100 saturates
-    every colour; 1.5 beat 2 by 0.6-0.8 dB for 'hifa'); and HiFA's residual losses counted in the
-    reference's units (`residual_gains`: the oracle's 64^2 pixels stand in for SD's unit-variance
-    latent and its 512^2 image; without them the depth term outweighs the guidance ~18x more than in
-    the reference, and 'hifa' trailed 'dreamfusion' by 7 dB in the demo).
+    every colour; 1.5 beat 2 by 0.6-0.8 dB for 'hifa'); and HiFA's residual losses in the reference's
+    units (the OracleConfig default `residual_units='reference'`: without it the depth term outweighs
+    the guidance ~18x more than in the reference, and 'hifa' trailed 'dreamfusion' by 7 dB in the demo).
 
     The oracle's images are albedo on white, so renders are too: no random solid backgrounds (no
     candidate has them, so the exact posterior paints white floaters in front of them) and no
@@ -110,10 +90,9 @@ def oracle_world(config: TrainConfig, budget: str = "cpu") -> TrainConfig:
     the cost; 'dreamfusion' spent 0.2-0.8 s per step on these normals at 1/16, measured).
     """
     oracle = OracleConfig(views=1200, tau_deg=4.0, view_cutoff_deg=9.0)
-    latent_gain, image_gain = residual_gains(oracle.resolution)
     scaled = replace(
         config,
-        guidance=replace(config.guidance, guidance_scale=1.5, latent_gain=latent_gain, image_gain=image_gain),
+        guidance=replace(config.guidance, guidance_scale=1.5),
         prior=PriorConfig(kind="oracle", oracle=oracle),
         shading="albedo",
         random_background_rate=0.0,

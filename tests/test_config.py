@@ -77,15 +77,6 @@ def test_overrides_are_coerced_by_type():
     assert c.prior.kind == "oracle" and c.cameras.radius == (3.2, 3.2) and c.resolution == 64
 
 
-def test_only_the_oracle_world_rescales_hifa_s_residual_losses():
-    from hifa.presets import residual_gains
-
-    oracle = resolve_config("hifa-no-rgb", "a green torus", "oracle").guidance
-    assert (oracle.latent_gain, oracle.image_gain) == residual_gains(64) and oracle.lambda_rgb == 0.0
-    real = resolve_config("hifa", "a corgi", "stable-diffusion").guidance
-    assert (real.latent_gain, real.image_gain, real.lambda_latent, real.lambda_rgb) == (1.0, 1.0, 1.0, 0.1)
-
-
 def test_stable_diffusion_prior_spec_sets_the_model():
     c = resolve_config("dreamfusion", "a corgi", "stable-diffusion:/models/sd15")
     assert c.prior.kind == "stable-diffusion" and c.prior.model == "/models/sd15" and c.resolution == 64

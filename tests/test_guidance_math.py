@@ -241,3 +241,13 @@ def test_perpneg_reduces_to_cfg_when_all_embeddings_are_equal():
 def test_view_prompts():
     assert view_prompt("a corgi", "front") == "a corgi, front view"
     assert view_prompt("a corgi", "overhead") == "a corgi, overhead view"
+
+
+def test_residual_gains_count_the_reference_s_terms_in_its_units():
+    from hifa.guidance.losses import residual_gains
+
+    latent, image = residual_gains(64, 0.32)
+    assert math.isclose(latent, (4 * 64 * 64) / (3 * 64 * 64) / 0.32**2) and image == 64.0
+    # A 512^2 image stands in for itself; unit-variance pixels differ from SD's latent only in count.
+    latent, image = residual_gains(512, 1.0)
+    assert math.isclose(latent, 4 * 64 * 64 / (3 * 512 * 512)) and image == 1.0

@@ -141,7 +141,7 @@ def test_one_candidate_x0_mode_is_a_reconstruction_loss(prior, latent_gain, imag
     target = prior.bank("mug").images[:1].double()
 
     class OneImage:
-        alphas_cumprod, image_size = ABAR, 16
+        alphas_cumprod, image_size, residual_gains = ABAR, 16, (latent_gain, image_gain)
 
         def encode(self, x):
             return x
@@ -156,7 +156,7 @@ def test_one_candidate_x0_mode_is_a_reconstruction_loss(prior, latent_gain, imag
             abar = ABAR[t]
             return [eps_from_x0(latents, target.expand_as(latents), abar) for _ in handles]
 
-    config = GuidanceConfig(denoise_mode="x0", view_mode="none", latent_gain=latent_gain, image_gain=image_gain)
+    config = GuidanceConfig(denoise_mode="x0", view_mode="none")
     render = torch.rand(1, 3, 16, 16, dtype=torch.float64, requires_grad=True)
     out = Guidance(OneImage(), config).loss(render, "mug", orbit_cameras(1, radius=3.2, fovy_deg=20.0), 1, 100)
     sum(out.terms.values()).backward()
@@ -165,14 +165,17 @@ def test_one_candidate_x0_mode_is_a_reconstruction_loss(prior, latent_gain, imag
     assert math.isclose(float(out.weight), 0.05)
 
 
-def test_residual_gains_count_the_reference_s_terms_in_its_units():
-    from hifa.presets import residual_gains
+def test_the_prior_counts_hifa_s_residuals_in_the_reference_s_units_at_its_resolution(prior):
+    from dataclasses import replace
 
-    latent, image = residual_gains(64)
-    assert math.isclose(latent, (4 * 64 * 64) / (3 * 64 * 64) / 0.32**2) and image == 64.0
-    # A 512^2 image stands in for itself; unit-variance pixels differ from SD's latent only in count.
-    latent, image = residual_gains(512, pixel_std=1.0)
-    assert math.isclose(latent, 4 * 64 * 64 / (3 * 512 * 512)) and image == 1.0
+    from hifa.guidance.losses import residual_gains
+    from hifa.guidance.oracle import ORACLE_PIXEL_STD
+
+    assert prior.residual_gains == residual_gains(16, ORACLE_PIXEL_STD)
+    assert OraclePrior(replace(prior.config, resolution=64)).residual_gains == residual_gains(64, ORACLE_PIXEL_STD)
+    assert OraclePrior(replace(prior.config, residual_units="pixels")).residual_gains == (1.0, 1.0)
+    with pytest.raises(HifaError, match="oracle.residual_units"):
+        OracleConfig(residual_units="latents")
 
 
 def test_view_cutoff_excludes_far_views_but_keeps_the_nearest():

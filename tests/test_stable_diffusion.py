@@ -25,7 +25,7 @@ def prior(tiny_sd):
 
 
 def test_tiny_checkpoint_loads_with_real_sizes(prior):
-    assert prior.image_size == 32 and prior.vae_factor == 2
+    assert prior.image_size == 32 and prior.vae_factor == 2 and prior.residual_gains == (1.0, 1.0)
     assert prior.prediction_type == "epsilon"
     assert torch.allclose(prior.alphas_cumprod, stable_diffusion_alphas_cumprod(), rtol=1e-5)
     assert prior.scaling_factor == pytest.approx(0.18215)

@@ -36,11 +36,6 @@ class GuidanceConfig:
     omega: float = 0.05
     lambda_latent: float = 1.0
     lambda_rgb: float = 0.1
-    # The prior's units against the reference's: L_lat and L_rgb are multiplied by these. 1 for Stable
-    # Diffusion; the oracle world sets them (presets.oracle_world): its 64^2 pixels stand in for SD's
-    # unit-variance 4x64x64 latent and for the 512^2 decoded image.
-    latent_gain: float = 1.0
-    image_gain: float = 1.0
     denoising_steps: int = 4
     denoise_mode: DenoiseMode = "ddim"
     eta: float = 1.0
@@ -55,7 +50,6 @@ class GuidanceConfig:
         require(self.denoise_mode in ("ddim", "x0"), "guidance.denoise_mode", "must be 'ddim' or 'x0'")
         require(0.0 <= self.eta <= 1.0, "guidance.eta", "must lie in [0, 1]")
         require(self.lambda_latent >= 0 and self.lambda_rgb >= 0, "guidance.lambda_latent", "loss weights must be >= 0")
-        require(self.latent_gain > 0 and self.image_gain > 0, "guidance.latent_gain", "the prior's unit gains must be positive")
 
 
 @dataclass
@@ -116,10 +110,11 @@ class Guidance:
         result = denoise(eps_fn, noisy, tau0, self.prior.alphas_cumprod, cfg.denoising_steps, cfg.denoise_mode, cfg.eta, generator)
         s_res = losses.resolution_scale(images.shape[-2], images.shape[-1], self.prior.image_size)
         weight = cfg.omega * s_res * losses.hifa_weight_factor(self.prior.alphas_cumprod, t.cpu(), cfg.hifa_weighting).to(latents.device)
-        terms = {"latent": losses.residual_loss(latents, result.z_hat, cfg.lambda_latent * cfg.latent_gain * weight)}
+        latent_gain, image_gain = self.prior.residual_gains
+        terms = {"latent": losses.residual_loss(latents, result.z_hat, cfg.lambda_latent * latent_gain * weight)}
         x_hat = None
         if cfg.lambda_rgb > 0:
             x_hat = self.prior.decode(result.z_hat)
-            terms["image"] = losses.residual_loss(x, x_hat, cfg.lambda_rgb * cfg.image_gain * weight)
+            terms["image"] = losses.residual_loss(x, x_hat, cfg.lambda_rgb * image_gain * weight)
         extras = {"denoise_calls": torch.tensor(len(result.visited))}
         return GuidanceOutput(terms, t, weight, x_hat, extras)

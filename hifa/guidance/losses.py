@@ -61,3 +61,20 @@ def residual_loss(x: torch.Tensor, target: torch.Tensor, weight: float | torch.T
 def resolution_scale(height: int, width: int, diffusion_size: int) -> float:
     """s_res = h*w / size^2: 1 at the diffusion size, 0.25 at half of it."""
     return height * width / float(diffusion_size**2)
+
+
+# What HiFA's residual losses sum over in the reference: Stable Diffusion's 4 x 64 x 64 latent (scaled to
+# unit variance) and its 512^2 decoded image.
+SD_LATENT_ELEMENTS = 4 * 64 * 64
+SD_IMAGE_SIZE = 512
+
+
+def residual_gains(resolution: int, pixel_std: float) -> tuple[float, float]:
+    """(latent, image) gains that put L_lat and L_rgb summed over one r^2 RGB image in the reference's units.
+
+    L_lat: as many terms as SD's latent, each in unit-variance units: 4*64^2 / (3 r^2) / std^2.
+    L_rgb: as many pixels as SD's 512^2 image: (512 / r)^2. The oracle world's (method.md §9 [P]):
+    without them its guidance is ~18x weaker against the depth term and regularisers than in the reference.
+    """
+    latent = SD_LATENT_ELEMENTS / (3 * resolution**2) / pixel_std**2
+    return latent, (SD_IMAGE_SIZE / resolution) ** 2

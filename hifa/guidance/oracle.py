@@ -21,6 +21,7 @@ import torch
 
 from hifa.cameras import Cameras, sphere_cameras, spherical_to_position, view_label
 from hifa.errors import HifaError, require, shorten
+from hifa.guidance.losses import residual_gains
 from hifa.guidance.prior import VIEW_MODES, Conditioning, ViewMode
 from hifa.guidance.schedules import stable_diffusion_alphas_cumprod
 from hifa.guidance.views import perpneg_plan
@@ -31,6 +32,12 @@ log = logging.getLogger(__name__)
 
 SUFFIX_VIEWS = ("sector", "canonical")
 BANK_VERSION = 2  # 2: the cache file carries its key and a SHA-256 of its tensors, checked on every load
+RESIDUAL_UNITS = ("reference", "pixels")
+# The oracle's images in [0, 1] have this pixel standard deviation (0.305-0.322 over the catalogue
+# scenes' banks, measured); Stable Diffusion's latents are scaled to 1 (losses.residual_gains).
+ORACLE_PIXEL_STD = 0.32
+
+
 @dataclass(frozen=True)
 class OracleConfig:
     """Bank size and resolution, view uncertainty tau, and the cameras the bank is rendered with."""
@@ -45,6 +52,9 @@ class OracleConfig:
     # 'canonical', the one view at the label's centre (pins every front suffix to azimuth 0 and trains a
     # solid of revolution; as negatives, 4.5 dB worse for 'hifa' on the ball-on-box scene, measured).
     suffix_views: str = "sector"
+    # HiFA's L_lat and L_rgb sums: 'reference', multiplied by `residual_gains` (what the oracle's one image
+    # stands in for: SD's unit-variance latent and its 512^2 image); 'pixels', summed as they are.
+    residual_units: str = "reference"
     radius: float = 3.2
     fovy_deg: float = 20.0
     cache_dir: str | None = None
@@ -55,6 +65,7 @@ class OracleConfig:
         require(1 <= self.uncond_views_per_scene <= self.views, "oracle.uncond_views_per_scene", "must lie in [1, views]")
         require(self.tau_deg > 0, "oracle.tau_deg", "must be positive")
         require(self.view_cutoff_deg is None or self.view_cutoff_deg > 0, "oracle.view_cutoff_deg", "must be positive or null")
+        require(self.residual_units in RESIDUAL_UNITS, "oracle.residual_units", f"must be one of {RESIDUAL_UNITS}, got {self.residual_units!r}")
         require(self.suffix_views in SUFFIX_VIEWS, "oracle.suffix_views", f"must be one of {SUFFIX_VIEWS}, got {self.suffix_views!r}")
         require(self.radius > 1.0, "oracle.radius", "must be > 1")
         require(0 < self.fovy_deg < 180, "oracle.fovy_deg", "must lie in (0, 180)")
@@ -256,6 +267,7 @@ class OraclePrior:
         self.config = config or OracleConfig()
         self.alphas_cumprod = stable_diffusion_alphas_cumprod()
         self.image_size = self.config.resolution
+        self.residual_gains = residual_gains(self.image_size, ORACLE_PIXEL_STD) if self.config.residual_units == "reference" else (1.0, 1.0)
         self._banks: dict[str, SceneBank] = {}
         self._scenes = {s.name: s for s in (scenes or [spec.scene() for spec in CATALOGUE])}
         self._matrices: dict[tuple[str | None, torch.device], tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}

@@ -29,6 +29,9 @@ class DiffusionPrior(Protocol):
 
     alphas_cumprod: torch.Tensor  # (1000,) float64
     image_size: int  # the diffusion model's input resolution
+    # (latent, image): what HiFA's L_lat and L_rgb sums are multiplied by to be in the reference's units
+    # (Stable Diffusion's latent and its decoded image): (1, 1) for Stable Diffusion itself.
+    residual_gains: tuple[float, float]
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) images in [0, 1] to latents, with gradient."""

@@ -135,6 +135,7 @@ class StableDiffusionPrior:
         self.scaling_factor = float(self.vae.config.scaling_factor)
         self.vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.image_size = int(self.unet.config.sample_size) * self.vae_factor
+        self.residual_gains = (1.0, 1.0)  # the reference's own units
         self._embeddings: dict[str, torch.Tensor] = {}
         self._length_checked: set[str] = set()
 
