@@ -50,7 +50,7 @@ class OracleConfig:
     # What a view phrase ('front view': a suffix, or a Perp-Neg negative) tells the prior: 'sector', every
     # view the label names (at the camera's elevation, within tau / cut-off), as a text model knows it;
     # 'canonical', the one view at the label's centre (pins every front suffix to azimuth 0 and trains a
-    # solid of revolution; as negatives, 4.5 dB worse for 'hifa' on the ball-on-box scene, measured).
+    # solid of revolution; as negatives, 4.5 dB worse for 'hifa' on the ball-on-box scene at the demo's size).
     suffix_views: str = "sector"
     # HiFA's L_lat and L_rgb sums: 'reference', multiplied by `residual_gains` (what the oracle's one image
     # stands in for: SD's unit-variance latent and its 512^2 image); 'pixels', summed as they are.
