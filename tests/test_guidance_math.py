@@ -246,8 +246,8 @@ def test_view_prompts():
 def test_residual_gains_count_the_reference_s_terms_in_its_units():
     from hifa.guidance.losses import residual_gains
 
-    latent, image = residual_gains(64, 0.32)
-    assert math.isclose(latent, (4 * 64 * 64) / (3 * 64 * 64) / 0.32**2) and image == 64.0
+    latent, image = residual_gains(64, 0.32)  # the oracle world's figures quoted in the README: 13.0 and 64
+    assert round(latent, 2) == 13.02 and image == 64.0
     # A 512^2 image stands in for itself; unit-variance pixels differ from SD's latent only in count.
     latent, image = residual_gains(512, 1.0)
     assert math.isclose(latent, 4 * 64 * 64 / (3 * 512 * 512)) and image == 1.0
