@@ -96,7 +96,7 @@ class DPTDepthEstimator:
     def __init__(self, model: str = DEFAULT_DEPTH_MODEL, device: str | torch.device | None = None):
         from transformers import AutoImageProcessor, DPTForDepthEstimation
 
-        from hifa.guidance.stable_diffusion import load_component
+        from hifa.hub import load_component
 
         self.model_name = model
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import urllib.error
+import urllib.parse
 from pathlib import Path
 
 import torch
 
 from hifa.errors import HifaError
+from hifa.hub import offline, reachable
 
 DEFAULT_BACKBONES = ("ViT-B/32", "ViT-B/16", "ViT-L/14")
 CLIP_SCORE_DEFINITION = "mean over views of 100 * cos(CLIP image embedding of the render, CLIP text embedding of the prompt); se = sample std / sqrt(views)"
@@ -24,11 +26,6 @@ def clip_root() -> Path:
     return Path(os.environ.get("HIFA_CLIP_DIR") or Path.home() / ".cache" / "clip").expanduser()
 
 
-def offline() -> bool:
-    """Whether downloads are ruled out (HF_HUB_OFFLINE or HIFA_OFFLINE set)."""
-    return any(os.environ.get(k, "0") not in ("", "0", "false", "False") for k in ("HF_HUB_OFFLINE", "HIFA_OFFLINE"))
-
-
 def checkpoint_file(name: str) -> str | None:
     """The file name clip.load stores a named backbone under (e.g. ViT-B-32.pt), or None for an unknown name."""
     from clip import clip as clip_module
@@ -37,11 +34,12 @@ def checkpoint_file(name: str) -> str | None:
     return None if url is None else os.path.basename(url)
 
 
-def missing_clip_message(name: str, root: Path) -> str:
-    """One line telling the user how to make a CLIP checkpoint available offline."""
+def missing_clip_message(name: str, root: Path, host: str | None = None) -> str:
+    """One line telling the user how to make a CLIP checkpoint available offline (`host`: the download host, unreachable)."""
     filename = checkpoint_file(name) or name
+    where = " offline" if offline() else f" (its download host {host} cannot be reached)" if host else ""
     return (
-        f"CLIP model '{name}' is not available{' offline' if offline() else ''} ({root / filename} is missing): "
+        f"CLIP model '{name}' is not available{where} ({root / filename} is missing): "
         f"download it once with `python -c \"import clip; clip.load('{name}', device='cpu', download_root='{root}')\"` "
         "on a machine with internet (or copy the file there; set HIFA_CLIP_DIR to use another folder), "
         "or pass --clip-models none"
@@ -58,8 +56,12 @@ def check_available(name: str, root: str | Path | None = None) -> str:
     filename = checkpoint_file(name)
     if filename is None:
         raise HifaError(f"unknown CLIP model {name!r}; use one of {', '.join(clip_module.available_models())} or a checkpoint file")
-    if offline() and not (root / filename).is_file():
-        raise HifaError(missing_clip_message(name, root))
+    if not (root / filename).is_file():
+        if offline():
+            raise HifaError(missing_clip_message(name, root))
+        url = clip_module._MODELS[name]
+        if not reachable(url):  # clip.load's download has no timeout: it would hang on a firewalled node
+            raise HifaError(missing_clip_message(name, root, urllib.parse.urlsplit(url).hostname))
     return name
 
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -14,14 +12,11 @@ from hifa.cameras import Cameras
 from hifa.errors import HifaError, require, shorten
 from hifa.guidance.prior import VIEW_MODES, Conditioning, ViewMode
 from hifa.guidance.views import perpneg_plan, view_prompt
+from hifa.hub import load_component
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"
-# Words in a loader's error (or its causes) that mean a file is there but damaged, not missing.
-CORRUPT_MARKERS = ("unable to load weights", "deserializ", "safetensor", "incomplete metadata", "header", "truncat",
-                   "corrupt", "pytorchstreamreader", "unpickl", "invalid load key", "unexpected end", "jsondecodeerror",
-                   "expecting value", "size mismatch", "error(s) in loading state_dict")
 Precision = Literal["auto", "float16", "bfloat16", "float32"]
 CompileMode = Literal["default", "reduce-overhead"]
 COMPILE_MODES = ("default", "reduce-overhead")
@@ -43,53 +38,6 @@ class StableDiffusionConfig:
         require(bool(self.model.strip()), "prior.model", "must name a diffusers checkpoint id or folder")
         require(self.precision in ("auto", "float16", "bfloat16", "float32"), "prior.precision", "must be auto, float16, bfloat16 or float32")
         require(self.compile_mode in COMPILE_MODES, "prior.compile_mode", f"must be one of {COMPILE_MODES}, got {self.compile_mode!r}")
-
-
-def missing_model_message(model: str, what: str = "Stable Diffusion model") -> str:
-    """One line telling the user how to make a checkpoint available offline."""
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
-    return (
-        f"{what} '{model}' is not available{' offline (HF_HUB_OFFLINE=1)' if offline else ''}: "
-        f"download it once with `hf download {model}` on a machine with internet and point HF_HOME at that cache, "
-        "or pass a local folder holding the checkpoint"
-    )
-
-
-def damage(exc: BaseException) -> str | None:
-    """The first line of the error in exc's chain that says a file is damaged (truncated, corrupt), or None."""
-    seen = exc
-    while seen is not None:
-        text = f"{seen.__class__.__name__}: {seen}"
-        if any(marker in text.lower() for marker in CORRUPT_MARKERS):
-            return (text.strip().splitlines() or [text])[0]
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
-def load_component(cls, model: str, subfolder: str | None, what: str, **kwargs):
-    """`cls.from_pretrained(model, subfolder=...)`, with a missing or damaged checkpoint turned into one clear line."""
-    local_only = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
-    try:
-        if subfolder is None:
-            return cls.from_pretrained(model, local_files_only=local_only, **kwargs)
-        return cls.from_pretrained(model, subfolder=subfolder, local_files_only=local_only, **kwargs)
-    except Exception as exc:
-        # from_pretrained raises OSError (or a subclass) for missing files and unreachable hubs; a damaged
-        # file raises whatever its parser raises (SafetensorError, an OSError naming the weights, JSON errors).
-        part = f"{model}/{subfolder}" if subfolder else model
-        reason = damage(exc)
-        if reason is not None:
-            raise HifaError(
-                f"{what} '{model}' is damaged: loading {part} failed ({shorten(reason, 200)}); "
-                "a file is truncated or corrupt: download it again (or rebuild the folder)"
-            ) from exc
-        if isinstance(exc, (OSError, ValueError)):
-            if model.startswith(("/", "./", "../", "~")) and not Path(model).expanduser().exists():
-                raise HifaError(f"{what} folder '{model}' does not exist") from exc
-            if Path(model).is_dir() and subfolder and not (Path(model) / subfolder).is_dir():
-                raise HifaError(f"{what} folder '{model}' has no {subfolder}/ (a diffusers checkpoint folder holds one per component)") from exc
-            raise HifaError(missing_model_message(model, what)) from exc
-        raise
 
 
 def resolve_dtype(precision: Precision, device: torch.device) -> torch.dtype:

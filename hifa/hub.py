@@ -1,0 +1,115 @@
+"""Pretrained checkpoints: a local folder, the local Hugging Face cache, or the hub only when it can be reached."""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import urllib.parse
+from pathlib import Path
+
+from hifa.errors import HifaError, shorten
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+# Words in a loader's error (or its causes) that mean a file is there but damaged, not missing.
+CORRUPT_MARKERS = ("unable to load weights", "deserializ", "safetensor", "incomplete metadata", "header", "truncat",
+                   "corrupt", "pytorchstreamreader", "unpickl", "invalid load key", "unexpected end", "jsondecodeerror",
+                   "expecting value", "size mismatch", "error(s) in loading state_dict")
+
+
+def offline() -> bool:
+    """Whether downloads are ruled out (HF_HUB_OFFLINE or HIFA_OFFLINE set)."""
+    return any(os.environ.get(k, "0") not in ("", "0", "false", "False") for k in ("HF_HUB_OFFLINE", "HIFA_OFFLINE"))
+
+
+def hub_endpoint() -> str:
+    """The Hugging Face hub's address ($HF_ENDPOINT, as huggingface_hub reads it)."""
+    return os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT
+
+
+@functools.lru_cache(maxsize=16)
+def reachable(url: str, timeout: float = 5.0) -> bool:
+    """Whether a TCP connection to the URL's host and port opens within `timeout` seconds (DNS included)."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.hostname:
+        return False
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def is_local_path(model: str) -> bool:
+    """Whether `model` names a folder (existing, or written as a path) rather than a hub id."""
+    return model.startswith(("/", "./", "../", "~")) or Path(model).expanduser().exists()
+
+
+def missing_model_message(model: str, what: str = "Stable Diffusion model") -> str:
+    """One line telling the user how to make a checkpoint available offline."""
+    return (
+        f"{what} '{model}' is not available{' offline (HF_HUB_OFFLINE=1)' if offline() else ''}: "
+        f"download it once with `hf download {model}` on a machine with internet and point HF_HOME at that cache, "
+        "or pass a local folder holding the checkpoint"
+    )
+
+
+def unreachable_message(model: str, what: str, endpoint: str) -> str:
+    """One line for a checkpoint that is neither cached nor downloadable from here."""
+    host = urllib.parse.urlsplit(endpoint).hostname or endpoint
+    return (
+        f"{what} '{model}' is not in the local Hugging Face cache and the hub ({host}) cannot be reached from this "
+        f"machine: download it once with `hf download {model}` where there is internet and point HF_HOME at that cache, "
+        "or pass a local folder holding the checkpoint (HF_HUB_OFFLINE=1 skips the hub)"
+    )
+
+
+def damage(exc: BaseException) -> str | None:
+    """The first line of the error in exc's chain that says a file is damaged (truncated, corrupt), or None."""
+    seen = exc
+    while seen is not None:
+        text = f"{seen.__class__.__name__}: {seen}"
+        if any(marker in text.lower() for marker in CORRUPT_MARKERS):
+            return (text.strip().splitlines() or [text])[0]
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def load_component(cls, model: str, subfolder: str | None, what: str, **kwargs):
+    """`cls.from_pretrained(model, subfolder=...)`: cache first, the hub only if reachable; failures as one clear line.
+
+    The cache is tried with no network at all, so a cached checkpoint loads the same on a compute node without
+    internet; huggingface_hub would otherwise retry each file's request with back-off (minutes per model).
+    """
+    if subfolder is not None:
+        kwargs["subfolder"] = subfolder
+    try:
+        try:
+            return cls.from_pretrained(model, local_files_only=True, **kwargs)
+        except Exception as exc:
+            if offline() or is_local_path(model) or damage(exc) is not None:
+                raise
+            endpoint = hub_endpoint()
+            if not reachable(endpoint):
+                raise HifaError(unreachable_message(model, what, endpoint)) from exc
+            return cls.from_pretrained(model, **kwargs)  # downloads what the cache lacks, with the hub's progress bars
+    except HifaError:
+        raise
+    except Exception as exc:
+        # from_pretrained raises OSError (or a subclass) for missing files and unreachable hubs; a damaged
+        # file raises whatever its parser raises (SafetensorError, an OSError naming the weights, JSON errors).
+        part = f"{model}/{subfolder}" if subfolder else model
+        reason = damage(exc)
+        if reason is not None:
+            raise HifaError(
+                f"{what} '{model}' is damaged: loading {part} failed ({shorten(reason, 200)}); "
+                "a file is truncated or corrupt: download it again (or rebuild the folder)"
+            ) from exc
+        if isinstance(exc, (OSError, ValueError)):
+            if model.startswith(("/", "./", "../", "~")) and not Path(model).expanduser().exists():
+                raise HifaError(f"{what} folder '{model}' does not exist") from exc
+            if Path(model).is_dir() and subfolder and not (Path(model) / subfolder).is_dir():
+                raise HifaError(f"{what} folder '{model}' has no {subfolder}/ (a diffusers checkpoint folder holds one per component)") from exc
+            raise HifaError(missing_model_message(model, what)) from exc
+        raise
