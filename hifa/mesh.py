@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import open3d as o3d
 import torch
 import trimesh
 from skimage import measure
@@ -17,6 +16,9 @@ from skimage import measure
 from hifa.errors import HifaError, require
 from hifa.field import NeRFField
 from hifa.io import write_bytes_atomic
+from hifa.lazy import LazyModule
+
+o3d = LazyModule("open3d")  # the scene and mesh commands need it; training, rendering and the CLI's start do not
 
 log = logging.getLogger(__name__)
 EXPORT_SUFFIXES = (".ply", ".obj", ".glb")

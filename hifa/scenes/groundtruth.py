@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import open3d as o3d
 import torch
 
 from hifa.cameras import Cameras
+from hifa.lazy import LazyModule
 from hifa.scenes.scene import Scene
+
+o3d = LazyModule("open3d")  # the scene and mesh commands need it; training, rendering and the CLI's start do not
 
 
 @dataclass

@@ -6,7 +6,10 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-import open3d as o3d
+
+from hifa.lazy import LazyModule
+
+o3d = LazyModule("open3d")  # the scene and mesh commands need it; training, rendering and the CLI's start do not
 
 
 def _finish(mesh: o3d.geometry.TriangleMesh) -> o3d.geometry.TriangleMesh:
