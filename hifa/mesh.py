@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import trimesh
 from skimage import measure
 
 from hifa.errors import HifaError, require
@@ -19,6 +18,7 @@ from hifa.io import write_bytes_atomic
 from hifa.lazy import LazyModule
 
 o3d = LazyModule("open3d")  # the scene and mesh commands need it; training, rendering and the CLI's start do not
+trimesh = LazyModule("trimesh")  # ~0.5 s (scipy.spatial, networkx) that only exports and normals need
 
 log = logging.getLogger(__name__)
 EXPORT_SUFFIXES = (".ply", ".obj", ".glb")

@@ -1,4 +1,4 @@
-"""Heavy libraries load on first use: training and the CLI's start never import open3d."""
+"""Heavy libraries load on first use: training, rendering and the CLI's start never import open3d or trimesh."""
 
 import subprocess
 import sys
@@ -28,14 +28,19 @@ def test_a_lazy_module_says_whether_it_was_imported():
     assert module.dumps([1]) == "[1]" and repr(module) == "<lazy module 'json' (imported)>"
 
 
-def test_training_and_the_cli_start_without_open3d_and_scenes_load_it():
+def test_training_rendering_and_the_cli_start_without_open3d_or_trimesh_and_their_users_load_them(tmp_path):
     code = (
         "import sys\n"
         "import hifa.cli, hifa.config, hifa.training, hifa.trainer, hifa.mesh, hifa.guidance.oracle, hifa.steps.render\n"
-        "print('open3d' in sys.modules)\n"
+        "print('open3d' in sys.modules, 'trimesh' in sys.modules)\n"
         "from hifa.scenes import get_scene\n"
-        "get_scene('green-torus').mesh()\n"
-        "print('open3d' in sys.modules)\n"
+        "mesh = get_scene('green-torus').mesh()\n"
+        "print('open3d' in sys.modules, 'trimesh' in sys.modules)\n"
+        "import numpy as np\n"
+        "from hifa.mesh import Mesh, export_mesh\n"
+        "export_mesh(Mesh(np.asarray(mesh.vertices), np.asarray(mesh.triangles)), sys.argv[1])\n"
+        "print('open3d' in sys.modules, 'trimesh' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout.split()
-    assert out == ["False", "True"]
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "torus.ply")], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.split("\n")[:3] == ["False False", "True False", "True True"], out.stderr
+    assert (tmp_path / "torus.ply").stat().st_size > 1000
