@@ -49,7 +49,7 @@ def is_local_path(model: str) -> bool:
 def missing_model_message(model: str, what: str = "Stable Diffusion model") -> str:
     """One line telling the user how to make a checkpoint available offline."""
     return (
-        f"{what} '{model}' is not available{' offline (HF_HUB_OFFLINE=1)' if offline() else ''}: "
+        f"{what} '{model}' is not available{' offline (HF_HUB_OFFLINE or HIFA_OFFLINE set)' if offline() else ''}: "
         f"download it once with `hf download {model}` on a machine with internet and point HF_HOME at that cache, "
         "or pass a local folder holding the checkpoint"
     )
@@ -107,7 +107,7 @@ def load_component(cls, model: str, subfolder: str | None, what: str, **kwargs):
                 "a file is truncated or corrupt: download it again (or rebuild the folder)"
             ) from exc
         if isinstance(exc, (OSError, ValueError)):
-            if model.startswith(("/", "./", "../", "~")) and not Path(model).expanduser().exists():
+            if is_local_path(model) and not Path(model).expanduser().exists():
                 raise HifaError(f"{what} folder '{model}' does not exist") from exc
             if Path(model).is_dir() and subfolder and not (Path(model) / subfolder).is_dir():
                 raise HifaError(f"{what} folder '{model}' has no {subfolder}/ (a diffusers checkpoint folder holds one per component)") from exc
