@@ -27,15 +27,19 @@ def hub_endpoint() -> str:
     return os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT
 
 
-@functools.lru_cache(maxsize=16)
 def reachable(url: str, timeout: float = 5.0) -> bool:
     """Whether a TCP connection to the URL's host and port opens within `timeout` seconds (DNS included)."""
     parts = urllib.parse.urlsplit(url)
     if not parts.hostname:
         return False
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return _connects(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80), timeout)
+
+
+@functools.lru_cache(maxsize=16)
+def _connects(host: str, port: int, timeout: float) -> bool:
+    """One probe per host and port in a process (CLIP's three checkpoints share one host)."""
     try:
-        with socket.create_connection((parts.hostname, port), timeout=timeout):
+        with socket.create_connection((host, port), timeout=timeout):
             return True
     except OSError:
         return False

@@ -7,7 +7,7 @@ from types import ModuleType
 
 
 class LazyModule:
-    """Stands for a module and imports it at the first attribute access (open3d: ~0.5 s of every CLI start)."""
+    """Stands for a module and imports it at the first attribute access."""
 
     def __init__(self, name: str):
         self._name = name
@@ -20,3 +20,9 @@ class LazyModule:
 
     def __repr__(self) -> str:
         return f"<lazy module {self._name!r}{' (imported)' if self._module is not None else ''}>"
+
+
+# Each costs ~0.5 s at import (trimesh through scipy.spatial and networkx). Scenes, meshes and their
+# exports need them; training, rendering and the CLI's start do not.
+open3d = LazyModule("open3d")
+trimesh = LazyModule("trimesh")

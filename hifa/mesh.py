@@ -15,10 +15,7 @@ from skimage import measure
 from hifa.errors import HifaError, require
 from hifa.field import NeRFField
 from hifa.io import write_bytes_atomic
-from hifa.lazy import LazyModule
-
-o3d = LazyModule("open3d")  # the scene and mesh commands need it; training, rendering and the CLI's start do not
-trimesh = LazyModule("trimesh")  # ~0.5 s (scipy.spatial, networkx) that only exports and normals need
+from hifa.lazy import open3d as o3d, trimesh
 
 log = logging.getLogger(__name__)
 EXPORT_SUFFIXES = (".ply", ".obj", ".glb")

@@ -27,7 +27,11 @@ def test_reachable_tells_a_listening_port_from_a_closed_one_and_a_bad_name():
         server.bind(("127.0.0.1", 0))
         server.listen()
         assert hub.reachable(f"http://127.0.0.1:{server.getsockname()[1]}")
-    assert not hub.reachable(f"http://127.0.0.1:{closed_port()}/some/file")
+    port = closed_port()
+    hits = hub._connects.cache_info().hits
+    assert not hub.reachable(f"http://127.0.0.1:{port}/some/file")
+    assert not hub.reachable(f"http://127.0.0.1:{port}/another/file")  # the same host and port: no second probe
+    assert hub._connects.cache_info().hits == hits + 1
     assert not hub.reachable("https://no-such-host.invalid")
     assert not hub.reachable("not a url")
 

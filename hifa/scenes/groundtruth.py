@@ -8,10 +8,8 @@ import numpy as np
 import torch
 
 from hifa.cameras import Cameras
-from hifa.lazy import LazyModule
+from hifa.lazy import open3d as o3d
 from hifa.scenes.scene import Scene
-
-o3d = LazyModule("open3d")  # the scene and mesh commands need it; training, rendering and the CLI's start do not
 
 
 @dataclass

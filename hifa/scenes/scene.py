@@ -9,9 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from hifa.errors import HifaError
-from hifa.lazy import LazyModule
-
-o3d = LazyModule("open3d")  # the scene and mesh commands need it; training, rendering and the CLI's start do not
+from hifa.lazy import open3d as o3d
 
 Color = tuple[float, float, float]
 DEFAULT_COLOR: Color = (0.7, 0.7, 0.7)

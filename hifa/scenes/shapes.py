@@ -7,9 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from hifa.lazy import LazyModule
-
-o3d = LazyModule("open3d")  # the scene and mesh commands need it; training, rendering and the CLI's start do not
+from hifa.lazy import open3d as o3d
 
 
 def _finish(mesh: o3d.geometry.TriangleMesh) -> o3d.geometry.TriangleMesh:
