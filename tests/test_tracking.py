@@ -61,7 +61,11 @@ def test_run_json_and_reopen(tmp_path):
     tracker = Tracker.start(uri, "suite", "dreamfusion-cat", {"lr": 0.01}, None, run_dir)
     record = json.loads((run_dir / "run.json").read_text())
     assert record == dict(
-        tracking_uri=uri, experiment_id=tracker.experiment_id, run_id=tracker.run_id, run_name="dreamfusion-cat"
+        tracking_uri=uri,
+        experiment_id=tracker.experiment_id,
+        run_id=tracker.run_id,
+        run_name="dreamfusion-cat",
+        artifact_uri=MlflowClient(uri).get_run(tracker.run_id).info.artifact_uri,
     )
     tracker.set_terminated()
 
@@ -152,3 +156,36 @@ def test_parallel_processes_share_one_fresh_database(tmp_path):
         assert {m.value for m in client.get_metric_history(run.info.run_id, "job")} == {float(job)}
         assert json.loads((tmp_path / f"run{job}" / "run.json").read_text())["run_id"] == run.info.run_id
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_step_artifacts_reach_a_local_store_without_importing_mlflow(tmp_path):
+    """Render and mesh jobs copy into a file: store directly; MLflow lists the files all the same."""
+    uri, run_dir = default_tracking_uri(tmp_path), tmp_path / "run"
+    tracker = Tracker.start(uri, "suite", "hifa-cat", {"lr": 0.01}, None, run_dir)
+    assert json.loads((run_dir / "run.json").read_text())["artifact_uri"].startswith("file://")
+    (tmp_path / "sheet.png").write_bytes(b"png")
+    (tmp_path / "turntable.mp4").write_bytes(b"mp4")
+    code = (
+        "import sys; from pathlib import Path; from hifa.run_folder import log_artifacts; "
+        f"log_artifacts(Path({str(run_dir)!r}), [Path({str(tmp_path / 'sheet.png')!r}), Path({str(tmp_path / 'turntable.mp4')!r})], 'render'); "
+        "print('mlflow' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+    listed = {a.path for a in MlflowClient(uri).list_artifacts(tracker.run_id, "render")}
+    assert listed == {"render/sheet.png", "render/turntable.mp4"}
+
+
+def test_step_artifacts_of_an_older_run_json_go_through_mlflow(tmp_path):
+    """A run.json written before artifact_uri was recorded still gets its artifacts logged."""
+    from hifa.run_folder import log_artifacts
+
+    uri, run_dir = default_tracking_uri(tmp_path), tmp_path / "run"
+    tracker = Tracker.start(uri, "suite", "hifa-cat", {"lr": 0.01}, None, run_dir)
+    record = json.loads((run_dir / "run.json").read_text())
+    del record["artifact_uri"]
+    (run_dir / "run.json").write_text(json.dumps(record))
+    (tmp_path / "mesh.glb").write_bytes(b"glb")
+    log_artifacts(run_dir, [tmp_path / "mesh.glb"], "mesh")
+    assert [a.path for a in MlflowClient(uri).list_artifacts(tracker.run_id, "mesh")] == ["mesh/mesh.glb"]
