@@ -39,6 +39,35 @@ def deep_merge(base: dict, update: dict) -> dict:
     return merged
 
 
+def nest_dotted(data: dict) -> dict:
+    """{'renderer.num_coarse': 32} -> {'renderer': {'num_coarse': 32}}, so a YAML file takes the keys `--set` takes."""
+    nested: dict = {}
+    for key, value in data.items():
+        value = nest_dotted(value) if isinstance(value, dict) else value
+        head, dot, rest = str(key).partition(".")
+        if dot:
+            value, key = {rest: value}, head
+            value = nest_dotted(value)
+        nested[key] = deep_merge(nested[key], value) if isinstance(value, dict) and isinstance(nested.get(key), dict) else value
+    return nested
+
+
+# What the command line's own flags decide; a config file or --set may repeat them but not change them.
+IDENTITY = {("preset",): "--method", ("prompt",): "--prompt", ("prior", "kind"): "--prior"}
+
+
+def check_identity(before: dict, after: dict, where: str) -> None:
+    """One line when `where` changed the method, the prompt or the kind of prior."""
+    for path, flag in IDENTITY.items():
+        old, new = before, after
+        for part in path:
+            old, new = old.get(part) if isinstance(old, dict) else None, new.get(part) if isinstance(new, dict) else None
+        if new != old:
+            key = ".".join(path)
+            hint = f"use {flag} instead" if where == "--set" else f"drop {key} from the file ({flag} chooses it)"
+            raise HifaError(f"{where} sets {key} to {shorten(str(new), 60)} but {flag} gives {shorten(str(old), 60)}; {hint}")
+
+
 def resolve_config(
     method: str, prompt: str, prior: str = "stable-diffusion", budget: str = "cpu",
     config_file: str | None = None, overrides: list[str] | None = None,
@@ -52,20 +81,26 @@ def resolve_config(
         config = replace(config, prior=PriorConfig(kind="stable-diffusion", model=model or DEFAULT_MODEL))
     data = to_dict(replace(config, prompt=prompt))
     if config_file:
-        data = deep_merge(data, load_yaml(config_file))
-    data = apply_overrides(data, overrides or [])
-    return from_dict(TrainConfig, data)
+        merged = deep_merge(data, nest_dotted(load_yaml(config_file)))
+        check_identity(data, merged, f"--config {config_file}")
+        data = merged
+    overridden = apply_overrides(data, overrides or [])
+    check_identity(data, overridden, "--set")
+    return from_dict(TrainConfig, overridden)
 
 
-def make_tracker(config: TrainConfig, run_dir: Path, run_name: str):
-    """An MLflow tracker for the run (reopened on resume) or a no-op one."""
-    from hifa.tracking import NullTracker, Tracker, default_tracking_uri
+def make_tracker(config: TrainConfig, run_dir: Path, run_name: str, resuming: bool = False):
+    """An MLflow tracker for the run (reopened when resuming a checkpoint) or a no-op one."""
+    from hifa.tracking import RUN_FILE, NullTracker, Tracker, default_tracking_uri
 
     if not config.tracking.enabled:
         return NullTracker()
     uri = config.tracking.tracking_uri or default_tracking_uri()
-    if (run_dir / "run.json").is_file():
+    if resuming and (run_dir / RUN_FILE).is_file():
         return Tracker.from_run_dir(run_dir)
+    # A run.json without a checkpoint is left by an attempt that failed before its first checkpoint,
+    # perhaps with another config: its MLflow run keeps its FAILED status and this attempt gets its own.
+    (run_dir / RUN_FILE).unlink(missing_ok=True)
     return Tracker.start(uri, config.tracking.experiment, run_name, to_dict(config), {"preset": config.preset, "prompt": config.prompt}, run_dir)
 
 
@@ -94,9 +129,11 @@ def run_training(config: TrainConfig, run_dir: str | Path, resume: bool = False,
     run_dir = Path(run_dir)
     check_inputs(config, run_dir, resume)
     t0 = time.perf_counter()
-    tracker = make_tracker(config, run_dir, run_dir.name)
+    # The trainer loads the models first: a model that is not available leaves no run folder and no MLflow run.
+    trainer = Trainer(config, run_dir, progress=progress)
+    resuming = resume and (run_dir / CHECKPOINT).is_file()
+    trainer.tracker = tracker = make_tracker(config, run_dir, run_dir.name, resuming)
     try:
-        trainer = Trainer(config, run_dir, tracker=tracker, progress=progress)
         summary = trainer.train()
         summary.update(finalize(trainer, tracker))
     except BaseException as exc:

@@ -109,6 +109,41 @@ def test_yaml_file_lays_over_the_preset(tmp_path):
     assert c.iterations == 42 and c.regularisers.zvar == 0.5 and c.regularisers.monotonicity == 1.0
 
 
+def test_yaml_file_takes_the_dotted_keys_of_set(tmp_path):
+    flat = tmp_path / "flat.yaml"
+    flat.write_text("renderer.num_coarse: 32\nregularisers: {zvar: 0.5}\nregularisers.monotonicity: 2.0\n")
+    c = resolve_config("hifa", "a green torus", "oracle", config_file=str(flat))
+    assert c.renderer.num_coarse == 32 and c.regularisers.zvar == 0.5 and c.regularisers.monotonicity == 2.0
+    flat.write_text("renderer.num_coarsest: 32\n")
+    with pytest.raises(ConfigError, match="num_coarsest"):
+        resolve_config("hifa", "a green torus", "oracle", config_file=str(flat))
+
+
+@pytest.mark.parametrize(
+    "override, flag",
+    [("preset=dreamfusion", "--method"), ("prompt=a ladybug", "--prompt"), ("prior.kind=stable-diffusion", "--prior")],
+)
+def test_set_cannot_change_what_the_flags_choose(override, flag):
+    with pytest.raises(HifaError, match=f"--set sets .* but {flag} gives .*; use {flag} instead"):
+        resolve_config("hifa", "a green torus", "oracle", overrides=[override])
+    key, value = override.split("=")  # repeating the flags' own value is fine
+    same = {"preset": "hifa", "prompt": "a green torus", "prior.kind": "oracle"}[key]
+    assert resolve_config("hifa", "a green torus", "oracle", overrides=[f"{key}={same}"]).preset == "hifa"
+
+
+def test_a_dumped_config_reloads_for_its_prompt_only(tmp_path):
+    from hifa.configio import dump_yaml
+
+    dumped = tmp_path / "run.yaml"
+    dumped.write_text(dump_yaml(resolve_config("dreamfusion", "a green torus", "oracle", overrides=["iterations=7"])))
+    again = resolve_config("dreamfusion", "a green torus", "oracle", config_file=str(dumped))
+    assert again.iterations == 7 and again.preset == "dreamfusion"
+    with pytest.raises(HifaError, match="sets prompt to 'a green torus' but --prompt gives 'a ladybug'; drop prompt from the file"):
+        resolve_config("dreamfusion", "a ladybug", "oracle", config_file=str(dumped))
+    with pytest.raises(HifaError, match="sets preset to 'dreamfusion' but --method gives 'hifa'"):
+        resolve_config("hifa", "a green torus", "oracle", config_file=str(dumped))
+
+
 def test_unknown_method_and_prior_are_clear():
     with pytest.raises(HifaError, match="unknown method 'nerf'.*hifa-fast"):
         resolve_config("nerf", "x")

@@ -115,6 +115,31 @@ def test_existing_checkpoint_needs_resume(tmp_path):
         run_training(config, tmp_path / "run", progress=False)
 
 
+def test_a_failed_start_leaves_no_mlflow_run_for_the_next_attempt(tmp_path):
+    """A missing model fails before any tracking; a run.json left without a checkpoint is not reused."""
+    from mlflow.tracking import MlflowClient
+
+    db = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    missing = resolve_config("hifa", "a blue cat", f"stable-diffusion:{tmp_path / 'no-such-model'}", overrides=[f"tracking.tracking_uri={db}"])
+    with pytest.raises(HifaError, match="no-such-model"):
+        run_training(missing, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "mlflow.db").exists()
+
+    # An earlier attempt that died before its first checkpoint, with another prompt in its MLflow run.
+    stale = tiny_config(tmp_path, extra=["iterations=2", "checkpoint_every=100"])
+    from hifa.tracking import Tracker
+
+    old = Tracker.start(db, stale.tracking.experiment, "run", {"prompt": "a blue cat"}, {"prompt": "a blue cat"}, tmp_path / "run")
+    old.set_terminated("FAILED")
+    run_training(stale, tmp_path / "run", progress=False)
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["run_id"] != old.run_id
+    client = MlflowClient(db)
+    fresh = client.get_run(record["run_id"])
+    assert fresh.data.params["prompt"] == "a green torus" and fresh.info.status == "FINISHED"
+    assert client.get_run(old.run_id).info.status == "FAILED"
+
+
 def test_truncated_checkpoint_is_a_clear_error(tmp_path):
     config = tiny_config(tmp_path, extra=["tracking.enabled=false"])
     Trainer(config, tmp_path / "run", progress=False).train(until=3)
