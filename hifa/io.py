@@ -21,6 +21,24 @@ if TYPE_CHECKING:
 TMP_SUFFIX = ".tmp"
 
 
+def process_umask() -> int:
+    """The process's umask (Linux reads it without changing it; elsewhere it is set and restored)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_mode(directory: bool = False) -> int:
+    """The mode open() or mkdir() would give; mkstemp and mkdtemp make 0600/0700 files nobody else can read."""
+    return (0o777 if directory else 0o666) & ~process_umask()
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     """Write to a temporary file in the same folder, fsync, then rename over `path`.
 
@@ -32,6 +50,7 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+        os.fchmod(fd, default_mode())  # results on a shared file system stay readable by the group, as the umask says
     except OSError as exc:
         raise write_error(path, exc, len(data)) from exc
     try:

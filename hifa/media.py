@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hifa.io import to_uint8
+from hifa.io import default_mode, to_uint8
 
 log = logging.getLogger(__name__)
 COLORMAP = "turbo"
@@ -67,6 +67,7 @@ def _pad_even(frame: np.ndarray, fill: int = 255) -> np.ndarray:
 def _atomic_target(path: Path) -> Path:
     """A temporary file beside `path`, named like hifa.io's atomic writes (.NAME.XXXX.tmp)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, default_mode())
     os.close(fd)
     return Path(tmp)
 

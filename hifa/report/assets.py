@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from hifa.io import write_bytes_atomic
+from hifa.io import default_mode, write_bytes_atomic
 
 
 @contextmanager
@@ -27,7 +27,7 @@ def staged_dir(final: Path):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    os.chmod(tmp, 0o755)
+    os.chmod(tmp, default_mode(directory=True))
     old = None
     if final.exists():
         old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".old"))
