@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Terminated as exc:
         print(f"hifa: {exc}", file=sys.stderr)
-        return 128 + signal.SIGTERM
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("hifa: interrupted", file=sys.stderr)
         return 130

@@ -29,14 +29,15 @@ class OutputError(HifaError, OSError):
 
 
 class Terminated(BaseException):
-    """A termination signal (SIGTERM: SLURM pre-emption, `kill`, `scancel`) stopped a command.
+    """A termination signal (SIGTERM: SLURM pre-emption, `kill`, `scancel`; or Ctrl-C in `hifa train`) stopped a command.
 
     A BaseException, like KeyboardInterrupt, so that `except Exception` clean-up code does not swallow it.
     Everything written before it is complete (all outputs are atomic); `hifa train` saves a checkpoint first.
     """
 
-    def __init__(self, message: str = "terminated by SIGTERM"):
+    def __init__(self, message: str = "terminated by SIGTERM", signum: int = 15):
         super().__init__(message)
+        self.signum = signum  # the exit status is 128 + signum, as if the signal had killed the process
 
 
 def printable(text: str) -> str:

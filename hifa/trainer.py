@@ -6,6 +6,7 @@ import io
 import logging
 import math
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -68,28 +69,30 @@ def flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
-def catch_sigterm(stop: list[int]):
-    """Until the returned function is called, SIGTERM appends to `stop` (checked between steps) instead of acting at once.
+def catch_stop_signals(stop: list[int]):
+    """Until the returned function is called, SIGTERM and a first Ctrl-C append to `stop` (checked between
+    steps) instead of acting at once; a second Ctrl-C interrupts at once.
 
     Only the main thread can handle signals; elsewhere this does nothing.
     """
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.append(signum))
-    return lambda: signal.signal(signal.SIGTERM, previous)
 
+    def on_interrupt(signum: int, frame: object) -> None:
+        stop.append(signum)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print("\nhifa: finishing this step and saving a checkpoint (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
 
-def memory_message(config: TrainConfig, step: int, checkpoint_step: int, exc: BaseException) -> str:
-    """One line for an out-of-memory error: where, and the settings that decide the memory."""
-    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-    r = config.renderer
-    return (
-        f"out of memory at step {step} ({shorten(detail, 100)}); lower resolution (now {config.resolution}), "
-        f"renderer.num_coarse / renderer.num_fine (now {r.num_coarse} / {r.num_fine}), renderer.chunk_rays (now {r.chunk_rays}), "
-        f"set renderer.checkpoint_chunk_rays (now {r.checkpoint_chunk_rays}; e.g. 16384) or use prior.precision=float16 (now {config.prior.precision}) with --set KEY=VALUE; "
-        + (f"the last checkpoint (step {checkpoint_step}) is kept: continue with `hifa train --resume`" if checkpoint_step
-           else "no checkpoint was saved yet")
-    )
+    handlers = {signal.SIGTERM: lambda signum, frame: stop.append(signum)}
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where the launcher ignores Ctrl-C (nohup, &)
+        handlers[signal.SIGINT] = on_interrupt
+    previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
 
 
 class Trainer:
@@ -233,8 +236,8 @@ class Trainer:
     def train(self, until: int | None = None) -> dict:
         """Run (or resume) to `iterations` (or stop after step `until`, checkpointed); returns a summary.
 
-        SIGTERM (SLURM pre-emption, `kill`) during the loop finishes the current step, saves a checkpoint
-        and raises Terminated; out of memory becomes a one-line HifaError naming the memory settings.
+        SIGTERM (SLURM pre-emption, `kill`) or Ctrl-C during the loop finishes the current step, saves a
+        checkpoint and raises Terminated (a second Ctrl-C: KeyboardInterrupt at once); out of memory becomes a one-line HifaError naming the memory settings.
         """
         cfg = self.config
         last = min(cfg.iterations, until or cfg.iterations)
@@ -248,7 +251,7 @@ class Trainer:
         bar = tqdm(range(start + 1, last + 1), initial=start, total=cfg.iterations, desc=f"train {cfg.preset}",
                    unit="step", disable=not self.progress, dynamic_ncols=True, mininterval=1.0)
         stop: list[int] = []
-        restore, current = catch_sigterm(stop), start + 1
+        restore, current = catch_stop_signals(stop), start + 1
         try:
             for step in bar:
                 current = step
@@ -266,8 +269,9 @@ class Trainer:
                     self.save_checkpoint()
                 if stop:
                     raise Terminated(
-                        f"stopped by SIGTERM at step {step} of {cfg.iterations}; checkpoint saved in {self.run_dir / CHECKPOINT}: "
-                        "continue with `hifa train --resume` (same --out)"
+                        f"stopped by {signal.Signals(stop[0]).name} at step {step} of {cfg.iterations}; checkpoint saved in "
+                        f"{self.run_dir / CHECKPOINT}: continue with `hifa train --resume` (same --out)",
+                        stop[0],
                     )
         except Exception as exc:
             if not is_out_of_memory(exc):

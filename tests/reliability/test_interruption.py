@@ -34,7 +34,16 @@ def reference(tmp_path_factory) -> tuple[dict, Path]:
 
 def start(run: Path, cache: Path, resume: bool, db: Path | None = None) -> subprocess.Popen:
     argv = train_argv(run, cache, *(["--resume"] if resume else []), db=db)
-    return subprocess.Popen(argv, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT as in a terminal (a test runner may have it ignored, and Python then keeps ignoring it).
+    restore_int = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    return subprocess.Popen(argv, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=restore_int)
+
+
+def wait_for_checkpoint(run: Path, proc: subprocess.Popen) -> None:
+    """Until the first checkpoint appears (the loop is running) or the process ended."""
+    deadline = time.monotonic() + 120
+    while not (run / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
 
 
 def wait_until_training(run: Path, proc: subprocess.Popen, since: float) -> None:
@@ -116,9 +125,7 @@ def test_sigterm_checkpoints_exits_143_and_resume_equals_an_uninterrupted_run(re
         since = time.time()
         proc = start(run, cache, resume=term > 0, db=db)
         if term == 0:  # inside the training loop: right after the first checkpoint appears
-            deadline = time.monotonic() + 120
-            while not (run / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.005)
+            wait_for_checkpoint(run, proc)
         else:
             wait_until_training(run, proc, since)
             time.sleep(rng.uniform(0.0, 2.0))
@@ -128,6 +135,11 @@ def test_sigterm_checkpoints_exits_143_and_resume_equals_an_uninterrupted_run(re
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
         assert "Traceback" not in err, err[-3000:]
+        if proc.returncode in (0, -signal.SIGTERM) and not err.strip() and (run / "train_summary.json").is_file():
+            # The run had finished and the interpreter was exiting (main's handler already gone): nothing to stop.
+            assert_outputs_complete(run)
+            stops.append("finished first (exiting)")
+            continue
         assert proc.returncode == 143, (proc.returncode, err[-3000:])
         line = err.strip().splitlines()[-1]
         stopped = re.fullmatch(r"hifa: stopped by SIGTERM at step (\d+) of 12; checkpoint saved in (.+): continue with `hifa train --resume` \(same --out\)", line)
@@ -148,6 +160,28 @@ def test_sigterm_checkpoints_exits_143_and_resume_equals_an_uninterrupted_run(re
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert [r.info.status for r in runs] == ["FINISHED"], "one MLflow run, reopened by each resume, finished at the end"
     print(f"SIGTERM stops: {stops}")
+
+
+@pytest.mark.slow
+def test_ctrl_c_checkpoints_the_step_exits_130_and_resume_equals_an_uninterrupted_run(reference, tmp_path):
+    """A first Ctrl-C finishes the step and checkpoints it (like SIGTERM), so no steps since the last checkpoint are lost."""
+    ref, cache = reference
+    run = tmp_path / "run"
+    proc = start(run, cache, resume=False)
+    wait_for_checkpoint(run, proc)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert "Traceback" not in err, err[-3000:]
+    assert proc.returncode == 130, (proc.returncode, err[-3000:])
+    assert "finishing this step and saving a checkpoint (Ctrl-C again to stop at once)" in err
+    line = err.strip().splitlines()[-1]
+    stopped = re.fullmatch(r"hifa: stopped by SIGINT at step (\d+) of 12; checkpoint saved in (.+): continue with `hifa train --resume` \(same --out\)", line)
+    assert stopped, err[-3000:]
+    assert checkpoint_step(run) == int(stopped.group(1))
+    assert_outputs_complete(run)
+    finish(run, cache)
+    assert_same_training(ref, load_state(run))
 
 
 # --- every output is written atomically ------------------------------------------------------------
