@@ -86,6 +86,19 @@ def test_missing_clip_weights_offline_is_one_clear_line(tmp_path, monkeypatch):
     assert str(tmp_path / "clip" / "ViT-B-32.pt") in message and "clip.load('ViT-B/32'" in message and "--clip-models none" in message
 
 
+def test_the_cli_error_for_missing_clip_weights_is_its_only_output(tmp_path):
+    """clip-anytorch's pkg_resources warning used to come first, making the one-line error three lines."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HIFA_CLIP_DIR": str(tmp_path / "clip"), "PYTHONWARNINGS": "default"}
+    code = "from hifa.evaluate.clip import load_clip; load_clip('ViT-B/32', 'cpu')"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "pkg_resources" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("hifa.errors.HifaError: CLIP model 'ViT-B/32' is not available offline")
+
+
 def test_unknown_or_broken_clip_models_are_errors(tmp_path):
     with pytest.raises(HifaError, match="unknown CLIP model 'ViT-X/99'"):
         clipm.load_clip("ViT-X/99", "cpu", tmp_path)

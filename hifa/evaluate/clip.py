@@ -21,6 +21,16 @@ R_PRECISION_DEFINITION = (
 )
 
 
+def clip_package():
+    """clip-anytorch, imported without the pkg_resources deprecation warning its setup code raises (not the user's to act on)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        import clip
+    return clip
+
+
 def clip_root() -> Path:
     """Where CLIP checkpoints are looked for: $HIFA_CLIP_DIR, else clip's own default ~/.cache/clip."""
     return Path(os.environ.get("HIFA_CLIP_DIR") or Path.home() / ".cache" / "clip").expanduser()
@@ -28,9 +38,7 @@ def clip_root() -> Path:
 
 def checkpoint_file(name: str) -> str | None:
     """The file name clip.load stores a named backbone under (e.g. ViT-B-32.pt), or None for an unknown name."""
-    from clip import clip as clip_module
-
-    url = clip_module._MODELS.get(name)
+    url = clip_package().clip._MODELS.get(name)
     return None if url is None else os.path.basename(url)
 
 
@@ -48,7 +56,7 @@ def missing_clip_message(name: str, root: Path, host: str | None = None) -> str:
 
 def check_available(name: str, root: str | Path | None = None) -> str:
     """The checkpoint a backbone name or file resolves to; a one-line error if unknown, or missing while offline."""
-    from clip import clip as clip_module
+    clip_module = clip_package().clip
 
     root = Path(root) if root is not None else clip_root()
     if Path(name).is_file():
@@ -69,8 +77,7 @@ def load_clip(name: str, device: str | torch.device, root: str | Path | None = N
     """(model, preprocess) by clip-anytorch's loader: a backbone name from `root` or a checkpoint file path."""
     import warnings
 
-    import clip
-
+    clip = clip_package()
     root = Path(root) if root is not None else clip_root()
     check_available(name, root)
     try:
@@ -104,7 +111,7 @@ def encode_images(model, preprocess, paths: list[Path], device: str | torch.devi
 @torch.no_grad()
 def encode_texts(model, texts: list[str], device: str | torch.device, batch: int = 256) -> torch.Tensor:
     """Unit CLIP text embeddings (N, D); texts longer than the context are truncated."""
-    import clip
+    clip = clip_package()
 
     chunks = []
     for start in range(0, len(texts), batch):
