@@ -65,6 +65,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from hifa.configio import dump_yaml
+    from hifa.run_folder import COMMANDS, stale_steps
     from hifa.scenes import slugify
     from hifa.training import resolve_config, run_training
 
@@ -80,6 +81,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     summary = run_training(config, out, resume=args.resume, progress=not args.quiet)
     scores = f", held-out PSNR {summary['heldout_psnr']:.2f} dB" if "heldout_psnr" in summary else ""
     print(f"{config.preset} on {config.prompt!r}: {summary['steps']} steps in {summary['wall_time_s']:.0f} s{scores}; wrote {out}")
+    stale = stale_steps(out, summary["steps"])
+    if stale:  # a resumed run trained on: its renders, mesh and scores show the older field
+        made = ", ".join(f"{step}/ (step {at})" for step, at in stale.items())
+        again = "; ".join(f"{COMMANDS[step]} {out}" for step in stale)
+        print(f"hifa: note: {made} predate this training; make them again: {again}", file=sys.stderr)
     return 0
 
 

@@ -103,6 +103,19 @@ def read_marker(run: Path, step: str) -> tuple[Path, dict]:
         raise HifaError(f"{marker} is not valid JSON; run `{COMMANDS[step]} {run}` again") from None
 
 
+def stale_steps(run: Path, trained: int) -> dict[str, int]:
+    """{step: training step it was made at} for finished steps made before the training's last step."""
+    stale = {}
+    for step, marker in STEPS.items():
+        try:
+            made = json.loads((run / step / marker).read_text()).get("step")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(made, int) and not isinstance(made, bool) and made != trained:
+            stale[step] = made
+    return stale
+
+
 def local_artifact_dir(run: Path) -> Path | None:
     """The run's artifact folder when R/run.json records a local (file:) artifact store, else None."""
     try:

@@ -158,6 +158,27 @@ def test_a_run_without_any_folder_is_marked_not_dropped(tmp_path):
     assert suite.aggregate("dreamfusion", "psnr").n == 1
 
 
+def test_steps_made_before_a_resumed_training_are_stale_and_kept_out_of_the_tables(tmp_path):
+    """`hifa train --resume` trained on after render/mesh/eval: the report must not call the run complete."""
+    root = make_suite(tmp_path / "s", failed=(), missing=())
+    run = root / "runs" / "hifa" / "snowman"
+    for step, marker in (("render", "render.json"), ("mesh", "mesh.json"), ("eval", "metrics.json")):
+        data = json.loads((run / step / marker).read_text())
+        (run / step / marker).write_text(json.dumps({**data, "step": 150}))  # the fixture's training ran to 200
+    fresh = root / "runs" / "hifa" / "a-red-ball-on-blue-box" / "eval" / "metrics.json"
+    fresh.write_text(json.dumps({**json.loads(fresh.read_text()), "step": 200}))
+    suite = collect(root)
+    stale = suite.run("hifa", "snowman")
+    assert stale.status == "incomplete" and stale.stale == ["render", "mesh", "eval"]
+    assert stale.badge == "stale: render, mesh, eval (made at step 150; trained to step 200)"
+    assert "psnr" not in stale.metrics and "wall_time_s" in stale.metrics  # eval's scores are of the older field; training's stay
+    assert suite.run("hifa", "a-red-ball-on-blue-box").status == "complete"
+    assert suite.aggregate("hifa", "psnr").n == 1
+    assert main(["report", str(root)]) == 0
+    page = (root / "report" / "index.html").read_text()
+    assert "stale: render, mesh, eval (made at step 150; trained to step 200)" in page and ">stale</td>" in page
+
+
 def test_aggregate_and_values():
     agg = aggregate({"a": 20.0, "b": 22.0})
     assert (agg.mean, agg.se, agg.n) == (21.0, 1.0, 2)

@@ -140,6 +140,22 @@ def test_a_failed_start_leaves_no_mlflow_run_for_the_next_attempt(tmp_path):
     assert client.get_run(old.run_id).info.status == "FAILED"
 
 
+def test_resume_names_the_steps_made_from_an_older_checkpoint(tmp_path, capsys):
+    from hifa.cli import main
+
+    run = tmp_path / "run"
+    args = ["train", "--prompt", "a green torus", "--prior", "oracle", "--quiet", "--no-mlflow", "--out", str(run),
+            *[f"--set={o}" for o in TINY], f"--set=prior.oracle.cache_dir={tmp_path / 'cache'}"]
+    assert main([*args, "--set=iterations=3"]) == 0
+    for step, marker in (("render", "render.json"), ("mesh", "mesh.json")):
+        (run / step).mkdir()
+        (run / step / marker).write_text(json.dumps({"step": 3}))
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 0  # trains on to 6
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"hifa: note: render/ (step 3), mesh/ (step 3) predate this training; make them again: hifa render {run}; hifa mesh {run}"]
+
+
 def test_truncated_checkpoint_is_a_clear_error(tmp_path):
     config = tiny_config(tmp_path, extra=["tracking.enabled=false"])
     Trainer(config, tmp_path / "run", progress=False).train(until=3)

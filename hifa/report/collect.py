@@ -57,7 +57,8 @@ class Run:
     slug: str
     path: Path
     prompt: str = ""
-    steps: dict[str, str] = field(default_factory=dict)  # step -> done | partial | missing | failed
+    steps: dict[str, str] = field(default_factory=dict)  # step -> done | partial | missing | failed | stale
+    made_at: dict[str, int] = field(default_factory=dict)  # step -> training step its outputs were made from
     failure: str | None = None  # reason from a FAILED marker
     metrics: dict[str, Value] = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
@@ -83,10 +84,15 @@ class Run:
         return [s + (" (partial)" if self.steps.get(s) == "partial" else "") for s in STEPS if self.steps.get(s) in ("missing", "partial")]
 
     @property
+    def stale(self) -> list[str]:
+        """Steps made from an earlier checkpoint than the finished training (a resumed run trained on)."""
+        return [s for s in STEPS if self.steps.get(s) == "stale"]
+
+    @property
     def status(self) -> str:
         if self.failed:
             return "failed"
-        return "complete" if not self.missing else "incomplete"
+        return "complete" if not self.missing and not self.stale else "incomplete"
 
     @property
     def badge(self) -> str:
@@ -98,7 +104,11 @@ class Run:
             for step in steps:  # "mesh: CUDA out of memory" at mesh -> "failed at mesh: CUDA out of memory"
                 reason = reason.removeprefix(f"{step}:").strip()
             return f"failed{where}" + (f": {reason}" if reason else "")
-        return "complete" if not self.missing else "missing: " + ", ".join(self.missing)
+        parts = ["missing: " + ", ".join(self.missing)] if self.missing else []
+        if self.stale:
+            made = sorted({self.made_at[s] for s in self.stale})
+            parts.append(f"stale: {', '.join(self.stale)} (made at step {', '.join(map(str, made))}; trained to step {self.summary.get('steps')})")
+        return "; ".join(parts) or "complete"
 
 
 @dataclass
@@ -271,6 +281,19 @@ def failure_reason(root: Path) -> str | None:
     return None
 
 
+def mark_stale(root: Path, run: Run) -> None:
+    """Mark done steps whose marker names another training step than train_summary.json (hifa train --resume
+    trained on after them; Snakemake re-runs them, the CLI does not)."""
+    trained = run.summary.get("steps")
+    if run.steps.get("train") != "done" or not isinstance(trained, int):
+        return
+    for step in STEPS[1:]:
+        marker = read_json(root / STEP_MARKERS[step], []) if run.steps[step] == "done" else None
+        made = marker.get("step") if isinstance(marker, dict) else None
+        if isinstance(made, int) and not isinstance(made, bool) and made != trained:
+            run.steps[step], run.made_at[step] = "stale", made
+
+
 def read_run(root: Path, method: str, slug: str) -> Run:
     """Everything the report shows about one run; never raises on bad or missing files."""
     run = Run(method, slug, root)
@@ -282,17 +305,19 @@ def read_run(root: Path, method: str, slug: str) -> Run:
         if first_undone is not None:  # a run-level FAILED marker: the first unfinished step failed
             run.steps[first_undone] = "failed"
     run.summary = read_json(root / STEP_MARKERS["train"], problems) or {}
+    mark_stale(root, run)
     for key in ("heldout_psnr", "wall_time_s"):
         if _number(run.summary.get(key)) is not None:
             run.metrics[key] = Value(float(run.summary[key]))
-    depth = read_json(root / STEP_MARKERS["depth"], problems) or {}
+    # Scores of stale steps describe an earlier field: shown as stale, kept out of the tables.
+    depth = read_json(root / STEP_MARKERS["depth"], problems) or {} if run.steps["depth"] != "stale" else {}
     if isinstance(depth.get("consistency"), dict):
         for key, raw in depth["consistency"].items():
             if key not in PARAMETER_KEYS and (value := to_value(raw)) is not None:
                 run.metrics[f"depth_{key}"] = value
         if depth["consistency"].get("definition"):
             run.notes["depth consistency"] = str(depth["consistency"]["definition"])
-    evaluation = read_json(root / STEP_MARKERS["eval"], problems) or {}
+    evaluation = read_json(root / STEP_MARKERS["eval"], problems) or {} if run.steps["eval"] != "stale" else {}
     parse_eval(evaluation, run)
     run.prompt = str(run.summary.get("prompt") or evaluation.get("prompt") or config_prompt(root / "config.yaml") or "")
     render = root / "render"

@@ -79,7 +79,7 @@ ROW_LABELS = {"rgb": "RGB", "textureless": "Textureless", "depth": "Depth", "nor
 
 
 def badge(run: Run) -> str:
-    short = {"complete": "complete", "incomplete": "missing: " + ", ".join(run.missing), "failed": run.badge}[run.status]
+    short = run.badge
     return f'<span class="badge {run.status}" title="{escape(run.badge)}">{escape(short)}</span>'
 
 

@@ -81,7 +81,7 @@ def prompt_table(suite: Suite, key: str, methods: list[str]) -> Table:
         for m in methods:
             run = suite.run(m, slug)
             value = None if run.failed else run.metrics.get(key)
-            note = "failed" if run.failed else (None if value else "missing")
+            note = "failed" if run.failed else (None if value else "stale" if run.stale else "missing")
             cells.append(_cell(metric, decimals, value.mean if value else None, value.se if value else None, value.n if value else None, note))
         columns.append(_mark_best(cells, metric))
     aggs = [suite.aggregate(m, key) for m in methods]

@@ -94,6 +94,7 @@ def estimate_depth(run: str | Path, out: str | Path | None = None, batch: int = 
         "schema": SCHEMA,
         "run": str(run),
         "render": str(render_folder),
+        "step": marker.get("step"),  # the training step the rendered views (and so these estimates) come from
         "prompt": config.prompt,
         "estimator": info,
         "views": count,
