@@ -26,6 +26,7 @@ $(STAMP): pyproject.toml scripts/install-system-deps.sh
 	touch $@
 
 test: install
+	scripts/install-system-deps.sh --test
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --durations=15
 
 # The demo suite: HiFA vs DreamFusion (and HiFA without annealing) on three oracle-world scenes,
