@@ -67,7 +67,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from hifa.configio import dump_yaml
     from hifa.run_folder import COMMANDS, stale_steps
     from hifa.scenes import slugify
-    from hifa.training import resolve_config, run_training
+    from hifa.training import check_prompt, resolve_config, run_training
 
     config = resolve_config(args.method, args.prompt, args.prior, args.budget, args.config, args.set)
     if args.no_mlflow:
@@ -75,6 +75,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         config = replace(config, tracking=replace(config.tracking, enabled=False))
     if args.print_config:
+        check_prompt(config)
         print(dump_yaml(config), end="")
         return 0
     out = Path(args.out or Path("results") / "runs" / f"{config.preset}-{slugify(config.prompt)[:60]}")
@@ -184,6 +185,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check_suites(args: argparse.Namespace) -> int:
+    from hifa.suite_check import check_suites
+
+    count = check_suites(args.suites)
+    print(f"checked {count} suite{'s' if count != 1 else ''}: settings and prompts are valid")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `hifa`."""
     parser = argparse.ArgumentParser(prog="hifa", description="HiFA text-to-3D pipeline")
@@ -267,6 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--views", type=positive_int, default=8)
     render.add_argument("--resolution", type=positive_int, default=256)
     render.set_defaults(func=cmd_scenes_render)
+
+    check = sub.add_parser("check-suites", help="check a workflow's suites before any job runs (the Snakefile calls it)")
+    check.add_argument("suites", help="JSON list of {suite, prior, budget, prompts: {slug: prompt}, methods: {method: [KEY=VALUE]}}, or - for stdin")
+    check.set_defaults(func=cmd_check_suites)
 
     report = sub.add_parser("report", help="comparison page, Markdown, paper tables and figures of a suite folder")
     report.add_argument("suite", help="suite folder holding runs/<method>/<prompt-slug>/ (and suite.json)")

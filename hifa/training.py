@@ -104,14 +104,19 @@ def make_tracker(config: TrainConfig, run_dir: Path, run_name: str, resuming: bo
     return Tracker.start(uri, config.tracking.experiment, run_name, to_dict(config), {"preset": config.preset, "prompt": config.prompt}, run_dir)
 
 
-def check_inputs(config: TrainConfig, run_dir: Path, resume: bool) -> None:
-    """Fail before anything is written (run folder, MLflow run) on an empty or unknown prompt or a taken folder."""
+def check_prompt(config: TrainConfig) -> None:
+    """A one-line error for an empty prompt, or one the oracle world's catalogue does not know."""
     if not config.prompt.strip():
         raise HifaError("the prompt is empty; give the text to generate from (--prompt)")
     if config.prior.kind == "oracle":
         from hifa.guidance.oracle import catalogue_entry
 
         catalogue_entry(config.prompt)  # the oracle world knows its catalogue's prompts only
+
+
+def check_inputs(config: TrainConfig, run_dir: Path, resume: bool) -> None:
+    """Fail before anything is written (run folder, MLflow run) on an empty or unknown prompt or a taken folder."""
+    check_prompt(config)
     saved = run_dir / "config.yaml"
     if saved.is_file():  # e.g. two prompts with one slug: never mix two assets in one folder
         try:

@@ -175,6 +175,9 @@ def cli(*args):
         (["--method", "nerfacto"], "hifa: error: unknown method 'nerfacto'"),
         (["--set", "optim.lrr=1"], "hifa: error: config 'optim.lrr': unknown key"),
         (["--prompt", ""], "hifa: error: the prompt is empty"),
+        (["--prompt", "", "--print-config"], "hifa: error: the prompt is empty"),
+        (["--prompt", "a blue cat", "--print-config"], "hifa: error: the oracle prior has no scene for the prompt 'a blue cat'"),
+        (["--set", "preset=dreamfusion"], "hifa: error: --set sets preset to 'dreamfusion' but --method gives 'hifa'; use --method instead"),
     ],
 )
 def test_train_cli_errors_are_one_line(tmp_path, args, message):

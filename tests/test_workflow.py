@@ -121,6 +121,19 @@ BAD_CONFIGS = {
         {"suites": {"bad": {"prior": "oracle", "methods": ["hifa"], "prompts": ["a green torus"], "resources": {"train": {"mem_mb": "lots"}}}}},
         r"invalid config \(\S+\) at suites\.bad\.resources\.train\.mem_mb: 'lots' is not of type 'integer'",
     ),
+    "unknown train.set key": (
+        {"suites": {"bad": {"prior": "oracle", "methods": ["hifa", "dreamfusion"], "prompts": ["a green torus"],
+                            "train": {"methods": {"dreamfusion": {"set": {"renderer.foo": 3}}}}}}},
+        r"invalid config \(\S+\): suite bad, method dreamfusion: config 'renderer\.foo': unknown key",
+    ),
+    "bad train.set value": (
+        {"suites": {"bad": {"prior": "oracle", "methods": ["hifa"], "prompts": ["a green torus"], "train": {"set": {"iterations": -5}}}}},
+        r"invalid config \(\S+\): suite bad, method hifa: config 'iterations': ",
+    ),
+    "prompt outside the oracle catalogue": (
+        {"suites": {"bad": {"prior": "oracle", "methods": ["hifa"], "prompts": ["a green torus", "a blue cat"]}}},
+        r"invalid config \(\S+\): suite bad, prompt 'a blue cat': ",
+    ),
     "slug collision": (
         {"suites": {"bad": {"prior": "oracle", "methods": ["hifa"], "prompts": ["a green torus", "A green torus!"]}}},
         r"invalid config \(\S+\) at suites\.bad\.prompts\.1: prompt 'A green torus!' has the slug 'a-green-torus' of 'a green torus'; give one of them an explicit slug",
@@ -138,6 +151,16 @@ def test_schema_rejects_a_malformed_config_with_a_clear_message(case, tmp_path):
     assert proc.returncode != 0
     assert re.search(message, output), output[-3000:]
     assert "Traceback" not in output
+
+
+def test_suites_are_checked_up_front_only_where_hifa_runs(tmp_path):
+    """A `hifa` command that cannot run here (a conda env not built yet) leaves the checks to the jobs."""
+    config = {"hifa": "false", "suites": {"ok": {"prior": "oracle", "methods": ["hifa"], "prompts": ["a blue cat"]}}}
+    path = tmp_path / "unchecked.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = snakemake(["-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--configfile", str(path), "-n"], tmp_path, timeout=120)
+    assert "workflow: could not check the suites up front (exit status 1); each job checks its own settings" in proc.stderr
+    assert job_counts(proc.stdout)["train"] == 1
 
 
 # --- the smoke suite for real ---------------------------------------------------------------

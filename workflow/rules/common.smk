@@ -168,18 +168,23 @@ def yaml_scalar(value):
     return str(value)
 
 
+def train_sets(suite, method):
+    """The `--set KEY=VALUE` overrides of a method's trainings: the suite's, then the method's own."""
+    sets = dict(suite["train"]["set"])
+    sets.update((suite["train"]["methods"].get(method) or {}).get("set") or {})
+    sets.setdefault("tracking.experiment", suite["name"])
+    return [f"{key}={yaml_scalar(value)}" for key, value in sets.items()]
+
+
 def train_args(wildcards):
     """Everything `hifa train` gets except --out/--resume, shell-quoted. The prompt itself is passed as a
     separate quoted param ({params.prompt:q}), never spliced into the command text unquoted."""
     suite = suite_of(wildcards)
-    sets = dict(suite["train"]["set"])
-    sets.update((suite["train"]["methods"].get(wildcards.method) or {}).get("set") or {})
-    sets.setdefault("tracking.experiment", suite["name"])
     args = ["--method", wildcards.method, "--prior", suite["prior"]]
     if suite["prior"] == "oracle":
         args += ["--budget", suite["budget"]]
-    for key, value in sets.items():
-        args += ["--set", f"{key}={yaml_scalar(value)}"]
+    for override in train_sets(suite, wildcards.method):
+        args += ["--set", override]
     if not suite["train"]["tracking"]:
         args.append("--no-mlflow")
     return " ".join(shlex.quote(a) for a in args)
@@ -244,3 +249,27 @@ def suite_targets(name):
 def fail_marker(folder):
     """Shell snippet for a failed step: leave the log's last line in FOLDER/FAILED (the report shows it)."""
     return f'{{ mkdir -p {folder} && tail -n 1 {{log:q}} > {folder}/FAILED; exit 1; }}'
+
+
+def check_suites():
+    """`hifa check-suites` once, in the main process: a `train.set` key, value or oracle prompt that every
+    train job would fail on stops the workflow now, in one line. Where `hifa` cannot run here (under
+    --use-conda before the env exists) the jobs check for themselves, as before."""
+    import subprocess
+
+    payload = [
+        {"suite": name, "prior": suite["prior"], "budget": suite.get("budget"), "prompts": suite["prompts"],
+         "methods": {m: train_sets(suite, m) for m in suite["methods"]}}
+        for name, suite in SUITES.items()
+    ]
+    proc = subprocess.run(f"{HIFA} check-suites -", shell=True, input=json.dumps(payload), capture_output=True, text=True)
+    lines = proc.stderr.strip().splitlines()
+    if proc.returncode == 2 and lines and lines[-1].startswith("hifa: error: "):
+        raise WorkflowError(f"invalid config ({_files()}): {lines[-1].removeprefix('hifa: error: ')}")
+    if proc.returncode != 0:
+        print(f"workflow: could not check the suites up front ({(lines or ['exit status ' + str(proc.returncode)])[-1]}); "
+              "each job checks its own settings", file=sys.stderr)
+
+
+if workflow.is_main_process:
+    check_suites()
