@@ -92,10 +92,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_render(args: argparse.Namespace) -> int:
     from hifa.errors import ConfigError
-    from hifa.steps.render import RenderOptions, render_run
+    from hifa.run_folder import load_config
+    from hifa.steps.render import RenderOptions, default_views_and_resolution, render_run
 
+    views, resolution = args.views, args.resolution
+    if views is None or resolution is None:
+        default_views, default_resolution = default_views_and_resolution(load_config(args.run).prior.kind)
+        views, resolution = views or default_views, resolution or default_resolution
     try:
-        options = RenderOptions(args.views, args.elevation, args.radius, args.fovy, args.resolution, args.start_azimuth, args.fps, args.chunk_rays)
+        options = RenderOptions(views, args.elevation, args.radius, args.fovy, resolution, args.start_azimuth, args.fps, args.chunk_rays)
     except ConfigError as exc:
         raise HifaError(f"--{exc.key}: {str(exc).split(': ', 1)[-1]}") from None
     marker = render_run(args.run, options, args.out, progress=not args.quiet)
@@ -229,11 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     render_run = sub.add_parser("render", help="render a trained run at the test cameras: RGB, depth, normals, opacity, textureless, turntable")
     render_run.add_argument("run", help="run folder written by `hifa train --out`")
-    render_run.add_argument("--views", type=positive_int, default=100, help="views evenly spaced in azimuth (default 100)")
+    render_run.add_argument("--views", type=positive_int, help="views evenly spaced in azimuth (default 100; 8 for an oracle-world run)")
     render_run.add_argument("--elevation", type=float, default=20.0, help="camera elevation in degrees (default 20, i.e. polar 70)")
     render_run.add_argument("--radius", type=positive_float, default=3.2, help="camera distance from the origin (default 3.2)")
     render_run.add_argument("--fovy", type=positive_float, default=20.0, help="vertical field of view in degrees (default 20)")
-    render_run.add_argument("--resolution", type=positive_int, default=512, help="image height and width (default 512)")
+    render_run.add_argument("--resolution", type=positive_int, help="image height and width (default 512; 96 for an oracle-world run)")
     render_run.add_argument("--start-azimuth", type=float, default=0.0, help="azimuth of the first view in degrees (default 0, the front)")
     render_run.add_argument("--fps", type=positive_float, default=25.0, help="turntable frame rate")
     render_run.add_argument("--chunk-rays", type=positive_int, help="rays per renderer call (default: the run's, at least 65536 on CUDA)")

@@ -164,6 +164,17 @@ def test_evaluate_without_clip_says_so(stepped, tmp_path):
     jsonschema.validate(metrics, json.loads(SCHEMA_FILE.read_text()))
 
 
+def test_render_defaults_fit_the_world_of_the_run(stepped, tmp_path):
+    """An oracle (CPU) run renders the demo's 8 views at 96^2 by default, not the paper's 100 at 512^2."""
+    from hifa.steps.render import default_views_and_resolution
+
+    assert default_views_and_resolution("stable-diffusion") == (100, 512)
+    assert main(["render", str(stepped), "--out", str(tmp_path / "render"), "--quiet"]) == 0
+    marker = load_json(tmp_path / "render" / "render.json")
+    assert marker["cameras"]["views"] == 8 and marker["resolution"] == 96
+    assert image_size(tmp_path / "render" / "rgb" / "000.png") == (96, 96)
+
+
 def test_a_failed_step_leaves_no_done_marker(stepped, tmp_path, monkeypatch):
     out = tmp_path / "render"
     assert main(["render", str(stepped), "--views", "1", "--resolution", "16", "--out", str(out), "--quiet"]) == 0

@@ -46,6 +46,15 @@ class RenderOptions:
         require(self.chunk_rays is None or self.chunk_rays >= 1, "chunk-rays", "must be positive")
 
 
+# The oracle world runs on CPUs: 100 views at 512^2 would take ~15 min per run there; the demo's 8 at 96^2 take seconds.
+ORACLE_VIEWS, ORACLE_RESOLUTION = 8, 96
+
+
+def default_views_and_resolution(prior_kind: str) -> tuple[int, int]:
+    """(views, resolution) when the command line gives none: §6.5's 100 at 512^2, or the demo's size for an oracle run."""
+    return (ORACLE_VIEWS, ORACLE_RESOLUTION) if prior_kind == "oracle" else (RenderOptions.views, RenderOptions.resolution)
+
+
 def render_cameras(options: RenderOptions) -> Cameras:
     """The orbit: `views` azimuths evenly spaced from `start_azimuth_deg`, polar 90° - elevation."""
     return orbit_cameras(options.views, 90.0 - options.elevation_deg, options.radius, options.fovy_deg, options.start_azimuth_deg)
