@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from hifa import __version__
 from hifa.errors import HifaError
 
 DEFAULT_CLIP_MODELS = ("ViT-B/32", "ViT-B/16", "ViT-L/14")  # hifa.evaluate.clip.DEFAULT_BACKBONES (kept import-free)
@@ -105,7 +106,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         raise HifaError(f"--{exc.key}: {str(exc).split(': ', 1)[-1]}") from None
     marker = render_run(args.run, options, args.out, progress=not args.quiet)
     out = Path(args.out or Path(args.run) / "render")
-    print(f"rendered {marker['cameras']['views']} views at {options.resolution}x{options.resolution} in {marker['wall_time_s']:.1f} s; wrote {out}")
+    count = marker["cameras"]["views"]
+    print(f"rendered {count} view{'s' if count != 1 else ''} at {options.resolution}x{options.resolution} in {marker['wall_time_s']:.1f} s; wrote {out}")
     return 0
 
 
@@ -202,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `hifa`."""
     parser = argparse.ArgumentParser(prog="hifa", description="HiFA text-to-3D pipeline")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details (e.g. the mesh threshold)")
+    parser.add_argument("--version", action="version", version=f"hifa-pipeline {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     rec = sub.add_parser("reconstruct", help="fit the field to ground-truth renders of a scene and score it")
@@ -220,8 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="optimise a 3D asset for a prompt (HiFA, DreamFusion or an ablation)")
     train.add_argument("--prompt", required=True, help="the text (in the oracle world: a catalogue scene's prompt)")
-    train.add_argument("--method", default="hifa", help="preset: hifa, hifa-fast, dreamfusion, hifa-no-anneal, hifa-no-rgb, ...")
-    train.add_argument("--prior", default="stable-diffusion", help="'stable-diffusion[:model-id-or-folder]' or 'oracle'")
+    train.add_argument("--method", default="hifa", help="preset: hifa (default), hifa-fast, dreamfusion, or a HiFA ablation: "
+                       "hifa-no-anneal, hifa-no-rgb, hifa-no-depth, hifa-no-zvar, hifa-1step, hifa-no-smoothing")
+    train.add_argument("--prior", default="stable-diffusion",
+                       help="'stable-diffusion[:model-id-or-folder]' (default: stabilityai/stable-diffusion-2-1-base) or 'oracle' (CPU, offline)")
     train.add_argument("--budget", default="cpu", choices=["cpu", "full"], help="oracle world scale: 'cpu' (< 10 min on 2 cores) or 'full'")
     train.add_argument("--config", help="YAML file laid over the preset")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key (repeatable)")
@@ -240,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     render_run.add_argument("--fovy", type=positive_float, default=20.0, help="vertical field of view in degrees (default 20)")
     render_run.add_argument("--resolution", type=positive_int, help="image height and width (default 512; 96 for an oracle-world run)")
     render_run.add_argument("--start-azimuth", type=float, default=0.0, help="azimuth of the first view in degrees (default 0, the front)")
-    render_run.add_argument("--fps", type=positive_float, default=25.0, help="turntable frame rate")
+    render_run.add_argument("--fps", type=positive_float, default=25.0, help="turntable frame rate (default %(default)s)")
     render_run.add_argument("--chunk-rays", type=positive_int, help="rays per renderer call (default: the run's, at least 65536 on CUDA)")
     render_run.add_argument("--out", help="output folder (default RUN/render)")
     render_run.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -248,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     depth = sub.add_parser("depth", help="estimate depth of the rendered views (the run's estimator) and score its consistency")
     depth.add_argument("run", help="run folder (rendered with `hifa render` first)")
-    depth.add_argument("--batch", type=positive_int, default=8, help="views per estimator call")
+    depth.add_argument("--batch", type=positive_int, default=8, help="views per estimator call (default %(default)s)")
     depth.add_argument("--out", help="output folder (default RUN/depth)")
     depth.add_argument("--quiet", action="store_true", help="no progress bar")
     depth.set_defaults(func=cmd_depth)
@@ -256,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     mesh = sub.add_parser("mesh", help="extract the mesh of a trained run (.ply, .obj, .glb) and a preview")
     mesh.add_argument("run", help="run folder written by `hifa train --out`")
     mesh.add_argument("--resolution", type=positive_int, help="marching-cubes grid resolution over [-1, 1] (default: the run's mesh.resolution)")
-    mesh.add_argument("--preview-resolution", type=positive_int, default=256, help="preview image size per view")
+    mesh.add_argument("--preview-resolution", type=positive_int, default=256, help="preview image size per view (default %(default)s)")
     mesh.add_argument("--out", help="output folder (default RUN/mesh)")
     mesh.set_defaults(func=cmd_mesh)
 
@@ -277,9 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     scenes_sub.add_parser("list", help="list catalogue scenes and their prompts").set_defaults(func=cmd_scenes_list)
     render = scenes_sub.add_parser("render", help="ground-truth renders and mesh of a scene")
     render.add_argument("--scene", required=True, help="catalogue name, prompt or mesh file")
-    render.add_argument("--out", default="results/scenes")
-    render.add_argument("--views", type=positive_int, default=8)
-    render.add_argument("--resolution", type=positive_int, default=256)
+    render.add_argument("--out", default="results/scenes", help="output folder; the scene's files go to OUT/<scene> (default %(default)s)")
+    render.add_argument("--views", type=positive_int, default=8, help="views on the evaluation orbit (default %(default)s)")
+    render.add_argument("--resolution", type=positive_int, default=256, help="image height and width (default %(default)s)")
     render.set_defaults(func=cmd_scenes_render)
 
     check = sub.add_parser("check-suites", help="check a workflow's suites before any job runs (the Snakefile calls it)")

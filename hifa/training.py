@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +20,8 @@ from hifa.mesh import export_mesh, extract_mesh
 from hifa.presets import oracle_world, preset
 from hifa.renderer import RayOptions
 from hifa.trainer import CHECKPOINT, Trainer
+
+log = logging.getLogger(__name__)
 
 
 def prior_config(spec: str) -> tuple[str, str | None]:
@@ -137,6 +140,8 @@ def run_training(config: TrainConfig, run_dir: str | Path, resume: bool = False,
     # The trainer loads the models first: a model that is not available leaves no run folder and no MLflow run.
     trainer = Trainer(config, run_dir, progress=progress)
     resuming = resume and (run_dir / CHECKPOINT).is_file()
+    if resume and not resuming:  # e.g. a mistyped --out: say so rather than start over silently
+        log.warning("%s holds no checkpoint to resume; training starts at step 0", run_dir)
     trainer.tracker = tracker = make_tracker(config, run_dir, run_dir.name, resuming)
     try:
         summary = trainer.train()

@@ -88,3 +88,25 @@ def test_tiny_reconstruction_writes_all_outputs(tmp_path):
     for key in ("psnr", "chamfer", "fscore", "chamfer_fraction_of_extent", "mesh_threshold", "depth_mae"):
         assert isinstance(metrics[key], float), key
     assert len((run / "train_log.csv").read_text().strip().splitlines()) == 21
+
+
+def test_train_help_names_every_preset_and_the_version_is_printed(capsys):
+    from hifa import __version__
+    from hifa.cli import build_parser
+    from hifa.presets import PRESETS
+
+    train = next(a for a in build_parser()._subparsers._group_actions[0].choices["train"]._actions if "--method" in a.option_strings)
+    assert all(name in train.help for name in PRESETS), train.help
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == f"hifa-pipeline {__version__}"
+
+
+def test_resume_without_a_checkpoint_says_it_starts_over(tmp_path):
+    from tests.test_train import TINY
+
+    args = ["train", "--prompt", "a green torus", "--prior", "oracle", "--quiet", "--no-mlflow", "--out", str(tmp_path / "typo"), "--resume",
+            *[f"--set={o}" for o in TINY], "--set=iterations=1", f"--set=prior.oracle.cache_dir={tmp_path / 'cache'}"]
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{tmp_path / 'typo'} holds no checkpoint to resume; training starts at step 0" in proc.stderr

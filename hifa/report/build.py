@@ -30,7 +30,8 @@ class ReportResult:
 
     def summary_line(self) -> str:
         c = self.suite.counts()
-        return (f"report for {self.suite.name}: {len(self.suite.methods)} methods x {len(self.suite.slugs)} prompts, "
+        methods, prompts = len(self.suite.methods), len(self.suite.slugs)
+        return (f"report for {self.suite.name}: {methods} method{'s' * (methods != 1)} x {prompts} prompt{'s' * (prompts != 1)}, "
                 f"{c['complete']} complete, {c['incomplete']} incomplete, {c['failed']} failed; "
                 f"wrote {self.index}, {self.markdown.name}, {self.metrics}, {len(self.paper)} files in {self.index.parent.parent / 'paper'}")
 
