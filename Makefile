@@ -61,5 +61,7 @@ bench: install
 reconstruct: install
 	$(PY) benchmarks/reconstruct.py --out benchmarks/results
 
+# What `make demo`, `make smoke` and the tests write; the paper suites' results (GPU days), the MLflow
+# store and any other suite under results/ stay: delete those by hand.
 clean:
-	rm -rf results .pytest_cache
+	rm -rf results/demo results/smoke results/tiny-world .pytest_cache

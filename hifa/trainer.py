@@ -128,6 +128,7 @@ class Trainer:
         self.step = self.checkpoint_step = 0
         self.skipped_steps = self.consecutive_skips = 0
         self.log_rows: list[dict] = []
+        self.time_offset, self.started = 0.0, None  # training seconds before this train() call, and when it started
 
     # --- one step -------------------------------------------------------------------------
     def _camera_and_options(self) -> tuple[Cameras, RayOptions]:
@@ -244,10 +245,11 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         for folder in (self.run_dir, self.run_dir / "validation"):  # left by a process killed mid-write
             remove_stale_temporaries(folder, recursive=False)
+        self.time_offset, self.started = self.elapsed(), None
         if (self.run_dir / CHECKPOINT).is_file():
             self.load_checkpoint(self.run_dir / CHECKPOINT)
         write_bytes_atomic(self.run_dir / "config.yaml", dump_yaml(cfg).encode())
-        start, t0 = self.step, time.perf_counter()
+        start, self.started = self.step, time.perf_counter()
         bar = tqdm(range(start + 1, last + 1), initial=start, total=cfg.iterations, desc=f"train {cfg.preset}",
                    unit="step", disable=not self.progress, dynamic_ncols=True, mininterval=1.0)
         stop: list[int] = []
@@ -258,7 +260,7 @@ class Trainer:
                 row = self.training_step(step)
                 self.step = step
                 if step % cfg.log_every == 0 or step == cfg.iterations or row.get("skipped"):
-                    row["time_s"] = time.perf_counter() - t0
+                    row["time_s"] = self.elapsed()
                     self.log_rows.append(row)
                     if self.tracker is not None:
                         self.tracker.log_metrics({k: v for k, v in row.items() if k != "step"}, step)
@@ -280,7 +282,7 @@ class Trainer:
         finally:
             restore()
             bar.close()
-        summary = {"steps": self.step, "train_time_s": time.perf_counter() - t0, "final_loss": self.log_rows[-1].get("loss") if self.log_rows else None}
+        summary = {"steps": self.step, "train_time_s": self.elapsed(), "final_loss": self.log_rows[-1].get("loss") if self.log_rows else None}
         if self.skipped_steps:
             summary["skipped_steps"] = self.skipped_steps
         return summary
@@ -297,6 +299,7 @@ class Trainer:
             "log_rows": self.log_rows,
             "skipped_steps": self.skipped_steps,
             "consecutive_skips": self.consecutive_skips,
+            "train_time_s": self.elapsed(),
             "config": to_dict(self.config),
         }
         if self.ray_generator is not self.generator:  # on CPU they are one generator
@@ -354,6 +357,11 @@ class Trainer:
             ) from None
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self.consecutive_skips = int(state.get("consecutive_skips", 0))
+        self.time_offset = float(state.get("train_time_s", 0.0))  # train_log.csv's time_s goes on from the checkpoint
+
+    def elapsed(self) -> float:
+        """Seconds of training up to now, over every resume."""
+        return self.time_offset + (time.perf_counter() - self.started if self.started is not None else 0.0)
 
     def check_resumable(self, saved: dict, path: Path) -> None:
         """Refuse a checkpoint of another asset (prompt, method, seed, field, prior); warn about other changed settings."""

@@ -61,6 +61,8 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
         assert a.keys() == b.keys()
         for key in a.keys() - {"time_s"}:
             assert a[key] == pytest.approx(b[key], rel=1e-5, nan_ok=True), (a["step"], key)
+    times = [row["time_s"] for row in resumed.log_rows]
+    assert times == sorted(times) and times[3] > times[2] > 0  # time_s goes on from the checkpoint, not from 0
 
 
 def poison_step(trainer: Trainer, monkeypatch, step: int, poison) -> None:
