@@ -51,12 +51,29 @@ def resize_image(image: torch.Tensor, size: int) -> torch.Tensor:
     return resized[0].permute(1, 2, 0)
 
 
-def contact_sheet(rows: list[torch.Tensor], columns: int = 8, thumb: int = 256) -> torch.Tensor:
-    """Rows of per-view images (V, H, W, 3): up to `columns` evenly spaced views each, thumbnails of height <= thumb."""
+def contact_sheet(rows: list[torch.Tensor], columns: int = 8, thumb: int = 256, labels: list[str] | None = None) -> torch.Tensor:
+    """Rows of per-view images (V, H, W, 3): up to `columns` evenly spaced views each, thumbnails of height <= thumb;
+    with `labels`, each row's name in a margin on the left."""
     count = rows[0].shape[0]
     picks = np.unique(np.linspace(0, count - 1, min(columns, count)).round().astype(int))
     size = min(thumb, rows[0].shape[1])
-    return torch.cat([torch.cat([resize_image(row[i].float(), size) for i in picks], dim=1) for row in rows], dim=0)
+    sheet = torch.cat([torch.cat([resize_image(row[i].float(), size) for i in picks], dim=1) for row in rows], dim=0)
+    return label_rows(sheet, labels) if labels else sheet
+
+
+def label_rows(image: torch.Tensor, labels: list[str]) -> torch.Tensor:
+    """(H, W, 3) image in [0, 1] of len(labels) equal rows, with a white margin on the left naming each row."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    row_height = image.shape[0] // len(labels)
+    font = ImageFont.load_default(size=int(np.clip(row_height // 6, 10, 18)))
+    width = max(int(font.getbbox(text)[2]) for text in labels) + 12
+    margin = Image.new("RGB", (width, image.shape[0]), (255, 255, 255))
+    draw = ImageDraw.Draw(margin)
+    for i, text in enumerate(labels):
+        draw.text((6, i * row_height + row_height // 2), text, fill=(60, 60, 60), font=font, anchor="lm")
+    strip = torch.from_numpy(np.asarray(margin, dtype=np.float32) / 255.0).to(image.dtype)
+    return torch.cat([strip, image.cpu()], dim=1)
 
 
 def _pad_even(frame: np.ndarray, fill: int = 255) -> np.ndarray:

@@ -16,6 +16,7 @@ from hifa.errors import HifaError, Terminated, shorten
 from hifa.evaluate.image import masked_abs_error, psnr
 from hifa.guidance.stable_diffusion import DEFAULT_MODEL
 from hifa.io import save_image, write_json_atomic
+from hifa.media import label_rows
 from hifa.mesh import export_mesh, extract_mesh
 from hifa.presets import oracle_world, preset
 from hifa.renderer import RayOptions
@@ -176,7 +177,8 @@ def finalize(trainer: Trainer, tracker) -> dict:
         results["heldout_psnr"] = psnr(views["image"], truth.rgb)
         results["heldout_depth_mae"] = masked_abs_error(views["depth"], truth.depth, truth.mask)
         rows.insert(0, torch.cat(list(truth.rgb), dim=1))
-    save_image(torch.cat(rows, dim=0), run_dir / "final_views.png")
+    names = ["ground truth", "render"] if len(rows) == 2 else ["render"]
+    save_image(label_rows(torch.cat(rows, dim=0), names), run_dir / "final_views.png")
     tracker.log_artifact(run_dir / "final_views.png")
     try:
         mesh = extract_mesh(renderer.field, cfg.mesh)

@@ -88,7 +88,8 @@ def estimate_depth(run: str | Path, out: str | Path | None = None, batch: int = 
     scaled_a, _ = normalise(aligned, mask, span)
     error = np.abs(scaled_a - scaled_r)
     rows = [np.stack([colorize(s, m) for s, m in zip(stack, mask)]) for stack in (scaled_r, scaled_a, error)]
-    save_image(contact_sheet([torch.from_numpy(r) for r in rows]), out / "comparison.png")
+    sheet = contact_sheet([torch.from_numpy(r) for r in rows], labels=["rendered", "estimated", "|difference|"])
+    save_image(sheet, out / "comparison.png")
     write_npz_atomic(out / "estimated.npz", disparity=estimate, aligned=aligned)
     result = {
         "schema": SCHEMA,

@@ -128,7 +128,7 @@ def render_run(run: str | Path, options: RenderOptions, out: str | Path | None =
     turntable = write_turntable(frames["rgb"], out / "turntable.mp4", options.fps)
     rows = [torch.from_numpy(np.stack(frames[k]) / 255.0) for k in ("rgb", "textureless")]
     rows += [torch.from_numpy(np.stack(depth_frames) / 255.0), torch.from_numpy(np.stack(frames["normal"]) / 255.0)]
-    save_image(contact_sheet(rows), out / "contact_sheet.png")
+    save_image(contact_sheet(rows, labels=["RGB", "textureless", "depth", "normals"]), out / "contact_sheet.png")
     marker = {
         "schema": SCHEMA,
         "run": str(run),
