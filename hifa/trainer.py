@@ -95,6 +95,19 @@ def catch_stop_signals(stop: list[int]):
     return restore
 
 
+def memory_message(config: TrainConfig, step: int, checkpoint_step: int, exc: BaseException) -> str:
+    """One line for an out-of-memory error: where, and the settings that decide the memory."""
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+    r = config.renderer
+    return (
+        f"out of memory at step {step} ({shorten(detail, 100)}); lower resolution (now {config.resolution}), "
+        f"renderer.num_coarse / renderer.num_fine (now {r.num_coarse} / {r.num_fine}), renderer.chunk_rays (now {r.chunk_rays}), "
+        f"set renderer.checkpoint_chunk_rays (now {r.checkpoint_chunk_rays}; e.g. 16384) or use prior.precision=float16 (now {config.prior.precision}) with --set KEY=VALUE; "
+        + (f"the last checkpoint (step {checkpoint_step}) is kept: continue with `hifa train --resume`" if checkpoint_step
+           else "no checkpoint was saved yet")
+    )
+
+
 class Trainer:
     """One text-to-3D optimisation writing into `run_dir`; `train()` resumes from its checkpoint if present."""
 

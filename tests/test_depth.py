@@ -1,6 +1,5 @@
 """Depth supervision (method.md §5.1, oracle §8.7) and the depth estimators."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path

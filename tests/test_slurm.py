@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.workflow_helpers import BIN, copy_pipeline, job_counts, snakemake, tool_env
+from tests.workflow_helpers import copy_pipeline, job_counts, snakemake, tool_env
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

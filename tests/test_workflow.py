@@ -27,7 +27,6 @@ from tests.workflow_helpers import (
     parse_pairs,
     run,
     snakemake,
-    tool_env,
 )
 
 SMOKE = "config/suites/smoke.yaml"

@@ -49,6 +49,7 @@ def suite_config(prompts: list[str], cache: Path) -> dict:
     overrides["iterations"] = str(ITERATIONS)  # still training when the first checkpoint (step 3) appears
     return {
         "results": "results",
+        "check_suites": False,  # the train jobs themselves must refuse these prompts, with every shell character inert
         "suites": {
             "rel": {
                 "description": "reliability: tiny oracle runs",

@@ -271,5 +271,5 @@ def check_suites():
               "each job checks its own settings", file=sys.stderr)
 
 
-if workflow.is_main_process:
+if workflow.is_main_process and config["check_suites"]:
     check_suites()
