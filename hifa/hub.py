@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import socket
 import urllib.parse
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from hifa.errors import HifaError, shorten
 
+log = logging.getLogger(__name__)
 DEFAULT_ENDPOINT = "https://huggingface.co"
 # Words in a loader's error (or its causes) that mean a file is there but damaged, not missing.
 CORRUPT_MARKERS = ("unable to load weights", "deserializ", "safetensor", "incomplete metadata", "header", "truncat",
@@ -48,6 +50,38 @@ def _connects(host: str, port: int, timeout: float) -> bool:
 def is_local_path(model: str) -> bool:
     """Whether `model` names a folder (existing, or written as a path) rather than a hub id."""
     return model.startswith(("/", "./", "../", "~")) or Path(model).expanduser().exists()
+
+
+# Stability AI took its SD 2.x repositories off the hub in November 2025 (404 since); the sd2-community
+# organisation keeps the same files under the same names.
+ARCHIVED = {
+    f"stabilityai/{name}": f"sd2-community/{name}"
+    for name in ("stable-diffusion-2-1-base", "stable-diffusion-2-1", "stable-diffusion-2-base", "stable-diffusion-2")
+}
+
+
+def in_cache(model: str) -> bool:
+    """Whether the local Hugging Face cache holds a snapshot of hub id `model` (no network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    names = ("model_index.json", "unet/config.json", "config.json")  # a pipeline, its UNet alone, a single model
+    return any(isinstance(try_to_load_from_cache(model, name), str) for name in names)
+
+
+def resolve_model(model: str) -> str:
+    """The hub id to load `model` from: a retired Stability AI id that is not cached becomes its archive copy,
+    and an archive id whose retired original is cached (and it is not) loads that copy: the same files, no download."""
+    if is_local_path(model):
+        return model
+    archive = ARCHIVED.get(model)
+    if archive is not None and not in_cache(model):
+        log.warning("%s left the Hugging Face hub in November 2025; loading its archive copy %s (the same files)", model, archive)
+        return archive
+    original = next((old for old, new in ARCHIVED.items() if new == model), None)
+    if original is not None and not in_cache(model) and in_cache(original):
+        log.info("loading %s from the cached copy of %s (the same files)", model, original)
+        return original
+    return model
 
 
 def missing_model_message(model: str, what: str = "Stable Diffusion model") -> str:

