@@ -118,11 +118,12 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.device = resolve_device(config.device)
         self.renderer = build_renderer(config).to(self.device)
-        self.prior = prior if prior is not None else build_prior(config.prior)
+        # The models sit where the field does (device=cuda:1 puts all of them on GPU 1, device=cpu keeps them off the GPU).
+        self.prior = prior if prior is not None else build_prior(config.prior, self.device)
         self.guidance = Guidance(self.prior, config.guidance)
         self.estimator = estimator
         if self.estimator is None and config.depth.weight > 0:
-            self.estimator = build_estimator(config, self.prior)
+            self.estimator = build_estimator(config, self.prior, self.device)
         groups = param_groups(self.renderer.field, self.renderer.background, config.optim.lr, config.optim.lr * config.optim.grid_lr_scale)
         self.optimizer = build_adan(groups, config.optim.lr)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]

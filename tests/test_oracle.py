@@ -143,7 +143,7 @@ def test_one_candidate_x0_mode_is_a_reconstruction_loss(prior, latent_gain, imag
     class OneImage:
         alphas_cumprod, image_size, residual_gains = ABAR, 16, (latent_gain, image_gain)
 
-        def encode(self, x):
+        def encode(self, x, generator=None):
             return x
 
         def decode(self, z):

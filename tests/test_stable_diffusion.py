@@ -65,6 +65,29 @@ def test_v_prediction_is_converted_to_epsilon(tmp_path):
     assert torch.allclose(prior.predict_eps(z, t, [handle])[0], expected, atol=1e-5)
 
 
+def test_v_prediction_in_float16_converts_with_the_full_precision_latents(tmp_path):
+    """eps = alpha v + sigma z_t must use the z_t the denoiser divides back out (fp32), not its fp16 copy."""
+    prior = StableDiffusionPrior(StableDiffusionConfig(model=str(build_tiny_stable_diffusion(tmp_path, "v_prediction")), precision="float16"))
+    z = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([900])
+    handle = prior.embed("x")
+    v = prior.unet(z.half(), t, encoder_hidden_states=handle.half()).sample.float()
+    abar = prior.alphas_cumprod[900].float()
+    expected = abar.sqrt() * v + (1 - abar).sqrt() * z
+    assert (z.half().float() - z).abs().max() > 1e-4  # the fp16 copy is measurably off
+    assert torch.allclose(prior.predict_eps(z, t, [handle])[0], expected, atol=1e-6)
+
+
+def test_the_vae_posterior_draws_from_the_run_s_generator(prior):
+    """Not from the global RNG (on CUDA a resumed run would restart that stream)."""
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(1)
+    a = prior.encode(x, torch.Generator().manual_seed(7))
+    torch.manual_seed(2)
+    b = prior.encode(x, torch.Generator().manual_seed(7))
+    assert torch.equal(a, b) and not torch.equal(a, prior.encode(x, torch.Generator().manual_seed(8)))
+
+
 def test_missing_model_offline_is_one_clear_line(tmp_path):
     code = (
         "from hifa.guidance.stable_diffusion import StableDiffusionPrior, StableDiffusionConfig\n"

@@ -40,3 +40,12 @@ def test_preset_runs_under_the_tiny_world(method, models, prior, tmp_path):
     if config.depth.weight > 0:
         assert "depth" in trainer.log_rows[-1]
     assert all(torch.isfinite(p).all() for p in trainer.renderer.parameters())
+
+
+def test_the_models_sit_on_the_trainer_s_device(models, tmp_path, monkeypatch):
+    """device=cpu on a GPU machine (or cuda:1) puts the prior and the depth estimator there too, not on GPU 0."""
+    sd, dpt = models
+    config = resolve_config("hifa", "a corgi", f"stable-diffusion:{sd}", overrides=["device=cpu", f"depth.model={dpt}", "tracking.enabled=false"])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # what the loaders would see on a GPU machine
+    trainer = Trainer(config, tmp_path / "run", progress=False)
+    assert trainer.device == trainer.prior.device == trainer.estimator.device == torch.device("cpu")

@@ -83,7 +83,7 @@ class Guidance:
         cfg = self.config
         cond = self.prior.conditions(prompt, cameras, cfg.view_mode)
         x = to_prior_size(images, self.prior.image_size)
-        latents = self.prior.encode(x)
+        latents = self.prior.encode(x, generator)
         batch = latents.shape[0]
         t = sample_timesteps(cfg.schedule, step, total_steps, batch, t_min_from_percent(cfg.min_percent), generator=generator)
         t = t.to(latents.device)

@@ -286,7 +286,7 @@ class OraclePrior:
             self._banks[name] = load_bank(self._scenes[name], self.config)
         return self._banks[name]
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
+    def encode(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return images
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

@@ -33,8 +33,8 @@ class DiffusionPrior(Protocol):
     # (Stable Diffusion's latent and its decoded image): (1, 1) for Stable Diffusion itself.
     residual_gains: tuple[float, float]
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) images in [0, 1] to latents, with gradient."""
+    def encode(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B, 3, S, S) images in [0, 1] to latents, with gradient; a sampling encoder draws from `generator`."""
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents to (B, 3, S, S) images in [0, 1], without gradient."""

@@ -110,10 +110,13 @@ class StableDiffusionPrior:
                 "to its start %s (view suffixes such as ', front view' are cut too)", tokens, length, shorten(prompt, 60),
             )
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Images in [0, 1] -> latents (posterior sample x scaling factor), with gradient through the VAE."""
+    def encode(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Images in [0, 1] -> latents (posterior sample x scaling factor), with gradient through the VAE.
+
+        The posterior's noise comes from `generator` (the run's, checkpointed), not the global CUDA RNG that a
+        resumed run would restart."""
         posterior = self.vae.encode((2 * images - 1).to(self.device, self.dtype)).latent_dist
-        return (posterior.sample() * self.scaling_factor).float()
+        return (posterior.sample(generator=generator) * self.scaling_factor).float()
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -150,6 +153,7 @@ class StableDiffusionPrior:
         context = torch.cat(handles).to(self.dtype)
         out = self.unet(z, steps, encoder_hidden_states=context).sample.float()
         if self.prediction_type == "v_prediction":
+            # eps = alpha v + sigma z_t with the full-precision z_t the denoiser divides back out, not its fp16 copy.
             abar = self.alphas_cumprod.to(self.device)[steps].float().view(-1, 1, 1, 1)
-            out = abar.sqrt() * out + (1 - abar).sqrt() * z.float()
+            out = abar.sqrt() * out + (1 - abar).sqrt() * latents.float().to(self.device).repeat(n, 1, 1, 1)
         return list(out.chunk(n))
