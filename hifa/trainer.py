@@ -314,6 +314,7 @@ class Trainer:
             "skipped_steps": self.skipped_steps,
             "consecutive_skips": self.consecutive_skips,
             "train_time_s": self.elapsed(),
+            "grad_scale": scaler.state() if (scaler := getattr(self.prior, "grad_scale", None)) is not None else None,
             "config": to_dict(self.config),
         }
         if self.ray_generator is not self.generator:  # on CPU they are one generator
@@ -372,6 +373,8 @@ class Trainer:
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self.consecutive_skips = int(state.get("consecutive_skips", 0))
         self.time_offset = float(state.get("train_time_s", 0.0))  # train_log.csv's time_s goes on from the checkpoint
+        if state.get("grad_scale") and getattr(self.prior, "grad_scale", None) is not None:
+            self.prior.grad_scale.load(state["grad_scale"])
 
     def elapsed(self) -> float:
         """Seconds of training up to now, over every resume."""

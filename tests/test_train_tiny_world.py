@@ -49,3 +49,21 @@ def test_the_models_sit_on_the_trainer_s_device(models, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # what the loaders would see on a GPU machine
     trainer = Trainer(config, tmp_path / "run", progress=False)
     assert trainer.device == trainer.prior.device == trainer.estimator.device == torch.device("cpu")
+
+
+def test_the_encoder_s_gradient_scale_is_checkpointed(models, tmp_path):
+    """A resumed fp16 run scales the encoder's gradients as the uninterrupted run would (hifa.guidance.grad_scale)."""
+    sd, dpt = models
+    overrides = ["iterations=4", "resolution=16", "renderer.num_coarse=8", "renderer.num_fine=4", "checkpoint_every=2", "val_every=4",
+                 "val_views=1", "val_resolution=8", "depth.weight=0", "tracking.enabled=false", "prior.precision=float16",
+                 "field.grid.n_levels=4", "field.grid.log2_hashmap_size=12", "field.grid.finest_resolution=64"]
+    config = resolve_config("hifa", "a corgi", f"stable-diffusion:{sd}", overrides=overrides)
+    straight = Trainer(config, tmp_path / "straight", progress=False)
+    straight.train()
+    first = Trainer(config, tmp_path / "run", progress=False)
+    first.train(until=2)
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["grad_scale"]
+    assert saved == first.prior.grad_scale.state() and saved["good_steps"] + saved["overflows"] == 2  # one backward a step
+    resumed = Trainer(config, tmp_path / "run", progress=False)
+    resumed.train()
+    assert resumed.prior.grad_scale.state() == straight.prior.grad_scale.state()

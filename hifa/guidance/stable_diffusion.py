@@ -10,6 +10,7 @@ import torch
 
 from hifa.cameras import Cameras
 from hifa.errors import HifaError, require, shorten
+from hifa.guidance.grad_scale import GradientScale, scaled_section
 from hifa.guidance.prior import VIEW_MODES, Conditioning, ViewMode
 from hifa.guidance.views import perpneg_plan, view_prompt
 from hifa.hub import load_component, resolve_model
@@ -85,6 +86,7 @@ class StableDiffusionPrior:
         self.vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.image_size = int(self.unet.config.sample_size) * self.vae_factor
         self.residual_gains = (1.0, 1.0)  # the reference's own units
+        self.grad_scale = GradientScale()  # the encoder's backward in fp16 (checkpointed by the trainer)
         self._embeddings: dict[str, torch.Tensor] = {}
         self._length_checked: set[str] = set()
 
@@ -115,8 +117,14 @@ class StableDiffusionPrior:
 
         The posterior's noise comes from `generator` (the run's, checkpointed), not the global CUDA RNG that a
         resumed run would restart."""
-        posterior = self.vae.encode((2 * images - 1).to(self.device, self.dtype)).latent_dist
-        return (posterior.sample(generator=generator) * self.scaling_factor).float()
+
+        def latents_of(x: torch.Tensor) -> torch.Tensor:
+            posterior = self.vae.encode((2 * x - 1).to(self.device, self.dtype)).latent_dist
+            return (posterior.sample(generator=generator) * self.scaling_factor).float()
+
+        if self.dtype == torch.float16:  # fp16's range would round the small latent gradients away (grad_scale.py)
+            return scaled_section(latents_of, images.to(self.device), self.grad_scale)
+        return latents_of(images)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
