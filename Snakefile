@@ -34,6 +34,7 @@ include: "workflow/rules/suite.smk"
 localrules:
     all,
     suite_manifest,
+    suite_prompts,
 
 
 rule all:

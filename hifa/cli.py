@@ -79,6 +79,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         check_prompt(config)
         print(dump_yaml(config), end="")
         return 0
+    if args.same_config:
+        from hifa.training import config_changes
+
+        changed = config_changes(config, args.same_config)
+        print("same config" if not changed else "changed: " + ", ".join(changed))
+        return 0 if not changed else 1
     out = Path(args.out or Path("results") / "runs" / f"{config.preset}-{slugify(config.prompt)[:60]}")
     summary = run_training(config, out, resume=args.resume, progress=not args.quiet)
     scores = f", held-out PSNR {summary['heldout_psnr']:.2f} dB" if "heldout_psnr" in summary else ""
@@ -234,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     train.add_argument("--no-mlflow", action="store_true", help="do not track the run in MLflow")
     train.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    train.add_argument("--same-config", metavar="CONFIG_YAML",
+                       help="exit 0 if the resolved config trains what CONFIG_YAML (a run's config.yaml) trained, else 1 (tracking settings aside)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=cmd_train)
 

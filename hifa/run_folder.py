@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 from urllib.parse import urlparse
@@ -15,6 +16,7 @@ from hifa.config import TrainConfig
 from hifa.configio import from_dict, load_yaml
 from hifa.errors import HifaError
 from hifa.io import remove_stale_temporaries
+from hifa.mlflow_uri import foreign_store
 from hifa.renderer import Renderer
 
 CONFIG_FILE = "config.yaml"
@@ -132,13 +134,23 @@ def log_artifacts(run: Path, paths: list[Path], artifact_path: str) -> None:
     """Copy files into the run's MLflow artifacts when the run is tracked (R/run.json); never raises."""
     if not (run / "run.json").is_file():
         return
+    try:
+        recorded = json.loads((run / "run.json").read_text()).get("tracking_uri", "")
+    except (OSError, ValueError, AttributeError):
+        recorded = ""
+    if (current := foreign_store(recorded)) is not None:  # never write into another checkout's store
+        log.warning("MLflow artifacts skipped: %s was tracked in %s, this job writes to %s", run, recorded, current)
+        return
     local = local_artifact_dir(run)
     if local is not None:
         # What MLflow's local artifact repository does, without its ~3 s import in every render and mesh job.
         try:
             (local / artifact_path).mkdir(parents=True, exist_ok=True)
             for path in paths:
-                shutil.copy2(path, local / artifact_path / Path(path).name)
+                target = local / artifact_path / Path(path).name
+                partial = target.with_name(f".{target.name}.tmp")
+                shutil.copy2(path, partial)
+                os.replace(partial, target)  # a reader never sees half a file
             return
         except OSError as exc:
             log.warning("could not copy artifacts into %s (%s); trying through MLflow", local, exc)

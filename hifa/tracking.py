@@ -31,6 +31,7 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from hifa.io import write_json_atomic  # noqa: E402
+from hifa.mlflow_uri import default_tracking_uri, foreign_store  # noqa: E402,F401 - default_tracking_uri is part of this module's API
 
 try:
     import fcntl
@@ -47,15 +48,6 @@ MAX_PARAM_LENGTH = 6000  # MLflow's limit on a parameter value, in characters
 MAX_TAG_LENGTH = 8000  # MLflow's limit on a tag value (a longer prompt would make the run fail to start)
 MAX_BATCH_PARAMS, MAX_BATCH_METRICS = 100, 1000  # MLflow's limits per log_batch call
 RETRIES = 8
-
-
-def default_tracking_uri(root: Path | None = None) -> str:
-    """Absolute `sqlite:///` URI of $HIFA_MLFLOW_DB if set, else of <root or cwd>/results/mlflow.db."""
-    configured = os.environ.get("HIFA_MLFLOW_DB")
-    if configured and "://" in configured:
-        return configured
-    path = Path(configured) if configured else Path(root or Path.cwd()) / "results" / "mlflow.db"
-    return f"sqlite:///{path.expanduser().resolve()}"
 
 
 def sqlite_path(tracking_uri: str) -> Path | None:
@@ -214,6 +206,9 @@ class Tracker:
         """Reopen the run recorded in run_dir/run.json (for later pipeline steps); NullTracker if none."""
         record = read_run_file(run_dir)
         if not record.get("run_id") or not record.get("tracking_uri"):
+            return NullTracker()
+        if (current := foreign_store(record["tracking_uri"])) is not None:
+            log.warning("MLflow tracking skipped: %s was tracked in %s, this job writes to %s", run_dir, record["tracking_uri"], current)
             return NullTracker()
         try:
             client = make_client(record["tracking_uri"])

@@ -108,6 +108,27 @@ def make_tracker(config: TrainConfig, run_dir: Path, run_name: str, resuming: bo
     return Tracker.start(uri, config.tracking.experiment, run_name, to_dict(config), {"preset": config.preset, "prompt": config.prompt}, run_dir)
 
 
+# Settings that change how a run is tracked, not what it trains: a resumed run may differ in them.
+UNTRAINED = ("tracking",)
+
+
+def config_changes(config: TrainConfig, saved: str | Path) -> list[str]:
+    """Dotted keys where `config` differs from a run's saved config.yaml (tracking aside); ['(unreadable)'] if it cannot be read."""
+    try:
+        old = load_yaml(saved)
+    except HifaError:
+        return ["(unreadable)"]
+    new = {k: v for k, v in to_dict(config).items() if k not in UNTRAINED}
+    old = {k: v for k, v in old.items() if k not in UNTRAINED}
+
+    def walk(a, b, prefix: str) -> list[str]:
+        if isinstance(a, dict) and isinstance(b, dict):
+            return [key for k in sorted(set(a) | set(b)) for key in walk(a.get(k), b.get(k), f"{prefix}{k}.")]
+        return [] if a == b else [prefix.rstrip(".")]
+
+    return walk(new, old, "")
+
+
 def check_prompt(config: TrainConfig) -> None:
     """A one-line error for an empty prompt, or one the oracle world's catalogue does not know."""
     if not config.prompt.strip():

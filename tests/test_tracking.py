@@ -189,3 +189,22 @@ def test_step_artifacts_of_an_older_run_json_go_through_mlflow(tmp_path):
     (tmp_path / "mesh.glb").write_bytes(b"glb")
     log_artifacts(run_dir, [tmp_path / "mesh.glb"], "mesh")
     assert [a.path for a in MlflowClient(uri).list_artifacts(tracker.run_id, "mesh")] == ["mesh/mesh.glb"]
+
+
+def test_a_run_tracked_in_another_store_is_left_alone(tmp_path, monkeypatch, caplog):
+    """A cloned or moved results tree: the job's store ($HIFA_MLFLOW_DB) is not the one run.json names."""
+    from hifa.run_folder import log_artifacts
+
+    uri, run_dir = default_tracking_uri(tmp_path / "a"), tmp_path / "run"
+    tracker = Tracker.start(uri, "suite", "hifa-cat", {"lr": 0.01}, None, run_dir)
+    artifacts = Path(json.loads((run_dir / "run.json").read_text())["artifact_uri"].removeprefix("file://"))
+    (tmp_path / "mesh.glb").write_bytes(b"glb")
+    monkeypatch.setenv("HIFA_MLFLOW_DB", str(tmp_path / "b" / "mlflow.db"))
+    with caplog.at_level(logging.WARNING):
+        log_artifacts(run_dir, [tmp_path / "mesh.glb"], "mesh")
+        assert type(Tracker.from_run_dir(run_dir)) is NullTracker
+    assert not (artifacts / "mesh").exists() and "this job writes to sqlite:///" in caplog.text
+    monkeypatch.setenv("HIFA_MLFLOW_DB", str(tmp_path / "a" / "results" / "mlflow.db"))  # the same store: logged
+    log_artifacts(run_dir, [tmp_path / "mesh.glb"], "mesh")
+    assert (artifacts / "mesh" / "mesh.glb").read_bytes() == b"glb" and not list((artifacts / "mesh").glob(".*"))
+    assert type(Tracker.from_run_dir(run_dir)) is Tracker and tracker.run_id

@@ -158,6 +158,24 @@ def test_resume_names_the_steps_made_from_an_older_checkpoint(tmp_path, capsys):
     assert err == [f"hifa: note: render/ (step 3), mesh/ (step 3) predate this training; make them again: hifa render {run}; hifa mesh {run}"]
 
 
+def test_same_config_ignores_tracking_and_names_what_changed(tmp_path, capsys):
+    """What the workflow's train rule asks before resuming a checkpoint (a logging switch must not restart a training)."""
+    from hifa.cli import main
+    from hifa.configio import dump_yaml
+
+    saved = tmp_path / "config.yaml"
+    saved.write_text(dump_yaml(tiny_config(tmp_path)))
+    base = ["train", "--prompt", "a green torus", "--prior", "oracle", *[f"--set={o}" for o in TINY],
+            f"--set=prior.oracle.cache_dir={tmp_path / 'cache'}", f"--set=tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"]
+    capsys.readouterr()
+    assert main([*base, "--same-config", str(saved)]) == 0
+    assert main([*base, "--no-mlflow", "--set=tracking.experiment=renamed", "--same-config", str(saved)]) == 0
+    assert main([*base, "--set=iterations=7", "--set=optim.lr=0.02", "--same-config", str(saved)]) == 1
+    assert main([*base, "--same-config", str(tmp_path / "missing.yaml")]) == 1
+    assert capsys.readouterr().out.splitlines() == ["same config", "same config", "changed: iterations, optim.lr", "changed: (unreadable)"]
+    assert not (tmp_path / "mlflow.db").exists()  # a question, not a run
+
+
 def test_truncated_checkpoint_is_a_clear_error(tmp_path):
     config = tiny_config(tmp_path, extra=["tracking.enabled=false"])
     Trainer(config, tmp_path / "run", progress=False).train(until=3)

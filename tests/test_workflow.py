@@ -57,7 +57,7 @@ def test_paper_suite_dag_has_every_job(paper_dry_run):
                                    "a highly detailed stone bust of Theodoros Kolokotronis"]  # first five of A.4
     runs = 2 * 37 + 7 * 5
     counts = job_counts(paper_dry_run)
-    assert counts == {**{step: runs for step in PAPER_STEPS}, "suite_manifest": 2, "report": 2, "all": 1}, counts
+    assert counts == {**{step: runs for step in PAPER_STEPS}, "suite_manifest": 2, "suite_prompts": 2, "report": 2, "all": 1}, counts
 
 
 def test_paper_suite_dag_resources_threads_and_slugs(paper_dry_run):

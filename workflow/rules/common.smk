@@ -243,7 +243,8 @@ RUN_FILES = (
 def suite_targets(name):
     """Everything a suite delivers: each run folder's files, the report, the paper files, metrics.json."""
     runs = [f"{run_path(name, m, s)}/{f}" for m, s in runs_of(SUITES[name]) for f in RUN_FILES]
-    return runs + [f"{RESULTS}/{name}/metrics.json", f"{RESULTS}/{name}/report", f"{RESULTS}/{name}/paper"]
+    suite = [f"{RESULTS}/{name}/{f}" for f in ("metrics.json", "report", "paper", "suite.json", "prompts.txt")]
+    return runs + suite  # targets all: deleting one re-creates it (an intermediate would stay missing)
 
 
 def fail_marker(folder):
@@ -253,8 +254,8 @@ def fail_marker(folder):
 
 def check_suites():
     """`hifa check-suites` once, in the main process: a `train.set` key, value or oracle prompt that every
-    train job would fail on stops the workflow now, in one line. Where `hifa` cannot run here (under
-    --use-conda before the env exists) the jobs check for themselves, as before."""
+    train job would fail on stops the workflow now, in one line. Under --use-conda it runs on the driver's
+    Python; where that lacks hifa's stack the jobs check for themselves, as before."""
     import subprocess
 
     payload = [
@@ -262,7 +263,11 @@ def check_suites():
          "methods": {m: train_sets(suite, m) for m in suite["methods"]}}
         for name, suite in SUITES.items()
     ]
-    proc = subprocess.run(f"{HIFA} check-suites -", shell=True, input=json.dumps(payload), capture_output=True, text=True)
+    command = HIFA
+    if uses_conda() and not config.get("hifa"):  # the jobs' env may not exist yet: the driver's own Python, if it has hifa's stack
+        local = Path(sys.executable).parent / "hifa"
+        command = shlex.quote(str(local)) if local.is_file() else f"env PYTHONPATH={BASEDIR} {shlex.quote(sys.executable)} -m hifa.cli"
+    proc = subprocess.run(f"{command} check-suites -", shell=True, input=json.dumps(payload), capture_output=True, text=True)
     lines = proc.stderr.strip().splitlines()
     if proc.returncode == 2 and lines and lines[-1].startswith("hifa: error: "):
         raise WorkflowError(f"invalid config ({_files()}): {lines[-1].removeprefix('hifa: error: ')}")

@@ -14,7 +14,9 @@
 MLFLOW_DB = shlex.quote(mlflow_db())
 PRELUDE = (
     "set -euo pipefail; exec > {log:q} 2>&1; "
-    "export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} HIFA_MLFLOW_DB={MLFLOW_DB}; "
+    # In a SLURM job the allocation decides the thread count: {threads} is capped by the driver's --cores.
+    'threads=${{SLURM_CPUS_PER_TASK:-{threads}}}; '
+    "export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads HIFA_MLFLOW_DB={MLFLOW_DB}; "
 )
 
 
@@ -27,8 +29,9 @@ rule train:
     """Optimise one asset. Pre-emption safe: the checkpoint is written atomically every
     `checkpoint_every` steps and deliberately NOT a declared output, so Snakemake never deletes it
     (not on failure, not under --rerun-incomplete, not when a SLURM time limit kills the job).
-    A re-run resumes from it when its resolved config is unchanged (`hifa train --print-config`
-    compared with R/config.yaml) and starts over when the config changed. `shadow` is not used:
+    A re-run resumes from it when its resolved config is unchanged (`hifa train --same-config
+    R/config.yaml`; MLflow settings aside: switching tracking off or renaming the experiment keeps the
+    trainings) and starts over when the config changed. `shadow` is not used:
     a shadow directory would lose the checkpoint with the job. To retrain from scratch with the same
     config, delete the run folder (or R/checkpoint.pt); --forcerun alone only re-finalises.
     train_log.csv is not declared either: it is rewritten at each checkpoint, and a re-run that finds
@@ -66,15 +69,13 @@ rule train:
         rm -f "$run/FAILED"
         resume=""
         if [ -f "$run/checkpoint.pt" ]; then
-            {HIFA} train --prompt {params.prompt:q} {params.args} --print-config > "$run/.config.requested"
-            if cmp -s "$run/.config.requested" "$run/config.yaml"; then
+            if {HIFA} train --prompt {params.prompt:q} {params.args} --same-config "$run/config.yaml"; then
                 echo "workflow: resuming from $run/checkpoint.pt"
                 resume=--resume
             else
                 echo "workflow: $run/checkpoint.pt was trained with another config: starting over"
                 rm -rf "$run/checkpoint.pt" "$run/run.json" "$run/validation" "$run/config.yaml" "$run/mesh.glb"
             fi
-            rm -f "$run/.config.requested"
         fi
         {HIFA} train --prompt {params.prompt:q} {params.args} --out "$run" $resume --quiet""" + failed('"$run"')
 

@@ -3,18 +3,28 @@
 
 
 def write_atomic(path, text):
-    """hifa.io's atomic write (unique temporary, fsync, rename) for the driver's own small files."""
-    from hifa.io import write_bytes_atomic
+    """A unique temporary beside `path`, fsync, rename (stdlib only: under --use-conda the driver's Python
+    may lack hifa's dependencies); the umask's mode, as hifa.io gives."""
+    import tempfile
 
-    write_bytes_atomic(path, text.encode("utf-8"))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    mask = os.umask(0o022)
+    os.umask(mask)
+    os.fchmod(fd, 0o666 & ~mask)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
 
 
 rule suite_manifest:
-    """results/<suite>/suite.json ({suite, methods, prompts: {slug: prompt}, world}: the slug mapping
-    the report reads) and prompts.txt (one prompt per line, for `hifa evaluate --prompts`)."""
+    """results/<suite>/suite.json ({suite, methods, prompts: {slug: prompt}, world, description}: the
+    slug mapping the report reads)."""
     output:
         manifest=RESULTS + "/{suite}/suite.json",
-        prompts=RESULTS + "/{suite}/prompts.txt",
     params:
         manifest=lambda wc: {
             "suite": wc.suite,
@@ -24,8 +34,18 @@ rule suite_manifest:
             "description": suite_of(wc).get("description"),
         },
     run:
-        write_atomic(output.prompts, "".join(p + "\n" for p in params.manifest["prompts"].values()))
         write_atomic(output.manifest, json.dumps(params.manifest, indent=2) + "\n")
+
+
+rule suite_prompts:
+    """results/<suite>/prompts.txt, one prompt per line, for `hifa evaluate --prompts` (R-precision's
+    caption set). Its own rule: a new description or method must not re-run every evaluation."""
+    output:
+        prompts=RESULTS + "/{suite}/prompts.txt",
+    params:
+        prompts=lambda wc: list(suite_of(wc)["prompts"].values()),
+    run:
+        write_atomic(output.prompts, "".join(p + "\n" for p in params.prompts))
 
 
 rule report:
