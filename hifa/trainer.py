@@ -6,8 +6,6 @@ import io
 import logging
 import math
 import signal
-import sys
-import threading
 import time
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from hifa.config import TrainConfig
 from hifa.configio import dump_yaml, to_dict
 from hifa.depth import pearson_depth_loss, ssi_depth_loss
 from hifa.errors import HifaError, OutputError, Terminated, is_out_of_memory, shorten
+from hifa.stop_signals import catch_stop_signals
 from hifa.field import NeRFField
 from hifa.guidance.guidance import Guidance, to_prior_size
 from hifa.guidance.schedules import depth_weight_factor, ramp
@@ -67,32 +66,6 @@ def flatten(tree: dict, prefix: str = "") -> dict:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
-
-
-def catch_stop_signals(stop: list[int]):
-    """Until the returned function is called, SIGTERM and a first Ctrl-C append to `stop` (checked between
-    steps) instead of acting at once; a second Ctrl-C interrupts at once.
-
-    Only the main thread can handle signals; elsewhere this does nothing.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def on_interrupt(signum: int, frame: object) -> None:
-        stop.append(signum)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        print("\nhifa: finishing this step and saving a checkpoint (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
-
-    handlers = {signal.SIGTERM: lambda signum, frame: stop.append(signum)}
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where the launcher ignores Ctrl-C (nohup, &)
-        handlers[signal.SIGINT] = on_interrupt
-    previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
-
-    def restore() -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-    return restore
 
 
 def memory_message(config: TrainConfig, step: int, checkpoint_step: int, exc: BaseException) -> str:
@@ -252,7 +225,8 @@ class Trainer:
         """Run (or resume) to `iterations` (or stop after step `until`, checkpointed); returns a summary.
 
         SIGTERM (SLURM pre-emption, `kill`) or Ctrl-C during the loop finishes the current step, saves a
-        checkpoint and raises Terminated (a second Ctrl-C: KeyboardInterrupt at once); out of memory becomes a one-line HifaError naming the memory settings.
+        checkpoint and raises Terminated (a second Ctrl-C: KeyboardInterrupt at once); out of memory
+        becomes a one-line HifaError naming the memory settings.
         """
         cfg = self.config
         last = min(cfg.iterations, until or cfg.iterations)
@@ -296,6 +270,7 @@ class Trainer:
         finally:
             restore()
             bar.close()
+            self.time_offset, self.started = self.elapsed(), None  # the clock stops with the loop
         summary = {"steps": self.step, "train_time_s": self.elapsed(), "final_loss": self.log_rows[-1].get("loss") if self.log_rows else None}
         if self.skipped_steps:
             summary["skipped_steps"] = self.skipped_steps
