@@ -48,6 +48,7 @@ MAX_PARAM_LENGTH = 6000  # MLflow's limit on a parameter value, in characters
 MAX_TAG_LENGTH = 8000  # MLflow's limit on a tag value (a longer prompt would make the run fail to start)
 MAX_BATCH_PARAMS, MAX_BATCH_METRICS = 100, 1000  # MLflow's limits per log_batch call
 RETRIES = 8
+LOCK_TIMEOUT = 120.0  # seconds a tracking call waits for the store's lock before giving up (training goes on)
 
 
 def sqlite_path(tracking_uri: str) -> Path | None:
@@ -58,16 +59,31 @@ def sqlite_path(tracking_uri: str) -> Path | None:
 
 
 @contextlib.contextmanager
-def store_lock(tracking_uri: str) -> Iterator[None]:
-    """Hold an exclusive inter-process lock on `<db>.lock` (no-op for non-SQLite stores)."""
+def store_lock(tracking_uri: str, timeout: float | None = None) -> Iterator[None]:
+    """Hold an exclusive inter-process lock on `<db>.lock` (no-op for non-SQLite stores).
+
+    A holder that hangs (a suspended job on a shared file system) must not stall every training: after
+    `timeout` seconds (default LOCK_TIMEOUT) this raises TimeoutError, which a Tracker counts as one failed
+    call and moves on.
+    """
+    timeout = LOCK_TIMEOUT if timeout is None else timeout
     db = sqlite_path(tracking_uri)
     if db is None or fcntl is None:
         yield
         return
     db.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(db.with_name(db.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o666)
+    lock = db.with_name(db.name + ".lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"{lock} has been held by another process for {timeout:.0f} s") from None
+                time.sleep(0.01 + 0.04 * random.random())
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock

@@ -208,3 +208,28 @@ def test_a_run_tracked_in_another_store_is_left_alone(tmp_path, monkeypatch, cap
     log_artifacts(run_dir, [tmp_path / "mesh.glb"], "mesh")
     assert (artifacts / "mesh" / "mesh.glb").read_bytes() == b"glb" and not list((artifacts / "mesh").glob(".*"))
     assert type(Tracker.from_run_dir(run_dir)) is Tracker and tracker.run_id
+
+
+def test_a_lock_held_too_long_gives_up_instead_of_stalling_training(tmp_path, caplog, monkeypatch):
+    import fcntl
+
+    uri = default_tracking_uri(tmp_path)
+    tracker = Tracker.start(uri, "suite", "hifa-cat", {"lr": 0.01}, None, tmp_path / "run")
+    held = os.open(tmp_path / "results" / "mlflow.db.lock", os.O_RDWR)
+    fcntl.flock(held, fcntl.LOCK_EX)  # another process's hold (a separate open file description)
+    try:
+        start = time.monotonic()
+        try:
+            with tracking.store_lock(uri, timeout=0.3):
+                raise AssertionError("the lock was taken while held")
+        except TimeoutError as exc:
+            assert "has been held by another process for 0 s" in str(exc)
+        assert 0.25 < time.monotonic() - start < 5
+        monkeypatch.setattr(tracking, "LOCK_TIMEOUT", 0.3)
+        with caplog.at_level(logging.WARNING):
+            tracker.log_metrics({"loss": 1.0}, 1)  # one failed call, warned once; training goes on
+        assert tracker.failures == 1 and "has been held by another process" in caplog.text
+    finally:
+        os.close(held)
+    with tracking.store_lock(uri, timeout=0.3):  # free again
+        pass
