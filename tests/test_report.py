@@ -179,6 +179,14 @@ def test_steps_made_before_a_resumed_training_are_stale_and_kept_out_of_the_tabl
     assert "stale: render, mesh, eval (made at step 150; trained to step 200)" in page and ">stale</td>" in page
 
 
+def test_a_parameter_s_definition_is_not_replaced_by_its_value(tmp_path):
+    from hifa.report.collect import Run, parse_eval
+
+    run = Run("hifa", "torus", tmp_path)
+    parse_eval({"groundtruth": {"tau": 0.0123, "extent": 1.2, "definitions": {"tau": "F-score distance: 1% of the extent"}}}, run)
+    assert run.notes["tau"] == "F-score distance: 1% of the extent" and run.notes["extent"] == "1.2"
+
+
 def test_aggregate_and_values():
     agg = aggregate({"a": 20.0, "b": 22.0})
     assert (agg.mean, agg.se, agg.n) == (21.0, 1.0, 2)

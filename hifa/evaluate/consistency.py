@@ -10,7 +10,8 @@ DEFINITION = (
     "disparity AbsRel after alignment: on M = {O > 0.5} (rendered opacity O), rendered disparity d = O / depth "
     "(depth = sum_k w_k z_k); the estimated disparity y is mapped by the least-squares scale and shift "
     "(s, t) = argmin sum_M (s y + t - d)^2 and abs_rel = mean_M |s y + t - d| / d (0: consistent up to an affine map "
-    "of disparity); pearson = correlation of d and y on M; views with fewer than 3 masked pixels are left out"
+    "of disparity); pearson = correlation of d and y on M; both per view, then averaged over the views (unweighted); "
+    "views with fewer than 3 masked pixels are left out"
 )
 
 

@@ -15,7 +15,7 @@ from hifa.errors import HifaError
 DEFINITIONS = {
     "psnr": "PSNR (dB) of the 8-bit RGB renders against ground-truth albedo on white, over all views, pixels and channels",
     "ssim": "mean SSIM (Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03; valid windows) over views and channels",
-    "depth_mae": "mean |sum_k w_k z_k - ground-truth planar depth| over ground-truth foreground pixels (as train_summary's heldout_depth_mae)",
+    "depth_mae": "mean |sum_k w_k z_k - ground-truth planar depth| over ground-truth foreground pixels (the formula of train_summary's heldout_depth_mae, at the render cameras)",
     "mask_iou": "IoU of {O > 0.5} and the ground-truth mask over all views",
     "chamfer": "(mean_p d(p, truth) + mean_t d(t, mesh)) / 2 over surface samples of mesh.ply and of the scene's outer surface",
     "fscore": "harmonic mean of the fractions of mesh and truth samples within tau of the other surface",

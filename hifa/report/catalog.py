@@ -71,7 +71,7 @@ _CLIP = {
 }
 _TRAIN = {
     "heldout_psnr": ("Held-out PSNR at train end (dB)", "Held-out PSNR (dB)", True, 2, False),
-    "wall_time_s": ("Train time (s)", "Train time (s)", None, 0, False),
+    "wall_time_s": ("hifa train wall time (s)", "Wall time (s)", None, 0, False),
 }
 # Parameters recorded next to metrics: shown as notes, never averaged as results.
 PARAMETER_KEYS = ("tau", "captions", "definition", "definitions", "views", "views_scored", "extent",

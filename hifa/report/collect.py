@@ -248,7 +248,7 @@ def parse_eval(payload: dict, run: Run) -> None:
         run.notes.update({str(k): str(v) for k, v in truth["definitions"].items()})
     for key, raw in truth.items():
         if key in PARAMETER_KEYS or key.endswith(("_per_view", "_views")):
-            if not isinstance(raw, (list, dict)) and key not in NOTE_SKIP:
+            if not isinstance(raw, (list, dict)) and key not in NOTE_SKIP and key not in run.notes:  # a definition wins over a value
                 run.notes[key] = str(raw)
             continue
         if (value := to_value(raw)) is not None:

@@ -208,7 +208,7 @@ def render_page(suite: Suite, assets: Assets, figures: dict[str, str], views: in
     out.append('<h2 id="summary">Summary</h2>')
     if keys:
         out.append('<p class="note">Mean ± standard error across prompts (n = prompts with a value; failed runs excluded). '
-                   "Bold: best per column. ↑ higher is better, ↓ lower is better.</p>")
+                   "Bold: best per metric. ↑ higher is better, ↓ lower is better.</p>")
         out.append(summary_html(summary_table(suite, suite.methods, keys)))
     else:
         out.append('<p class="note">No metrics yet: no run has finished its evaluation.</p>')

@@ -84,7 +84,7 @@ def render_markdown(suite: Suite, assets: Assets, figures: dict[str, str], views
     keys = table_keys(suite, suite.methods)
     out += ["", "## Summary", ""]
     if keys:
-        out.append("Mean ± standard error across prompts (n = prompts with a value; failed runs excluded); **bold**: best per column.")
+        out.append("Mean ± standard error across prompts (n = prompts with a value; failed runs excluded); **bold**: best per metric.")
         out += ["", summary_md(summary_table(suite, suite.methods, keys))]
     else:
         out.append("No metrics yet: no run has finished its evaluation.")
