@@ -66,7 +66,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from hifa.configio import dump_yaml
-    from hifa.run_folder import COMMANDS, stale_steps
+    from hifa.step_markers import COMMANDS, stale_steps
     from hifa.scenes import slugify
     from hifa.training import check_prompt, resolve_config, run_training
 

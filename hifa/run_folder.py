@@ -17,13 +17,11 @@ from hifa.configio import from_dict, load_yaml
 from hifa.errors import HifaError
 from hifa.io import remove_stale_temporaries
 from hifa.mlflow_uri import foreign_store
+from hifa.step_markers import COMMANDS, STEPS
 from hifa.renderer import Renderer
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_FILE = "checkpoint.pt"
-# Each pipeline step writes into R/<folder>/ and finishes by writing its marker, the completion signal.
-STEPS = {"render": "render.json", "depth": "depth.json", "mesh": "mesh.json", "eval": "metrics.json"}
-COMMANDS = {"render": "hifa render", "depth": "hifa depth", "mesh": "hifa mesh", "eval": "hifa evaluate"}
 log = logging.getLogger(__name__)
 
 
@@ -105,25 +103,9 @@ def read_marker(run: Path, step: str) -> tuple[Path, dict]:
         raise HifaError(f"{marker} is not valid JSON; run `{COMMANDS[step]} {run}` again") from None
 
 
-def stale_steps(run: Path, trained: int) -> dict[str, int]:
-    """{step: training step it was made at} for finished steps made before the training's last step."""
-    stale = {}
-    for step, marker in STEPS.items():
-        try:
-            made = json.loads((run / step / marker).read_text()).get("step")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if isinstance(made, int) and not isinstance(made, bool) and made != trained:
-            stale[step] = made
-    return stale
-
-
-def local_artifact_dir(run: Path) -> Path | None:
-    """The run's artifact folder when R/run.json records a local (file:) artifact store, else None."""
-    try:
-        uri = json.loads((run / "run.json").read_text()).get("artifact_uri", "")
-    except (OSError, ValueError, AttributeError):
-        return None
+def local_artifact_dir(record: dict) -> Path | None:
+    """The run's artifact folder when its run.json record names a local (file:) artifact store, else None."""
+    uri = record.get("artifact_uri", "")
     parsed = urlparse(uri) if isinstance(uri, str) else None
     if parsed is None or parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
         return None
@@ -135,13 +117,15 @@ def log_artifacts(run: Path, paths: list[Path], artifact_path: str) -> None:
     if not (run / "run.json").is_file():
         return
     try:
-        recorded = json.loads((run / "run.json").read_text()).get("tracking_uri", "")
-    except (OSError, ValueError, AttributeError):
-        recorded = ""
+        record = json.loads((run / "run.json").read_text())
+        record = record if isinstance(record, dict) else {}
+    except (OSError, ValueError):
+        record = {}
+    recorded = str(record.get("tracking_uri", ""))
     if (current := foreign_store(recorded)) is not None:  # never write into another checkout's store
         log.warning("MLflow artifacts skipped: %s was tracked in %s, this job writes to %s", run, recorded, current)
         return
-    local = local_artifact_dir(run)
+    local = local_artifact_dir(record)
     if local is not None:
         # What MLflow's local artifact repository does, without its ~3 s import in every render and mesh job.
         try:

@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from hifa.errors import HifaError
+from hifa.step_markers import stale_steps
 from hifa.report.catalog import (
     PARAMETER_KEYS,
     STEP_MARKERS,
@@ -285,12 +286,10 @@ def mark_stale(root: Path, run: Run) -> None:
     """Mark done steps whose marker names another training step than train_summary.json (hifa train --resume
     trained on after them; Snakemake re-runs them, the CLI does not)."""
     trained = run.summary.get("steps")
-    if run.steps.get("train") != "done" or not isinstance(trained, int):
+    if run.steps.get("train") != "done" or not isinstance(trained, int) or isinstance(trained, bool):
         return
-    for step in STEPS[1:]:
-        marker = read_json(root / STEP_MARKERS[step], []) if run.steps[step] == "done" else None
-        made = marker.get("step") if isinstance(marker, dict) else None
-        if isinstance(made, int) and not isinstance(made, bool) and made != trained:
+    for step, made in stale_steps(root, trained).items():
+        if run.steps.get(step) == "done":
             run.steps[step], run.made_at[step] = "stale", made
 
 
