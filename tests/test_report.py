@@ -120,7 +120,7 @@ def test_curves_csv_holds_every_logged_row(suite):
         rows = list(reader)
     assert len(rows) == 4 * 20  # every run trained (dreamfusion/snowman failed later, at mesh)
     log = list(csv.DictReader((suite / "runs" / "hifa" / "snowman" / "train_log.csv").open()))
-    mine = [r for r in rows if r["method"] == "hifa" and r["prompt"] == "snowman"]
+    mine = [r for r in rows if r["method"] == "hifa" and r["prompt_slug"] == "snowman"]
     assert [float(r["latent"]) for r in mine] == [float(r["latent"]) for r in log]
     assert all(r["sds"] == "" for r in mine) and all(r["sds"] for r in rows if r["method"] == "dreamfusion")
 

@@ -18,7 +18,10 @@ DEFINITIONS = {
     "depth_mae": "mean |sum_k w_k z_k - ground-truth planar depth| over ground-truth foreground pixels (the formula of train_summary's heldout_depth_mae, at the render cameras)",
     "mask_iou": "IoU of {O > 0.5} and the ground-truth mask over all views",
     "chamfer": "(mean_p d(p, truth) + mean_t d(t, mesh)) / 2 over surface samples of mesh.ply and of the scene's outer surface",
+    "chamfer_fraction_of_extent": "chamfer / extent (scale-free)",
     "fscore": "harmonic mean of the fractions of mesh and truth samples within tau of the other surface",
+    "precision": "fraction of mesh surface samples within tau of the ground-truth surface",
+    "recall": "fraction of ground-truth surface samples within tau of the mesh",
     "tau": "F-score distance: fscore_fraction * extent (extent = bounding-box diagonal of the ground-truth scene)",
 }
 

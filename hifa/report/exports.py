@@ -50,7 +50,7 @@ def runs_json(suite: Suite) -> dict:
 
 
 def curves_csv(suite: Suite) -> str:
-    """step, method, prompt, then every logged column (blank where a run does not log it)."""
+    """step, method, prompt_slug, then every logged column (blank where a run does not log it)."""
     columns: list[str] = []
     for run in suite.runs.values():
         for row in run.curves:
@@ -59,7 +59,7 @@ def curves_csv(suite: Suite) -> str:
     columns = known + [k for k in columns if k not in known]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["step", "method", "prompt", *columns])
+    writer.writerow(["step", "method", "prompt_slug", *columns])  # the slug, as in per_prompt.csv
     for m in suite.methods:
         for s in suite.slugs:
             for row in suite.run(m, s).curves:
