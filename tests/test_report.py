@@ -116,7 +116,7 @@ def test_csv_round_trips(suite):
 def test_curves_csv_holds_every_logged_row(suite):
     with (suite / "report" / "curves.csv").open() as handle:
         reader = csv.DictReader(handle)
-        assert reader.fieldnames[:4] == ["step", "method", "prompt", "loss"]
+        assert reader.fieldnames[:4] == ["step", "method", "prompt_slug", "loss"]
         rows = list(reader)
     assert len(rows) == 4 * 20  # every run trained (dreamfusion/snowman failed later, at mesh)
     log = list(csv.DictReader((suite / "runs" / "hifa" / "snowman" / "train_log.csv").open()))
