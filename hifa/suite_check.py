@@ -9,32 +9,28 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from hifa.errors import HifaError, shorten
-from hifa.training import resolve_config
+from hifa.training import check_prompt, resolve_config
 
 
 def check_suite(name: str, prior: str, budget: str, prompts: dict[str, str], methods: dict[str, list[str]]) -> None:
     """One suite: prompts ({slug: prompt}) and each method's `--set` overrides; a one-line HifaError on the first problem."""
-    if not prompts:
-        raise HifaError(f"suite {name}: no prompts")
-    for slug, prompt in prompts.items():
-        if not prompt.strip():
-            raise HifaError(f"suite {name}: prompt {slug!r} is empty")
-        if prior == "oracle":
-            from hifa.guidance.oracle import catalogue_entry
-
-            try:
-                catalogue_entry(prompt)
-            except HifaError as exc:
-                raise HifaError(f"suite {name}, prompt {shorten(prompt, 60)}: {exc}") from None
+    if not prompts or not methods:
+        raise HifaError(f"suite {name}: no {'prompts' if not prompts else 'methods'}")
     first = next(iter(prompts.values()))
     for method, overrides in methods.items():
         try:
-            resolve_config(method, first, prior, budget, overrides=overrides)
+            config = resolve_config(method, first, prior, budget, overrides=overrides)
         except HifaError as exc:
             raise HifaError(f"suite {name}, method {method}: {exc}") from None
+    for prompt in prompts.values():  # what `hifa train` checks before it writes anything
+        try:
+            check_prompt(replace(config, prompt=prompt))
+        except HifaError as exc:
+            raise HifaError(f"suite {name}, prompt {shorten(prompt, 60)}: {exc}") from None
 
 
 def check_suites(source: str) -> int:

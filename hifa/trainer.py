@@ -68,6 +68,12 @@ def flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
+def changed_keys(old: dict, new: dict) -> tuple[dict, dict, list[str]]:
+    """(flat old, flat new, sorted dotted keys whose values differ) of two nested config dicts."""
+    old, new = flatten(old), flatten(new)
+    return old, new, sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+
+
 def memory_message(config: TrainConfig, step: int, checkpoint_step: int, exc: BaseException) -> str:
     """One line for an out-of-memory error: where, and the settings that decide the memory."""
     detail = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
@@ -357,8 +363,7 @@ class Trainer:
 
     def check_resumable(self, saved: dict, path: Path) -> None:
         """Refuse a checkpoint of another asset (prompt, method, seed, field, prior); warn about other changed settings."""
-        old, new = flatten(saved), flatten(to_dict(self.config))
-        changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+        old, new, changed = changed_keys(saved, to_dict(self.config))
         rank = lambda k: None if k in RESUME_COMPUTE else next(  # noqa: E731
             (i for i, key in enumerate(RESUME_IDENTITY) if k == key or k.startswith(key + ".")), None)
         identity = sorted((k for k in changed if rank(k) is not None), key=rank)

@@ -20,7 +20,7 @@ from hifa.media import label_rows
 from hifa.mesh import export_mesh, extract_mesh
 from hifa.presets import oracle_world, preset
 from hifa.renderer import RayOptions
-from hifa.trainer import CHECKPOINT, Trainer
+from hifa.trainer import CHECKPOINT, Trainer, changed_keys
 
 log = logging.getLogger(__name__)
 
@@ -118,15 +118,8 @@ def config_changes(config: TrainConfig, saved: str | Path) -> list[str]:
         old = load_yaml(saved)
     except HifaError:
         return ["(unreadable)"]
-    new = {k: v for k, v in to_dict(config).items() if k not in UNTRAINED}
-    old = {k: v for k, v in old.items() if k not in UNTRAINED}
-
-    def walk(a, b, prefix: str) -> list[str]:
-        if isinstance(a, dict) and isinstance(b, dict):
-            return [key for k in sorted(set(a) | set(b)) for key in walk(a.get(k), b.get(k), f"{prefix}{k}.")]
-        return [] if a == b else [prefix.rstrip(".")]
-
-    return walk(new, old, "")
+    drop = lambda tree: {k: v for k, v in tree.items() if k not in UNTRAINED}  # noqa: E731
+    return changed_keys(drop(old), drop(to_dict(config)))[2]
 
 
 def check_prompt(config: TrainConfig) -> None:
