@@ -67,6 +67,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from hifa.configio import dump_yaml
     from hifa.step_markers import COMMANDS, stale_steps
+    from hifa.run_names import run_name
     from hifa.scenes import slugify
     from hifa.training import check_prompt, resolve_config, run_training
 
@@ -85,7 +86,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         changed = config_changes(config, args.same_config)
         print("same config" if not changed else "changed: " + ", ".join(changed))
         return 0 if not changed else 1
-    out = Path(args.out or Path("results") / "runs" / f"{config.preset}-{slugify(config.prompt)[:60]}")
+    out = Path(args.out or Path("results") / "runs" / f"{config.preset}-{run_name(slugify(config.prompt)[:60], config.seed)}")
     summary = run_training(config, out, resume=args.resume, progress=not args.quiet)
     scores = f", held-out PSNR {summary['heldout_psnr']:.2f} dB" if "heldout_psnr" in summary else ""
     print(f"{config.preset} on {config.prompt!r}: {summary['steps']} steps in {summary['wall_time_s']:.0f} s{scores}; wrote {out}")
@@ -236,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--budget", default="cpu", choices=["cpu", "full"], help="oracle world scale: 'cpu' (< 10 min on 2 cores) or 'full'")
     train.add_argument("--config", help="YAML file laid over the preset")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key (repeatable)")
-    train.add_argument("--out", help="run folder (default results/runs/<method>-<prompt>)")
+    train.add_argument("--out", help="run folder (default results/runs/<method>-<prompt-slug>, .seed<N> added for a seed other than 0)")
     train.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     train.add_argument("--no-mlflow", action="store_true", help="do not track the run in MLflow")
     train.add_argument("--print-config", action="store_true", help="print the resolved config and exit")

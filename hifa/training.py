@@ -105,7 +105,7 @@ def make_tracker(config: TrainConfig, run_dir: Path, run_name: str, resuming: bo
     # A run.json without a checkpoint is left by an attempt that failed before its first checkpoint,
     # perhaps with another config: its MLflow run keeps its FAILED status and this attempt gets its own.
     (run_dir / RUN_FILE).unlink(missing_ok=True)
-    return Tracker.start(uri, config.tracking.experiment, run_name, to_dict(config), {"preset": config.preset, "prompt": config.prompt}, run_dir)
+    return Tracker.start(uri, config.tracking.experiment, run_name, to_dict(config), {"preset": config.preset, "prompt": config.prompt, "seed": config.seed}, run_dir)
 
 
 # Settings that change how a run is tracked, not what it trains: a resumed run may differ in them.

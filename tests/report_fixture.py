@@ -61,8 +61,10 @@ def write(path: Path, data: bytes | str) -> None:
     path.write_bytes(data if isinstance(data, bytes) else data.encode())
 
 
-def make_run(run: Path, method: str, slug: str, prompt: str, skip: tuple[str, ...] = (), failed_at: str | None = None) -> None:
-    """One run folder; `skip` leaves steps out, `failed_at` stops there with a FAILED marker."""
+def make_run(run: Path, method: str, slug: str, prompt: str, skip: tuple[str, ...] = (), failed_at: str | None = None,
+             psnr_shift: float = 0.0) -> None:
+    """One run folder; `skip` leaves steps out, `failed_at` stops there with a FAILED marker; `psnr_shift`
+    is added to the ground-truth PSNR (another seed's run)."""
     colour = np.array(COLOURS.get(method, (0.6, 0.6, 0.6)))
     radius = 0.75 if slug == "snowman" else 0.6
     order = ("train", "render", "depth", "mesh", "eval")
@@ -122,7 +124,8 @@ def make_run(run: Path, method: str, slug: str, prompt: str, skip: tuple[str, ..
                                   "clip_score_textureless": {"mean": mean - 0.05, "se": se},
                                   "r_precision": {"colour": 0.75, "textureless": 0.5, "captions": 4,
                                                   "definition": "top-1 over the suite's prompts"}}},
-            "groundtruth": {**{k: {"mean": v, "per_view": [v] * VIEWS} if k == "psnr" else v for k, v in GROUNDTRUTH[(method, slug)].items()},
+            "groundtruth": {**{k: {"mean": v + psnr_shift, "per_view": [v + psnr_shift] * VIEWS} if k == "psnr" else v
+                               for k, v in GROUNDTRUTH[(method, slug)].items()},
                             "tau": 0.02, "extent": 1.2, "scene": slug, "mask_iou": 0.9, "surface_points": 2000,
                             "definitions": {"psnr": "PSNR of the rendered RGB against ground truth, mean over views"}},
             "versions": {"hifa": "0.1.0", "torch": "2.14.1"},
@@ -143,4 +146,21 @@ def make_suite(root: Path, methods=("hifa", "dreamfusion"), failed=(("dreamfusio
     for method in methods:
         for slug, prompt in PROMPTS.items():
             make_run(root / "runs" / method / slug, method, slug, prompt, skips.get((method, slug), ()), failed_at.get((method, slug)))
+    return root
+
+
+def make_seeded_suite(root: Path, shifts: dict[int, float], methods=("hifa", "dreamfusion"), failed=()) -> Path:
+    """Methods x PROMPTS x seeds (the keys of `shifts`, each seed's PSNR shifted by its value), in the
+    workflow's folders (runs/<method>/<slug>[.seed<N>]); `failed`: (method, slug, seed, step)."""
+    from hifa.run_names import run_name
+
+    root.mkdir(parents=True, exist_ok=True)
+    write(root / "suite.json", json.dumps({"suite": root.name, "methods": list(methods), "prompts": PROMPTS, "seeds": list(shifts),
+                                            "world": "oracle"}))
+    failed_at = {(m, s, seed): step for m, s, seed, step in failed}
+    for method in methods:
+        for slug, prompt in PROMPTS.items():
+            for seed, shift in shifts.items():
+                make_run(root / "runs" / method / run_name(slug, seed), method, slug, prompt, failed_at=failed_at.get((method, slug, seed)),
+                         psnr_shift=shift)
     return root

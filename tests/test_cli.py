@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -110,3 +111,16 @@ def test_resume_without_a_checkpoint_says_it_starts_over(tmp_path):
     proc = run_cli(*args)
     assert proc.returncode == 0, proc.stderr
     assert f"{tmp_path / 'typo'} holds no checkpoint to resume; training starts at step 0" in proc.stderr
+
+
+def test_default_run_folder_names_a_seed_other_than_0(tmp_path):
+    from hifa.configio import load_yaml
+    from tests.test_train import TINY
+
+    args = ["train", "--prompt", "a green torus", "--prior", "oracle", "--quiet", "--no-mlflow", *[f"--set={o}" for o in TINY],
+            "--set=iterations=1", "--set=seed=3", f"--set=prior.oracle.cache_dir={tmp_path / 'cache'}"]
+    proc = run_cli(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "results" / "runs" / "hifa-a-green-torus.seed3"  # as a suite names seed 3's folder
+    assert f"wrote {Path('results/runs/hifa-a-green-torus.seed3')}" in proc.stdout
+    assert load_yaml(out / "config.yaml")["seed"] == 3

@@ -16,7 +16,8 @@ import pytest
 from PIL import Image
 
 from hifa.cli import main
-from hifa.report.collect import aggregate, collect, to_value
+from hifa.report.collect import aggregate, collect
+from hifa.report.run import to_value
 from tests.report_fixture import make_suite
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,7 +70,7 @@ def test_missing_and_failed_runs_are_marked(suite):
     assert runs[("dreamfusion", "snowman")]["badge"].startswith("failed at mesh") and runs[("dreamfusion", "snowman")]["status"] == "failed"
     assert runs[("hifa", "snowman")]["badge"] == "missing: depth" and runs[("hifa", "snowman")]["steps"]["depth"] == "missing"
     assert runs[("hifa", "a-red-ball-on-blue-box")]["status"] == "complete"
-    assert json.loads((suite / "metrics.json").read_text())["runs"] == {"runs": 4, "complete": 2, "incomplete": 1, "failed": 1}
+    assert json.loads((suite / "metrics.json").read_text())["runs"] == {"runs": 4, "complete": 2, "incomplete": 1, "failed": 1, "seeds": 1}
 
 
 def test_latex_has_booktabs_and_the_right_numbers(suite):
@@ -116,9 +117,10 @@ def test_csv_round_trips(suite):
 def test_curves_csv_holds_every_logged_row(suite):
     with (suite / "report" / "curves.csv").open() as handle:
         reader = csv.DictReader(handle)
-        assert reader.fieldnames[:4] == ["step", "method", "prompt_slug", "loss"]
+        assert reader.fieldnames[:5] == ["step", "method", "prompt_slug", "seed", "loss"]
         rows = list(reader)
     assert len(rows) == 4 * 20  # every run trained (dreamfusion/snowman failed later, at mesh)
+    assert {r["seed"] for r in rows} == {"0"}
     log = list(csv.DictReader((suite / "runs" / "hifa" / "snowman" / "train_log.csv").open()))
     mine = [r for r in rows if r["method"] == "hifa" and r["prompt_slug"] == "snowman"]
     assert [float(r["latent"]) for r in mine] == [float(r["latent"]) for r in log]
@@ -180,7 +182,7 @@ def test_steps_made_before_a_resumed_training_are_stale_and_kept_out_of_the_tabl
 
 
 def test_a_parameter_s_definition_is_not_replaced_by_its_value(tmp_path):
-    from hifa.report.collect import Run, parse_eval
+    from hifa.report.run import Run, parse_eval
 
     run = Run("hifa", "torus", tmp_path)
     parse_eval({"groundtruth": {"tau": 0.0123, "extent": 1.2, "definitions": {"tau": "F-score distance: 1% of the extent"}}}, run)
@@ -199,7 +201,7 @@ def test_errors_are_one_line(tmp_path, capsys):
     afile = tmp_path / "file.txt"
     afile.write_text("x")
     assert main(["report", str(afile)]) == 2
-    assert capsys.readouterr().err.strip() == f"hifa: error: not a folder: {afile} (expected a suite folder holding runs/<method>/<prompt>/)"
+    assert capsys.readouterr().err.strip() == f"hifa: error: not a folder: {afile} (expected a suite folder holding runs/<method>/<prompt-slug>/)"
     assert main(["report", str(tmp_path / "nowhere")]) == 2
     assert "suite folder not found" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()

@@ -13,8 +13,10 @@ import re
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from hifa.presets import PRESETS
 from hifa.scenes import slugify
@@ -133,6 +135,14 @@ BAD_CONFIGS = {
         {"suites": {"bad": {"prior": "oracle", "methods": ["hifa"], "prompts": ["a green torus", "a blue cat"]}}},
         r"invalid config \(\S+\): suite bad, prompt 'a blue cat': ",
     ),
+    "seed in train.set": (
+        {"suites": {"bad": {"prior": "oracle", "methods": ["hifa"], "prompts": ["a green torus"], "train": {"set": {"seed": 3}}}}},
+        r"invalid config \(\S+\) at suites\.bad\.train\.set: set the seeds with suites\.bad\.seeds \(a list\), not train\.set\.seed",
+    ),
+    "repeated seed": (
+        {"suites": {"bad": {"prior": "oracle", "methods": ["hifa"], "prompts": ["a green torus"], "seeds": [0, 1, 1]}}},
+        r"invalid config \(\S+\) at suites\.bad\.seeds: \[0, 1, 1\] has non-unique elements",
+    ),
     "slug collision": (
         {"suites": {"bad": {"prior": "oracle", "methods": ["hifa"], "prompts": ["a green torus", "A green torus!"]}}},
         r"invalid config \(\S+\) at suites\.bad\.prompts\.1: prompt 'A green torus!' has the slug 'a-green-torus' of 'a green torus'; give one of them an explicit slug",
@@ -162,6 +172,30 @@ def test_suites_are_checked_up_front_only_where_hifa_runs(tmp_path):
     assert job_counts(proc.stdout)["train"] == 1
 
 
+def test_seeds_make_one_run_folder_each_and_reach_hifa_train(tmp_path):
+    """suites.X.seeds: seed 0 keeps the bare slug folder (and a command without --set seed), other seeds get
+    <slug>.seed<N> folders (hifa.run_names) and `--set seed=N`; the manifest names the seeds."""
+    from hifa.run_names import parse_run_name, run_name
+
+    config = {"suites": {"s": {"prior": "oracle", "methods": ["hifa", "dreamfusion"], "prompts": ["a green torus"], "seeds": [0, 2, 11]}}}
+    path = tmp_path / "seeds.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = snakemake(["-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--configfile", str(path), "-n", "-p"], tmp_path, timeout=120)
+    output = proc.stdout + proc.stderr
+    trains = [j for j in dry_run_jobs(output) if j["rule"] == "train"]
+    folders = {(parse_pairs(j["wildcards"])["method"], parse_pairs(j["wildcards"])["slug"]) for j in trains}
+    assert folders == {(m, run_name("a-green-torus", seed)) for m in ("hifa", "dreamfusion") for seed in (0, 2, 11)}
+    assert {parse_run_name(name) for _, name in folders} == {("a-green-torus", seed) for seed in (0, 2, 11)}
+    assert job_counts(output)["evaluate"] == 6 and job_counts(output)["report"] == 1
+    commands = [line for line in output.splitlines() if "--prompt 'a green torus'" in line and "--out" in line]
+    assert len(commands) == 6
+    for seed in (2, 11):  # each command names its run in its log's path
+        mine = [c for c in commands if f"/a-green-torus.seed{seed}.log" in c]
+        assert len(mine) == 2 and all(f"--set seed={seed} " in c for c in mine), mine
+    bare = [c for c in commands if "/a-green-torus.log" in c]
+    assert len(bare) == 2 and not any("seed=" in c for c in bare)
+
+
 # --- the smoke suite for real ---------------------------------------------------------------
 # One real run, checked step by step in one test: pytest-xdist spreads tests over workers, so
 # separate tests would each need their own run (xdist's loadgroup does not keep them together
@@ -176,7 +210,8 @@ def declared_outputs(repo: Path) -> list[tuple[str, str]]:
     return [(row[header.index("output_file")], row[header.index("status")]) for row in rows[1:]]
 
 
-RUN_DIRS = [f"results/smoke/runs/{m}/a-dslr-photo-of-a-corgi" for m in ("hifa", "dreamfusion")]
+RUN_DIRS = [f"results/smoke/runs/{m}/a-dslr-photo-of-a-corgi" for m in ("hifa", "dreamfusion")]  # seed 0
+SEED_DIRS = [f"{d}.seed1" for d in RUN_DIRS]  # the smoke suite's second seed
 RUN_FILES = ("train_summary.json", "final_views.png", "render/render.json", "render/contact_sheet.png", "depth/depth.json",
              "mesh/mesh.json", "mesh/mesh.ply", "mesh/mesh.obj", "mesh/mesh.glb", "mesh/preview.png", "eval/metrics.json")
 
@@ -184,7 +219,7 @@ RUN_FILES = ("train_summary.json", "final_views.png", "render/render.json", "ren
 def check_every_declared_output(repo: Path) -> None:
     outputs = declared_outputs(repo)
     files = {f for f, _ in outputs}
-    for run_dir in RUN_DIRS:
+    for run_dir in RUN_DIRS + SEED_DIRS:
         for name in RUN_FILES:
             assert f"{run_dir}/{name}" in files
     for name in ("results/smoke/metrics.json", "results/smoke/report", "results/smoke/paper", "results/smoke/suite.json", "results/tiny-world/sd"):
@@ -196,20 +231,29 @@ def check_every_declared_output(repo: Path) -> None:
     assert (repo / "results/smoke/paper/table_main.tex").is_file()
     manifest = json.loads((repo / "results/smoke/suite.json").read_text())
     assert manifest["prompts"] == {"a-dslr-photo-of-a-corgi": "a DSLR photo of a corgi"}
-    assert manifest["methods"] == ["hifa", "dreamfusion"] and manifest["world"] == "tiny"
+    assert manifest["methods"] == ["hifa", "dreamfusion"] and manifest["world"] == "tiny" and manifest["seeds"] == [0, 1]
+    for run_dir, seed in [(d, 0) for d in RUN_DIRS] + [(d, 1) for d in SEED_DIRS]:
+        assert load_yaml(repo / run_dir / "config.yaml")["seed"] == seed
+    # The seeds trained different fields from the same settings.
+    views = [np.asarray(Image.open(repo / d / "final_views.png")) for d in (RUN_DIRS[0], SEED_DIRS[0])]
+    assert views[0].shape == views[1].shape and not np.array_equal(views[0], views[1])
+    runs = json.loads((repo / "results/smoke/report/runs.json").read_text())["runs"]
+    assert sorted((r["method"], r["seed"], r["status"]) for r in runs) == [(m, s, "complete") for m in ("dreamfusion", "hifa") for s in (0, 1)]
     assert (repo / "results/smoke/prompts.txt").read_text() == "a DSLR photo of a corgi\n"
     assert (repo / "results/smoke/benchmarks/train/hifa/a-dslr-photo-of-a-corgi.tsv").is_file()
     assert (repo / "results/smoke/logs/train/hifa/a-dslr-photo-of-a-corgi.log").is_file()
-    # MLflow: experiment = suite name, one run per (method, prompt), in results/mlflow.db.
+    # MLflow: experiment = suite name, one run per (method, prompt, seed), named after its folder, in results/mlflow.db.
     with sqlite3.connect(repo / "results/mlflow.db") as db:
         names = db.execute("select r.name from runs r join experiments e on r.experiment_id = e.experiment_id where e.name = 'smoke'").fetchall()
-    assert sorted(n for (n,) in names) == ["a-dslr-photo-of-a-corgi", "a-dslr-photo-of-a-corgi"]
+        seeds = db.execute("select t.value from tags t join runs r on t.run_uuid = r.run_uuid where t.key = 'seed'").fetchall()
+    assert sorted(n for (n,) in names) == ["a-dslr-photo-of-a-corgi"] * 2 + ["a-dslr-photo-of-a-corgi.seed1"] * 2
+    assert sorted(v for (v,) in seeds) == ["0", "0", "1", "1"]
 
 
 def check_dvc_metrics_show_and_push(repo: Path) -> None:
     metrics = json.loads(run([str(BIN / "dvc"), "metrics", "show", "--json"], repo).stdout)
     data = next(v for v in metrics.values())["data"]["results/smoke/metrics.json"]["data"]
-    assert data["suite"] == "smoke" and data["runs"]["complete"] == 2
+    assert data["suite"] == "smoke" and data["runs"]["complete"] == 4 and data["runs"]["seeds"] == 2
     assert set(data["methods"]) == {"hifa", "dreamfusion"}
     assert "Data and pipelines are up to date" in run([str(BIN / "dvc"), "status", "smoke"], repo).stdout
     run([str(BIN / "dvc"), "push"], repo)

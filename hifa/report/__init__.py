@@ -1,7 +1,8 @@
 """The suite report: comparison page (HTML + Markdown), paper tables and figures, and the
 suite-level metrics for DVC, all regenerated from the run folders alone.
 
-Modules: catalog (metric and method vocabulary), collect (runs -> records, aggregates),
+Modules: catalog (metric and method vocabulary), run (one run folder -> a record), collect (the suite's
+runs, aggregates over seeds and prompts),
 tables (formatted cells, best per column), figures (matplotlib), assets (staged folders,
 thumbnails), html, markdown, paper, exports (metrics.json, curves.csv), build (all of it).
 """

@@ -31,7 +31,9 @@ class ReportResult:
     def summary_line(self) -> str:
         c = self.suite.counts()
         methods, prompts = len(self.suite.methods), len(self.suite.slugs)
-        return (f"report for {self.suite.name}: {methods} method{'s' * (methods != 1)} x {prompts} prompt{'s' * (prompts != 1)}, "
+        seeds = len(self.suite.seeds)
+        return (f"report for {self.suite.name}: {methods} method{'s' * (methods != 1)} x {prompts} prompt{'s' * (prompts != 1)}"
+                + (f" x {seeds} seeds" if seeds > 1 else "") + ", "
                 f"{c['complete']} complete, {c['incomplete']} incomplete, {c['failed']} failed; "
                 f"wrote {self.index}, {self.markdown.name}, {self.metrics}, {len(self.paper)} files in {self.index.parent.parent / 'paper'}")
 

@@ -1,115 +1,24 @@
 """Discover the runs of a suite folder and read them into typed records; aggregate each
-metric per method as mean ± standard error across prompts.
+metric per method as mean ± standard error across prompts (each prompt's value being the mean
+over its seeds when the suite has several).
 
-Layout: SUITE/suite.json (optional) and SUITE/runs/<method>/<prompt-slug>/ per run. Every
-(method, prompt) pair of the suite is a record, also when its folder is missing or broken:
+Layout: SUITE/suite.json (optional) and SUITE/runs/<method>/<prompt-slug>[.seed<N>]/ per run.
+Every (method, prompt, seed) of the suite is a record, also when its folder is missing or broken:
 the report marks such runs, it never drops them.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from hifa.errors import HifaError
-from hifa.step_markers import stale_steps
-from hifa.report.catalog import (
-    PARAMETER_KEYS,
-    STEP_MARKERS,
-    STEP_TRACES,
-    STEPS,
-    VIEW_KINDS,
-    backbone_slug,
-    order_methods,
-    sort_metrics,
-)
+from hifa.report.catalog import order_methods, sort_metrics
+from hifa.report.run import Aggregate, Run, Value, aggregate, read_json, read_run
+from hifa.run_names import parse_run_name, run_name
 
-FAILED_MARKER = "FAILED"
-NOTE_SKIP = ("scene", "model", "estimator")  # per-run identifiers, not suite-level notes
-
-
-@dataclass(frozen=True)
-class Value:
-    """A run's value of a metric; `se` and `n` when it is itself a mean over views."""
-
-    mean: float
-    se: float | None = None
-    n: int | None = None
-
-
-@dataclass(frozen=True)
-class Aggregate:
-    """A method's metric across prompts: mean, standard error of the mean, and the inputs."""
-
-    mean: float
-    se: float | None  # None when fewer than two prompts have a value
-    n: int
-    values: dict[str, float]  # slug -> value
-
-
-@dataclass
-class Run:
-    method: str
-    slug: str
-    path: Path
-    prompt: str = ""
-    steps: dict[str, str] = field(default_factory=dict)  # step -> done | partial | missing | failed | stale
-    made_at: dict[str, int] = field(default_factory=dict)  # step -> training step its outputs were made from
-    failure: str | None = None  # reason from a FAILED marker
-    metrics: dict[str, Value] = field(default_factory=dict)
-    summary: dict = field(default_factory=dict)
-    views: dict[str, list[Path]] = field(default_factory=dict)  # kind -> per-view PNGs
-    turntable: Path | None = None
-    contact_sheet: Path | None = None
-    final_views: Path | None = None
-    validation: list[Path] = field(default_factory=list)
-    meshes: list[Path] = field(default_factory=list)
-    mesh_preview: Path | None = None
-    curves: list[dict[str, float | None]] = field(default_factory=list)
-    notes: dict[str, str] = field(default_factory=dict)  # metric key -> definition / parameter
-    versions: dict = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)  # unreadable files and the like
-
-    @property
-    def failed(self) -> bool:
-        return self.failure is not None or "failed" in self.steps.values()
-
-    @property
-    def missing(self) -> list[str]:
-        """Steps without their completion marker ('render (partial)' when it started)."""
-        return [s + (" (partial)" if self.steps.get(s) == "partial" else "") for s in STEPS if self.steps.get(s) in ("missing", "partial")]
-
-    @property
-    def stale(self) -> list[str]:
-        """Steps made from an earlier checkpoint than the finished training (a resumed run trained on)."""
-        return [s for s in STEPS if self.steps.get(s) == "stale"]
-
-    @property
-    def status(self) -> str:
-        if self.failed:
-            return "failed"
-        return "complete" if not self.missing and not self.stale else "incomplete"
-
-    @property
-    def badge(self) -> str:
-        """One line for humans: 'complete', 'missing: render, eval', 'failed: <reason>'."""
-        if self.failed:
-            steps = [s for s in STEPS if self.steps.get(s) == "failed"]
-            where = f" at {', '.join(steps)}" if steps else ""
-            reason = self.failure or ""
-            for step in steps:  # "mesh: CUDA out of memory" at mesh -> "failed at mesh: CUDA out of memory"
-                reason = reason.removeprefix(f"{step}:").strip()
-            return f"failed{where}" + (f": {reason}" if reason else "")
-        parts = ["missing: " + ", ".join(self.missing)] if self.missing else []
-        if self.stale:
-            made = sorted({self.made_at[s] for s in self.stale})
-            parts.append(f"stale: {', '.join(self.stale)} (made at step {', '.join(map(str, made))}; trained to step {self.summary.get('steps')})")
-        return "; ".join(parts) or "complete"
+__all__ = ["Aggregate", "Run", "Suite", "Value", "aggregate", "collect"]
 
 
 @dataclass
@@ -120,229 +29,57 @@ class Suite:
     methods: list[str]
     slugs: list[str]
     prompts: dict[str, str]
-    runs: dict[tuple[str, str], Run]
+    runs: dict[tuple[str, str, int], Run]  # (method, slug, seed) -> run
     metric_keys: list[str]
     notes: dict[str, str]
     versions: dict
     description: str | None = None  # suite.json "description"
+    seeds: list[int] = None  # type: ignore[assignment]  # [0] unless given
 
-    def run(self, method: str, slug: str) -> Run:
-        return self.runs[(method, slug)]
+    def __post_init__(self) -> None:
+        self.seeds = list(self.seeds or [0])
+
+    @property
+    def multi_seed(self) -> bool:
+        return len(self.seeds) > 1
+
+    def run(self, method: str, slug: str, seed: int | None = None) -> Run:
+        """The run of a seed; without one, of the suite's first seed (the one figures show)."""
+        return self.runs[(method, slug, self.seeds[0] if seed is None else seed)]
+
+    def seed_runs(self, method: str, slug: str) -> list[Run]:
+        """The runs of one (method, prompt), one per seed."""
+        return [self.runs[(method, slug, seed)] for seed in self.seeds]
+
+    def value(self, method: str, slug: str, key: str) -> Value | None:
+        """A prompt's value of a metric: the mean over its seeds' runs that have it (failed runs
+        excluded), with the standard error over seeds; a single run's own value (and its s.e. over
+        views) when only one seed has it."""
+        values = [v for run in self.seed_runs(method, slug)
+                  if not run.failed and (v := run.metrics.get(key)) is not None and math.isfinite(v.mean)]
+        if len(values) == 1 and not self.multi_seed:
+            return values[0]
+        agg = aggregate({str(i): v.mean for i, v in enumerate(values)})
+        return Value(agg.mean, agg.se, agg.n) if agg else None
 
     def aggregate(self, method: str, key: str) -> Aggregate | None:
-        """Mean ± s.e. over the prompts whose run has the metric (failed runs excluded)."""
-        values = {}
-        for slug in self.slugs:
-            run = self.runs[(method, slug)]
-            value = run.metrics.get(key)
-            if value is not None and not run.failed and math.isfinite(value.mean):
-                values[slug] = value.mean
+        """Mean ± s.e. over the prompts that have a value (see `value`)."""
+        values = {slug: value.mean for slug in self.slugs if (value := self.value(method, slug, key)) is not None}
         return aggregate(values)
+
+    def seed_sd(self, method: str, key: str) -> float | None:
+        """Spread between seeds: the root of the mean over prompts of the sample variance across seeds
+        (prompts with at least two seeds' values); None with one seed."""
+        variances = []
+        for slug in self.slugs:
+            value = self.value(method, slug, key) if self.multi_seed else None
+            if value is not None and value.se is not None and value.n and value.n > 1:
+                variances.append(value.se**2 * value.n)
+        return math.sqrt(sum(variances) / len(variances)) if variances else None
 
     def counts(self) -> dict[str, int]:
         statuses = [run.status for run in self.runs.values()]
         return {"runs": len(statuses), **{s: statuses.count(s) for s in ("complete", "incomplete", "failed")}}
-
-
-def aggregate(values: dict[str, float]) -> Aggregate | None:
-    """Mean and standard error (sample std / sqrt(n)) of the given values."""
-    if not values:
-        return None
-    xs = list(values.values())
-    n = len(xs)
-    mean = sum(xs) / n
-    se = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1) / n) if n > 1 else None
-    return Aggregate(mean, se, n, dict(values))
-
-
-# --- reading files --------------------------------------------------------------------------
-def read_json(path: Path, problems: list[str]) -> dict | None:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        problems.append(f"unreadable {path.name}: {exc.__class__.__name__}")
-        return None
-    if not isinstance(data, dict):
-        problems.append(f"{path.name} is not a JSON object")
-        return None
-    return data
-
-
-def read_curves(path: Path, problems: list[str]) -> list[dict[str, float | None]]:
-    """train_log.csv as rows of floats (blank or non-numeric cells become None)."""
-    if not path.is_file():
-        return []
-    rows = []
-    try:
-        with path.open(newline="") as handle:
-            for row in csv.DictReader(handle):
-                parsed = {}
-                for key, cell in row.items():
-                    if key is None:
-                        continue
-                    try:
-                        parsed[key] = float(cell) if cell not in (None, "") else None
-                    except ValueError:
-                        parsed[key] = None
-                if parsed.get("step") is not None:
-                    rows.append(parsed)
-    except (OSError, csv.Error) as exc:
-        problems.append(f"unreadable train_log.csv: {exc.__class__.__name__}")
-    return rows
-
-
-def _number(x) -> float | None:
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        return None
-    return float(x)
-
-
-def to_value(raw) -> Value | None:
-    """A number, a list of per-view numbers, or {"mean", "se"?, "n"?, per-view list?}."""
-    if _number(raw) is not None:
-        return Value(_number(raw))
-    if isinstance(raw, list):
-        xs = [_number(x) for x in raw]
-        xs = [x for x in xs if x is not None]
-        agg = aggregate({str(i): x for i, x in enumerate(xs)})
-        return Value(agg.mean, agg.se, agg.n) if agg else None
-    if isinstance(raw, dict):
-        mean = _number(raw.get("mean", raw.get("value")))
-        if mean is None:
-            for key in ("per_view", "values", "views"):
-                if isinstance(raw.get(key), list):
-                    return to_value(raw[key])
-            return None
-        per_view = next((raw[k] for k in ("per_view", "values") if isinstance(raw.get(k), list)), None)
-        n = raw.get("n") if isinstance(raw.get("n"), int) else (len(per_view) if per_view else None)
-        return Value(mean, _number(raw.get("se")), n)
-    return None
-
-
-def parse_eval(payload: dict, run: Run) -> None:
-    """eval/metrics.json (schema hifa.metrics/1) into run.metrics and run.notes."""
-    for backbone, entry in (payload.get("clip") or {}).items():
-        if not isinstance(entry, dict):
-            continue
-        bb = backbone_slug(str(backbone))
-        for name in ("clip_score", "clip_score_textureless"):
-            score = entry.get(name)
-            if (value := to_value(score)) is not None:
-                run.metrics[f"{name}/{bb}"] = value
-            if isinstance(score, dict) and score.get("definition"):
-                run.notes[f"{name}/{bb}"] = str(score["definition"])
-        rp = entry.get("r_precision")
-        if isinstance(rp, dict):
-            for kind in ("colour", "textureless"):
-                if (value := to_value(rp.get(kind))) is not None:
-                    run.metrics[f"r_precision_{kind}/{bb}"] = value
-            note = str(rp.get("definition") or "") + (f" ({rp['captions']} captions)" if isinstance(rp.get("captions"), int) else "")
-            if note.strip():
-                run.notes[f"r_precision_colour/{bb}"] = run.notes[f"r_precision_textureless/{bb}"] = note
-        elif (value := to_value(rp)) is not None:
-            run.metrics[f"r_precision_colour/{bb}"] = value
-    truth = payload.get("groundtruth") or {}
-    truth = truth if isinstance(truth, dict) else {}
-    if isinstance(truth.get("definitions"), dict):
-        run.notes.update({str(k): str(v) for k, v in truth["definitions"].items()})
-    for key, raw in truth.items():
-        if key in PARAMETER_KEYS or key.endswith(("_per_view", "_views")):
-            if not isinstance(raw, (list, dict)) and key not in NOTE_SKIP and key not in run.notes:  # a definition wins over a value
-                run.notes[key] = str(raw)
-            continue
-        if (value := to_value(raw)) is not None:
-            run.metrics[key] = value
-    if isinstance(payload.get("versions"), dict):
-        run.versions = payload["versions"]
-
-
-def step_state(root: Path, step: str, problems: list[str]) -> str:
-    marker = root / STEP_MARKERS[step]
-    folder = marker.parent if marker.parent != root else None
-    if folder is not None and (folder / FAILED_MARKER).exists():
-        return "failed"
-    if marker.is_file():
-        if read_json(marker, problems) is not None:
-            return "done"
-        return "partial"
-    return "partial" if any((root / trace).exists() for trace in STEP_TRACES[step]) else "missing"
-
-
-def failure_reason(root: Path) -> str | None:
-    """The first line of a FAILED marker in the run folder or one of its step folders."""
-    for marker in [root / FAILED_MARKER, *sorted(root.glob(f"*/{FAILED_MARKER}"))]:
-        if marker.is_file():
-            try:
-                lines = [ln.strip() for ln in marker.read_text(errors="replace").splitlines() if ln.strip()]
-            except OSError:
-                lines = []
-            return lines[0][:200] if lines else ""
-    return None
-
-
-def mark_stale(root: Path, run: Run) -> None:
-    """Mark done steps whose marker names another training step than train_summary.json (hifa train --resume
-    trained on after them; Snakemake re-runs them, the CLI does not)."""
-    trained = run.summary.get("steps")
-    if run.steps.get("train") != "done" or not isinstance(trained, int) or isinstance(trained, bool):
-        return
-    for step, made in stale_steps(root, trained).items():
-        if run.steps.get(step) == "done":
-            run.steps[step], run.made_at[step] = "stale", made
-
-
-def read_run(root: Path, method: str, slug: str) -> Run:
-    """Everything the report shows about one run; never raises on bad or missing files."""
-    run = Run(method, slug, root)
-    problems = run.problems
-    run.steps = {step: step_state(root, step, problems) for step in STEPS}
-    run.failure = failure_reason(root)
-    if run.failure is not None and "failed" not in run.steps.values():
-        first_undone = next((s for s in STEPS if run.steps[s] != "done"), None)
-        if first_undone is not None:  # a run-level FAILED marker: the first unfinished step failed
-            run.steps[first_undone] = "failed"
-    run.summary = read_json(root / STEP_MARKERS["train"], problems) or {}
-    mark_stale(root, run)
-    for key in ("heldout_psnr", "wall_time_s"):
-        if _number(run.summary.get(key)) is not None:
-            run.metrics[key] = Value(float(run.summary[key]))
-    # Scores of stale steps describe an earlier field: shown as stale, kept out of the tables.
-    depth = read_json(root / STEP_MARKERS["depth"], problems) or {} if run.steps["depth"] != "stale" else {}
-    if isinstance(depth.get("consistency"), dict):
-        for key, raw in depth["consistency"].items():
-            if key not in PARAMETER_KEYS and (value := to_value(raw)) is not None:
-                run.metrics[f"depth_{key}"] = value
-        if depth["consistency"].get("definition"):
-            run.notes["depth consistency"] = str(depth["consistency"]["definition"])
-    evaluation = read_json(root / STEP_MARKERS["eval"], problems) or {} if run.steps["eval"] != "stale" else {}
-    parse_eval(evaluation, run)
-    run.prompt = str(run.summary.get("prompt") or evaluation.get("prompt") or config_prompt(root / "config.yaml") or "")
-    render = root / "render"
-    run.views = {kind: sorted((render / kind).glob("*.png")) for kind in VIEW_KINDS}
-    run.turntable = next((p for p in (render / "turntable.gif", render / "turntable.mp4") if p.is_file()), None)
-    run.contact_sheet = _file(render / "contact_sheet.png")
-    run.final_views = _file(root / "final_views.png")
-    run.validation = sorted((root / "validation").glob("step_*.png"))
-    run.meshes = [p for p in (root / "mesh" / f"mesh.{ext}" for ext in ("glb", "obj", "ply")) if p.is_file()]
-    if not run.meshes and (root / "mesh.glb").is_file():
-        run.meshes = [root / "mesh.glb"]
-    run.mesh_preview = _file(root / "mesh" / "preview.png")
-    run.curves = read_curves(root / "train_log.csv", problems)
-    return run
-
-
-def _file(path: Path) -> Path | None:
-    return path if path.is_file() else None
-
-
-def config_prompt(path: Path) -> str | None:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-    return str(data["prompt"]) if isinstance(data, dict) and data.get("prompt") else None
 
 
 def _subdirs(path: Path) -> list[str]:
@@ -355,27 +92,31 @@ def collect(suite_dir: str | Path) -> Suite:
     if not root.exists():
         raise HifaError(f"suite folder not found: {root}")
     if not root.is_dir():
-        raise HifaError(f"not a folder: {root} (expected a suite folder holding runs/<method>/<prompt>/)")
+        raise HifaError(f"not a folder: {root} (expected a suite folder holding runs/<method>/<prompt-slug>/)")
     problems: list[str] = []
     meta = read_json(root / "suite.json", problems) or {}
     if problems:
         raise HifaError(f"{root / 'suite.json'}: {problems[0]}")
     declared_prompts = meta.get("prompts") if isinstance(meta.get("prompts"), dict) else {}
     declared_methods = [str(m) for m in meta.get("methods") or [] if isinstance(m, str)]
+    declared_seeds = [s for s in meta.get("seeds") or [] if isinstance(s, int) and not isinstance(s, bool) and s >= 0]
     runs_dir = root / "runs"
-    found = {m: _subdirs(runs_dir / m) for m in _subdirs(runs_dir)}
-    found = {m: slugs for m, slugs in found.items() if slugs or m in declared_methods}
+    found = {m: [name for d in _subdirs(runs_dir / m) if (name := parse_run_name(d))] for m in _subdirs(runs_dir)}
+    found = {m: names for m, names in found.items() if names or m in declared_methods}
     methods = order_methods(sorted(set(found) | set(declared_methods)), declared_methods)
-    slugs = [str(s) for s in declared_prompts] + sorted({s for ss in found.values() for s in ss} - set(map(str, declared_prompts)))
+    found_slugs = {slug for names in found.values() for slug, _ in names}
+    slugs = [str(s) for s in declared_prompts] + sorted(found_slugs - set(map(str, declared_prompts)))
+    seeds = declared_seeds + sorted({seed for names in found.values() for _, seed in names} - set(declared_seeds)) or [0]
     if not methods or not slugs:
         raise HifaError(f"no runs found in {root} (expected {runs_dir}/<method>/<prompt-slug>/ or a suite.json naming methods and prompts)")
-    runs = {(m, s): read_run(runs_dir / m / s, m, s) for m in methods for s in slugs}
+    runs = {(m, s, seed): read_run(runs_dir / m / run_name(s, seed), m, s, seed) for m in methods for s in slugs for seed in seeds}
     prompts = {}
     for slug in slugs:
-        named = declared_prompts.get(slug) or next((runs[(m, slug)].prompt for m in methods if runs[(m, slug)].prompt), "")
+        named = declared_prompts.get(slug) or next((run.prompt for (_, s, _), run in runs.items() if s == slug and run.prompt), "")
         prompts[slug] = str(named or slug.replace("-", " "))
-        for m in methods:
-            runs[(m, slug)].prompt = runs[(m, slug)].prompt or prompts[slug]
+        for (_, s, _), run in runs.items():
+            if s == slug:
+                run.prompt = run.prompt or prompts[slug]
     keys = sort_metrics(sorted({k for run in runs.values() for k in run.metrics}))
     notes: dict[str, str] = {}
     versions: dict = {}
@@ -386,4 +127,4 @@ def collect(suite_dir: str | Path) -> Suite:
         versions = versions or run.versions
     description = str(meta["description"]) if meta.get("description") else None
     return Suite(root, str(meta.get("suite") or root.name), meta.get("world"), methods, slugs, prompts, runs, keys, notes, versions,
-                 description)
+                 description, seeds)

@@ -54,7 +54,7 @@ def smooth(values: np.ndarray) -> np.ndarray:
 
 
 def curves_figure(suite: Suite) -> Figure | None:
-    """One panel per loss term; colour = method, line style = prompt; light raw, bold smoothed."""
+    """One panel per loss term; colour = method, line style = prompt (one line per seed); light raw, bold smoothed."""
     columns = curve_columns(suite)
     if not columns:
         return None
@@ -64,19 +64,21 @@ def curves_figure(suite: Suite) -> Figure | None:
     fig = Figure(figsize=(4.4 * ncols, 3.0 * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, column in zip(axes, columns):
-        positive = True
+        positive, labelled = True, set()
         for m in suite.methods:
             for i, slug in enumerate(suite.slugs):
-                rows = [r for r in suite.run(m, slug).curves if r.get(column) is not None and math.isfinite(r[column])]
-                if not rows:
-                    continue
-                steps = np.array([r["step"] for r in rows])
-                values = np.array([r[column] for r in rows])
-                positive &= bool((values > 0).all())
-                style = LINESTYLES[i % len(LINESTYLES)]
-                ax.plot(steps, values, color=colours[m], alpha=0.18, linewidth=0.8, linestyle=style)
-                ax.plot(steps, smooth(values), color=colours[m], linewidth=1.6, linestyle=style,
-                        label=f"{method_label(m)} · {slug}")
+                for run in suite.seed_runs(m, slug):  # seeds of a prompt share its line style and legend entry
+                    rows = [r for r in run.curves if r.get(column) is not None and math.isfinite(r[column])]
+                    if not rows:
+                        continue
+                    steps = np.array([r["step"] for r in rows])
+                    values = np.array([r[column] for r in rows])
+                    positive &= bool((values > 0).all())
+                    style = LINESTYLES[i % len(LINESTYLES)]
+                    ax.plot(steps, values, color=colours[m], alpha=0.18, linewidth=0.8, linestyle=style)
+                    ax.plot(steps, smooth(values), color=colours[m], linewidth=1.6, linestyle=style,
+                            label=f"{method_label(m)} · {slug}" if (m, slug) not in labelled else "_seed")
+                    labelled.add((m, slug))
         if positive and ax.lines:
             lo, hi = (min(line.get_ydata().min() for line in ax.lines), max(line.get_ydata().max() for line in ax.lines))
             if lo > 0 and hi / lo > 100:
@@ -148,7 +150,7 @@ def run_strip(run: Run, views: int = 2, size: int = 192) -> np.ndarray | None:
 
 
 def grid_figure(suite: Suite, methods: list[str], views: int = 2) -> Figure | None:
-    """Qualitative grid: a row per prompt, a column per method; marked when missing or failed."""
+    """Qualitative grid: a row per prompt, a column per method (the suite's first seed); marked when missing or failed."""
     if not methods:
         return None
     strips = {(s, m): run_strip(suite.run(m, s), views) for s in suite.slugs for m in methods}

@@ -9,7 +9,7 @@ from hifa.report.assets import Assets
 from hifa.report.catalog import method_label, metric_for
 from hifa.report.collect import Run, Suite
 from hifa.report.figures import pick
-from hifa.report.tables import Cell, Table, headline, prompt_table, summary_table, table_keys
+from hifa.report.tables import Cell, Table, headline, prompt_note, prompt_table, summary_note, summary_table, table_keys
 
 CSS = """
 :root { --fg:#1d2330; --muted:#667085; --line:#e4e7ec; --bg:#f6f7f9; --card:#fff; --ok:#127a3e; --warn:#8a5a00; --fail:#b42318; }
@@ -109,14 +109,18 @@ def summary_html(table: Table) -> str:
 
 def status_table(suite: Suite) -> str:
     head = "".join(f"<th>{escape(method_label(m))}</th>" for m in suite.methods)
-    rows = "".join(f"<tr><td>{escape(suite.prompts[s])}</td>{''.join(f'<td>{badge(suite.run(m, s))}</td>' for m in suite.methods)}</tr>"
+    def cell(m: str, s: str) -> str:
+        return "<br>".join((f"seed {run.seed}: " if suite.multi_seed else "") + badge(run) for run in suite.seed_runs(m, s))
+
+    rows = "".join(f"<tr><td>{escape(suite.prompts[s])}</td>{''.join(f'<td>{cell(m, s)}</td>' for m in suite.methods)}</tr>"
                    for s in suite.slugs)
     return f'<table class="status"><thead><tr><th>Prompt</th>{head}</tr></thead><tbody>{rows}</tbody></table>'
 
 
-def run_card(run: Run, assets: Assets, views: int, order: list[str]) -> str:
-    base = f"{run.method}/{run.slug}"
-    parts = [f'<div class="card {run.status}"><h4><span>{escape(method_label(run.method))}</span>{badge(run)}</h4>']
+def run_card(run: Run, assets: Assets, views: int, order: list[str], show_seed: bool = False) -> str:
+    base = f"{run.method}/{run.name}"
+    title = method_label(run.method) + (f" · seed {run.seed}" if show_seed else "")
+    parts = [f'<div class="card {run.status}"><h4><span>{escape(title)}</span>{badge(run)}</h4>']
     indices = pick(list(range(len(run.views.get("rgb", [])))), views)
     rows = 0
     for kind, label in ROW_LABELS.items():
@@ -126,7 +130,7 @@ def run_card(run: Run, assets: Assets, views: int, order: list[str]) -> str:
         for path in chosen:
             ref = assets.thumbnail(path, f"{base}/{kind}_{path.stem}.png")
             if ref:
-                alt = escape(f"{run.method} {run.slug} {kind} {path.stem}")
+                alt = escape(f"{run.method} {run.name} {kind} {path.stem}")
                 imgs.append(f'<a href="{escape(assets.link(path))}"><img src="{escape(ref)}" alt="{alt}" loading="lazy"></a>')
         if imgs:
             rows += 1
@@ -199,6 +203,7 @@ def render_page(suite: Suite, assets: Assets, figures: dict[str, str], views: in
     out = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{escape(title)}</title>",
            f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head><body>',
            f"<header><h1>{escape(title)}</h1><div class=\"sub\">{len(suite.methods)} methods × {len(suite.slugs)} prompts"
+           f"{f' × {len(suite.seeds)} seeds' if suite.multi_seed else ''}"
            f"{' · world: ' + escape(str(suite.world)) if suite.world else ''} · <span class=\"counts\">{counts['complete']} complete, "
            f"{counts['incomplete']} incomplete, {counts['failed']} failed</span></div>"
            + (f'<div class="sub">{escape(suite.description)}</div>' if suite.description else "") + "</header>",
@@ -207,16 +212,14 @@ def render_page(suite: Suite, assets: Assets, figures: dict[str, str], views: in
     out.append('<h2 id="runs">Runs</h2>' + status_table(suite))
     out.append('<h2 id="summary">Summary</h2>')
     if keys:
-        out.append('<p class="note">Mean ± standard error across prompts (n = prompts with a value; failed runs excluded). '
-                   "Bold: best per metric. ↑ higher is better, ↓ lower is better.</p>")
+        out.append(f'<p class="note">{escape(summary_note(suite))} Bold: best per metric. ↑ higher is better, ↓ lower is better.</p>')
         out.append(summary_html(summary_table(suite, suite.methods, keys)))
     else:
         out.append('<p class="note">No metrics yet: no run has finished its evaluation.</p>')
     if "metrics" in figures:
         out.append(f'<img class="figure" src="{escape(figures["metrics"])}" alt="metric bar charts">')
     if keys:
-        out.append('<h2 id="per-prompt">Per prompt</h2><p class="note">Each run\'s value (± s.e. over views where the metric is '
-                   'a mean over views); last column: mean ± s.e. across prompts.</p><div class="tables">')
+        out.append(f'<h2 id="per-prompt">Per prompt</h2><p class="note">{escape(prompt_note(suite))}</p><div class="tables">')
         main_keys = headline(keys)
         for key in main_keys:
             out.append(prompt_block(suite, key))
@@ -228,8 +231,10 @@ def render_page(suite: Suite, assets: Assets, figures: dict[str, str], views: in
     out.append('<h2 id="qualitative">Qualitative comparison</h2>')
     for slug in suite.slugs:
         out.append(f'<h3>“{escape(suite.prompts[slug])}” <span class="slug">{escape(slug)}</span></h3>')
-        out.append(f'<div class="compare" style="--cols:{min(len(suite.methods), 3)}">')
-        out.extend(run_card(suite.run(m, slug), assets, views, headline(suite.metric_keys)) for m in suite.methods)
+        cards = [run_card(run, assets, views, headline(suite.metric_keys), suite.multi_seed) for m in suite.methods for run in suite.seed_runs(m, slug)]
+        columns = min(len(suite.seeds), 4) if suite.multi_seed else min(len(suite.methods), 3)  # with seeds: a row per method
+        out.append(f'<div class="compare" style="--cols:{columns}">')
+        out.extend(cards)
         out.append("</div>")
     out.append('<h2 id="curves">Training curves</h2>')
     if "curves" in figures:
@@ -240,7 +245,7 @@ def render_page(suite: Suite, assets: Assets, figures: dict[str, str], views: in
     out.append('<h2 id="notes">Notes</h2><ul>')
     for key, note in sorted(suite.notes.items()):
         out.append(f"<li><b>{escape(metric_for(key).label if '/' in key or key in suite.metric_keys else key)}</b>: {escape(note)}</li>")
-    problems = [f"{r.method}/{r.slug}: {p}" for r in suite.runs.values() for p in r.problems] + assets.failures
+    problems = [f"{r.method}/{r.name}: {p}" for r in suite.runs.values() for p in r.problems] + assets.failures
     out.extend(f"<li>problem: {escape(p)}</li>" for p in problems)
     out.append("</ul>")
     if suite.versions:

@@ -7,7 +7,7 @@ from hifa.report.assets import Assets
 from hifa.report.catalog import method_label, metric_for
 from hifa.report.collect import Run, Suite
 from hifa.report.figures import pick
-from hifa.report.tables import Cell, Table, prompt_table, summary_table, table_keys
+from hifa.report.tables import Cell, Table, prompt_note, prompt_table, summary_note, summary_table, table_keys
 
 
 def md_escape(text: str) -> str:
@@ -40,8 +40,15 @@ def summary_md(table: Table) -> str:
                     [[md_escape(label), *(md_cell(cells[i], show_n=True) for _, cells in table.rows)] for i, label in enumerate(table.columns)])
 
 
-def status_md(run: Run) -> str:
-    return {"complete": "✅ complete", "incomplete": "⚠️ " + run.badge, "failed": "❌ " + run.badge}[run.status]
+def status_md(run: Run, seed: bool = False) -> str:
+    """The run's badge with an icon; `seed` names the run's seed first."""
+    text = {"complete": "✅ complete", "incomplete": "⚠️ " + run.badge, "failed": "❌ " + run.badge}[run.status]
+    return f"seed {run.seed}: {text}" if seed else text
+
+
+def seeds_status_md(suite: Suite, method: str, slug: str) -> str:
+    """One status cell of a (method, prompt): its run's, or one line per seed."""
+    return "<br>".join(md_escape(status_md(run, suite.multi_seed)) for run in suite.seed_runs(method, slug))
 
 
 def run_images_md(run: Run, assets: Assets, views: int) -> str:
@@ -50,20 +57,20 @@ def run_images_md(run: Run, assets: Assets, views: int) -> str:
     for kind in ("rgb", "textureless", "depth", "normal"):
         refs = []
         for path in pick(run.views.get(kind, []), views):
-            ref = assets.thumbnail(path, f"{run.method}/{run.slug}/{kind}_{path.stem}.png")
+            ref = assets.thumbnail(path, f"{run.method}/{run.name}/{kind}_{path.stem}.png")
             if ref:
                 refs.append(f"[![{run.method} {kind} {path.stem}]({ref})]({assets.link(path)})")
         if refs:
             lines.append(f"{kind}: " + " ".join(refs))
     if not lines and run.final_views is not None:
-        ref = assets.thumbnail(run.final_views, f"{run.method}/{run.slug}/final_views.png", 1024, 256)
+        ref = assets.thumbnail(run.final_views, f"{run.method}/{run.name}/final_views.png", 1024, 256)
         if ref:
             lines.append(f"final views: ![{run.method} final views]({ref})")
     if run.turntable is not None:
-        ref = assets.copy(run.turntable, f"{run.method}/{run.slug}/turntable{run.turntable.suffix}")
+        ref = assets.copy(run.turntable, f"{run.method}/{run.name}/turntable{run.turntable.suffix}")
         if ref:
             lines.append(f"turntable: ![{run.method} turntable]({ref})" if ref.endswith(".gif") else f"turntable: [{ref}]({ref})")
-    preview = assets.thumbnail(run.mesh_preview, f"{run.method}/{run.slug}/mesh_preview.png", 1024, 256)
+    preview = assets.thumbnail(run.mesh_preview, f"{run.method}/{run.name}/mesh_preview.png", 1024, 256)
     if preview:
         lines.append(f"mesh preview: ![{run.method} mesh]({preview})")
     if run.meshes:
@@ -75,31 +82,33 @@ def render_markdown(suite: Suite, assets: Assets, figures: dict[str, str], views
     counts = suite.counts()
     labels = [method_label(m) for m in suite.methods]
     out = [f"# {suite.name}: {' vs '.join(labels)}", ""] + ([suite.description, ""] if suite.description else [])
-    out.append(f"{len(suite.methods)} methods × {len(suite.slugs)} prompts" + (f", world: {suite.world}" if suite.world else "")
+    out.append(f"{len(suite.methods)} methods × {len(suite.slugs)} prompts" + (f" × {len(suite.seeds)} seeds" if suite.multi_seed else "")
+               + (f", world: {suite.world}" if suite.world else "")
                + f". Runs: {counts['complete']} complete, {counts['incomplete']} incomplete, {counts['failed']} failed."
                + " The page with the same content: [index.html](index.html).")
     out += ["", "## Runs", ""]
-    statuses = [[md_escape(suite.prompts[s]), *(md_escape(status_md(suite.run(m, s))) for m in suite.methods)] for s in suite.slugs]
+    statuses = [[md_escape(suite.prompts[s]), *(seeds_status_md(suite, m, s) for m in suite.methods)] for s in suite.slugs]
     out.append(md_table(["Prompt", *labels], statuses))
     keys = table_keys(suite, suite.methods)
     out += ["", "## Summary", ""]
     if keys:
-        out.append("Mean ± standard error across prompts (n = prompts with a value; failed runs excluded); **bold**: best per metric.")
+        out.append(summary_note(suite) + " **Bold**: best per metric.")
         out += ["", summary_md(summary_table(suite, suite.methods, keys))]
     else:
         out.append("No metrics yet: no run has finished its evaluation.")
     if "metrics" in figures:
         out += ["", f"![metric bar charts]({figures['metrics']})"]
     if keys:
-        out += ["", "## Per prompt", ""]
+        out += ["", "## Per prompt", "", prompt_note(suite), ""]
         for key in keys:
             metric = metric_for(key)
             out += [f"### {metric.label} {metric.arrow}".rstrip(), "", table_md(prompt_table(suite, key, suite.methods)), ""]
     out += ["", "## Qualitative comparison", ""]
     for slug in suite.slugs:
         out += [f"### “{suite.prompts[slug]}”", ""]
-        out.append(md_table(["Method", "Status", "Images"], [[md_escape(method_label(m)), md_escape(status_md(suite.run(m, slug))),
-                                                               run_images_md(suite.run(m, slug), assets, views)] for m in suite.methods]))
+        rows = [[md_escape(method_label(m) + (f" · seed {run.seed}" if suite.multi_seed else "")), md_escape(status_md(run)),
+                 run_images_md(run, assets, views)] for m in suite.methods for run in suite.seed_runs(m, slug)]
+        out.append(md_table(["Method", "Status", "Images"], rows))
         out.append("")
     out += ["## Training curves", ""]
     out.append(f"![training curves]({figures['curves']})\n\nData: [curves.csv](curves.csv)" if "curves" in figures else "No training logs found.")

@@ -62,20 +62,20 @@ def table_csv(table: Table) -> str:
 
 
 def per_prompt_csv(suite: Suite) -> str:
-    """Long format, one row per (method, prompt, metric), with the run's status."""
+    """Long format, one row per (method, prompt, seed, metric), with the run's status."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["method", "prompt_slug", "prompt", "status", "metric", "value", "se", "n"])
+    writer.writerow(["method", "prompt_slug", "seed", "prompt", "status", "metric", "value", "se", "n"])
     for m in suite.methods:
         for s in suite.slugs:
-            run = suite.run(m, s)
-            for key in suite.metric_keys:
-                value = run.metrics.get(key)
-                if value is not None:
-                    writer.writerow([m, s, suite.prompts[s], run.status, key, repr(value.mean),
-                                     "" if value.se is None else repr(value.se), "" if value.n is None else value.n])
-            if not run.metrics:
-                writer.writerow([m, s, suite.prompts[s], run.status, "", "", "", ""])
+            for run in suite.seed_runs(m, s):
+                head = [m, s, run.seed, suite.prompts[s], run.status]
+                for key in suite.metric_keys:
+                    value = run.metrics.get(key)
+                    if value is not None:
+                        writer.writerow([*head, key, repr(value.mean), "" if value.se is None else repr(value.se), "" if value.n is None else value.n])
+                if not run.metrics:
+                    writer.writerow([*head, "", "", "", ""])
     return buffer.getvalue()
 
 
@@ -90,20 +90,21 @@ def write_paper(suite: Suite, out: Path) -> list[Path]:
     def put(name: str, data: bytes | str) -> None:
         written.append(write_bytes_atomic(out / name, data.encode() if isinstance(data, str) else data))
 
-    where = f"{len(suite.slugs)} prompts" + (f", {suite.world} world" if suite.world else "")
+    where = f"{len(suite.slugs)} prompts" + (f" $\\times$ {len(suite.seeds)} seeds" if suite.multi_seed else "") + (f", {suite.world} world" if suite.world else "")
+    across = "Mean $\\pm$ standard error across prompts" + (", each prompt's value the mean over its seeds" if suite.multi_seed else "")
     main = comparison_methods(suite)
     keys = headline(table_keys(suite, main))
     if keys:
         table = summary_table(suite, main, keys)
         put("table_main.tex", latex_table(table, f"{latex_escape(suite.name)}: {latex_escape(' vs '.join(method_label(m) for m in main))} "
-                                                 f"({where}). Mean $\\pm$ standard error across prompts; best in bold.", _label(suite, "main")))
+                                                 f"({where}). {across}; best in bold.", _label(suite, "main")))
         put("table_main.csv", table_csv(table))
     ablations = ablation_methods(suite)
     ablation_keys = headline(table_keys(suite, ablations)) if ablations else []
     if ablation_keys:
         table = summary_table(suite, ablations, ablation_keys)
         put("table_ablation.tex", latex_table(table, f"{latex_escape(suite.name)}: ablations of HiFA ({where}). "
-                                                     "Mean $\\pm$ standard error across prompts; best in bold.", _label(suite, "ablation")))
+                                                     f"{across}; best in bold.", _label(suite, "ablation")))
         put("table_ablation.csv", table_csv(table))
     put("per_prompt.csv", per_prompt_csv(suite))
     figures = {"qualitative": grid_figure(suite, main), "ablation": grid_figure(suite, ablations) if ablations else None,

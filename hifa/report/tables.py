@@ -71,17 +71,17 @@ def summary_table(suite: Suite, methods: list[str], keys: list[str]) -> Table:
 
 
 def prompt_table(suite: Suite, key: str, methods: list[str]) -> Table:
-    """Methods x prompts for one metric, then the mean ± s.e. across prompts; a run without
-    a value says why ('failed', 'missing')."""
+    """Methods x prompts for one metric (a prompt's value: its run's, or the mean over its seeds), then
+    the mean ± s.e. across prompts; a prompt without a value says why ('failed', 'stale', 'missing')."""
     metric = metric_for(key)
-    decimals = column_decimals(metric, [v.mean for m in methods for s in suite.slugs if (v := suite.run(m, s).metrics.get(key))])
+    values = {(m, s): suite.value(m, s, key) for m in methods for s in suite.slugs}
+    decimals = column_decimals(metric, [v.mean for v in values.values() if v])
     columns: list[list[Cell]] = []
     for slug in suite.slugs:
         cells = []
         for m in methods:
-            run = suite.run(m, slug)
-            value = None if run.failed else run.metrics.get(key)
-            note = "failed" if run.failed else (None if value else "stale" if run.stale else "missing")
+            value, runs = values[(m, slug)], suite.seed_runs(m, slug)
+            note = None if value else "failed" if all(r.failed for r in runs) else "stale" if any(r.stale for r in runs) else "missing"
             cells.append(_cell(metric, decimals, value.mean if value else None, value.se if value else None, value.n if value else None, note))
         columns.append(_mark_best(cells, metric))
     aggs = [suite.aggregate(m, key) for m in methods]
@@ -98,3 +98,23 @@ def table_keys(suite: Suite, methods: list[str]) -> list[str]:
 def headline(keys: list[str]) -> list[str]:
     """The headline metrics among `keys` (all of them when none is a headline metric)."""
     return [k for k in keys if metric_for(k).headline] or list(keys)
+
+
+def seeds_phrase(suite: Suite) -> str:
+    """'' for one seed; else ' (each prompt: the mean over its 3 seeds, 0, 1, 2)'."""
+    if not suite.multi_seed:
+        return ""
+    return f" (each prompt: the mean over its {len(suite.seeds)} seeds, {', '.join(map(str, suite.seeds))})"
+
+
+def summary_note(suite: Suite) -> str:
+    """What the summary's numbers are."""
+    return f"Mean ± standard error across prompts{seeds_phrase(suite)}; n = prompts with a value; failed runs excluded."
+
+
+def prompt_note(suite: Suite) -> str:
+    """What the per-prompt tables' numbers are."""
+    if suite.multi_seed:
+        return ("Each prompt's value: the mean ± s.e. over its seeds (failed runs excluded); "
+                "last column: mean ± s.e. across prompts.")
+    return "Each run's value (± s.e. over views where the metric is a mean over views); last column: mean ± s.e. across prompts."

@@ -1,4 +1,4 @@
-# Config loading, validation and the (suite, method, prompt-slug) bookkeeping. No pipeline logic:
+# Config loading, validation and the (suite, method, prompt-slug, seed) bookkeeping. No pipeline logic:
 # every step is a `hifa` command (workflow/rules/*.smk); this file only wires them.
 
 import copy
@@ -32,6 +32,17 @@ def slugify(text):
     if PERIODIC_TAIL.search(slug):
         slug = f"{slug}-{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
     return slug
+
+
+def run_name(slug, seed=0):
+    """hifa.run_names.run_name (import-free copy): the slug for seed 0, '<slug>.seed<N>' otherwise."""
+    return slug if seed == 0 else f"{slug}.seed{seed}"
+
+
+def split_run_name(name):
+    """(slug, seed) of a run folder name made by run_name."""
+    slug, _, seed = name.partition(".seed")
+    return slug, int(seed or 0)
 
 
 def _files():
@@ -83,6 +94,12 @@ def load_suites(config):
         suite["prompts"] = normalise_prompts(name, raw["prompts"])
         kind = suite["prior"].split(":", 1)[0]
         suite["world"] = "oracle" if kind == "oracle" else ("tiny" if suite.get("tiny_world") else "real")
+        for where, sets in [("train.set", raw["train"]["set"])] + [
+            (f"train.methods.{m}.set", (entry or {}).get("set") or {}) for m, entry in raw["train"]["methods"].items()
+        ]:
+            if "seed" in sets:
+                raise WorkflowError(f"invalid config ({_files()}) at suites.{name}.{where}: set the seeds with suites.{name}.seeds (a list), "
+                                    "not train.set.seed")
         suites[name] = suite
     return suites
 
@@ -97,7 +114,7 @@ BENCH = RESULTS + "/{suite}/benchmarks"
 wildcard_constraints:
     suite="|".join(re.escape(s) for s in SUITES),
     method="[a-z0-9]+(-[a-z0-9]+)*",
-    slug="[a-z0-9]+(-[a-z0-9]+)*",
+    slug=r"[a-z0-9]+(-[a-z0-9]+)*(\.seed[1-9][0-9]*)?",  # a run folder: the prompt's slug, .seed<N> for a seed other than 0
 
 
 def uses_conda():
@@ -176,6 +193,11 @@ def train_sets(suite, method):
     return [f"{key}={yaml_scalar(value)}" for key, value in sets.items()]
 
 
+def prompt_of(wildcards):
+    """The prompt of a run folder (its slug without the seed suffix)."""
+    return suite_of(wildcards)["prompts"][split_run_name(wildcards.slug)[0]]
+
+
 def train_args(wildcards):
     """Everything `hifa train` gets except --out/--resume, shell-quoted. The prompt itself is passed as a
     separate quoted param ({params.prompt:q}), never spliced into the command text unquoted."""
@@ -183,7 +205,9 @@ def train_args(wildcards):
     args = ["--method", wildcards.method, "--prior", suite["prior"]]
     if suite["prior"] == "oracle":
         args += ["--budget", suite["budget"]]
-    for override in train_sets(suite, wildcards.method):
+    seed = split_run_name(wildcards.slug)[1]
+    # Seed 0 is the presets' own: no --set, so the params (a Snakemake re-run trigger) of single-seed suites stay as they were.
+    for override in train_sets(suite, wildcards.method) + ([f"seed={seed}"] if seed else []):
         args += ["--set", override]
     if not suite["train"]["tracking"]:
         args.append("--no-mlflow")
@@ -215,7 +239,8 @@ def tiny_world_inputs(wildcards):
 
 
 def runs_of(suite):
-    return [(m, s) for m in suite["methods"] for s in suite["prompts"]]
+    """(method, run folder name) of every run: methods x prompts x seeds."""
+    return [(m, run_name(s, seed)) for m in suite["methods"] for s in suite["prompts"] for seed in suite["seeds"]]
 
 
 def suite_inputs(marker):

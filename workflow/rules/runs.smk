@@ -53,7 +53,7 @@ rule train:
         BENCH + "/train/{method}/{slug}.tsv"
     params:
         run=run_dir,
-        prompt=lambda wc: suite_of(wc)["prompts"][wc.slug],
+        prompt=prompt_of,
         args=train_args,
     threads: threads_of("train")
     resources:

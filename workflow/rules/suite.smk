@@ -21,8 +21,8 @@ def write_atomic(path, text):
 
 
 rule suite_manifest:
-    """results/<suite>/suite.json ({suite, methods, prompts: {slug: prompt}, world, description}: the
-    slug mapping the report reads)."""
+    """results/<suite>/suite.json ({suite, methods, prompts: {slug: prompt}, seeds, world, description}: the
+    slug mapping and the seeds the report reads)."""
     output:
         manifest=RESULTS + "/{suite}/suite.json",
     params:
@@ -30,6 +30,7 @@ rule suite_manifest:
             "suite": wc.suite,
             "methods": suite_of(wc)["methods"],
             "prompts": suite_of(wc)["prompts"],
+            "seeds": suite_of(wc)["seeds"],
             "world": suite_of(wc)["world"],
             "description": suite_of(wc).get("description"),
         },
