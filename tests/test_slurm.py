@@ -179,6 +179,10 @@ def srun_wrapper(folder: Path, conf: Path) -> Path:
 
 def test_smoke_suite_runs_through_slurm(cluster, tmp_path):
     repo = copy_pipeline(tmp_path / "repo")
+    smoke = repo / "config/suites/smoke.yaml"  # one seed: the SLURM path is the subject here, the seeds are tested in test_workflow
+    text = smoke.read_text()
+    assert "\n    seeds: [0, 1]" in text
+    smoke.write_text(text.replace("\n    seeds: [0, 1]", "\n    seeds: [0]", 1))
     env = tool_env(SLURM_CONF=str(cluster.conf))
     env["PATH"] = f"{srun_wrapper(tmp_path / 'bin', cluster.conf)}{os.pathsep}{env['PATH']}"
     proc = snakemake(
