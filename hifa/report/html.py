@@ -9,6 +9,7 @@ from hifa.report.assets import Assets
 from hifa.report.catalog import method_label, metric_for
 from hifa.report.collect import Run, Suite
 from hifa.report.figures import pick
+from hifa.report.paired import paired_note, paired_rows, reference_of
 from hifa.report.tables import Cell, Table, headline, prompt_note, prompt_table, summary_note, summary_table, table_keys
 
 CSS = """
@@ -107,6 +108,20 @@ def summary_html(table: Table) -> str:
     return f'<table class="summary"><thead><tr><th>Metric</th>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
+def paired_html(suite: Suite, keys: list[str]) -> str:
+    """'Against HiFA': a row per metric, a column per other method (paired differences), or ''."""
+    found = paired_rows(suite, suite.methods, keys)
+    if found is None:
+        return ""
+    reference, columns, rows = found
+    label = method_label(reference)
+    head = "".join(f"<th>{escape(method_label(m))} − {escape(label)}</th>" for m, _ in rows)
+    body = "".join(f"<tr><td>{escape(column)}</td>{''.join(f'<td>{escape(cells[i])}</td>' for _, cells in rows)}</tr>"
+                   for i, column in enumerate(columns))
+    return (f'<h2 id="paired">Against {escape(label)}</h2><p class="note">{escape(paired_note(label))}</p>'
+            f'<table class="summary"><thead><tr><th>Metric</th>{head}</tr></thead><tbody>{body}</tbody></table>')
+
+
 def status_table(suite: Suite) -> str:
     head = "".join(f"<th>{escape(method_label(m))}</th>" for m in suite.methods)
     def cell(m: str, s: str) -> str:
@@ -200,6 +215,7 @@ def render_page(suite: Suite, assets: Assets, figures: dict[str, str], views: in
     labels = [method_label(m) for m in suite.methods]
     title = f"{suite.name}: {' vs '.join(labels[:3])}{' and more' if len(labels) > 3 else ''}"
     keys = table_keys(suite, suite.methods)
+    paired = paired_html(suite, headline(keys)) if keys else ""
     out = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{escape(title)}</title>",
            f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head><body>',
            f"<header><h1>{escape(title)}</h1><div class=\"sub\">{len(suite.methods)} methods × {len(suite.slugs)} prompts"
@@ -207,7 +223,9 @@ def render_page(suite: Suite, assets: Assets, figures: dict[str, str], views: in
            f"{' · world: ' + escape(str(suite.world)) if suite.world else ''} · <span class=\"counts\">{counts['complete']} complete, "
            f"{counts['incomplete']} incomplete, {counts['failed']} failed</span></div>"
            + (f'<div class="sub">{escape(suite.description)}</div>' if suite.description else "") + "</header>",
-           '<nav><a href="#runs">Runs</a><a href="#summary">Summary</a><a href="#per-prompt">Per prompt</a>'
+           '<nav><a href="#runs">Runs</a><a href="#summary">Summary</a>'
+           + (f'<a href="#paired">Against {escape(method_label(reference_of(suite, suite.methods)))}</a>' if paired else "")
+           + '<a href="#per-prompt">Per prompt</a>'
            '<a href="#qualitative">Qualitative</a><a href="#curves">Training curves</a><a href="#notes">Notes</a></nav><main>']
     out.append('<h2 id="runs">Runs</h2>' + status_table(suite))
     out.append('<h2 id="summary">Summary</h2>')
@@ -218,6 +236,7 @@ def render_page(suite: Suite, assets: Assets, figures: dict[str, str], views: in
         out.append('<p class="note">No metrics yet: no run has finished its evaluation.</p>')
     if "metrics" in figures:
         out.append(f'<img class="figure" src="{escape(figures["metrics"])}" alt="metric bar charts">')
+    out.append(paired)
     if keys:
         out.append(f'<h2 id="per-prompt">Per prompt</h2><p class="note">{escape(prompt_note(suite))}</p><div class="tables">')
         main_keys = headline(keys)

@@ -7,7 +7,8 @@ from hifa.report.assets import Assets
 from hifa.report.catalog import method_label, metric_for
 from hifa.report.collect import Run, Suite
 from hifa.report.figures import pick
-from hifa.report.tables import Cell, Table, prompt_note, prompt_table, summary_note, summary_table, table_keys
+from hifa.report.paired import paired_note, paired_rows
+from hifa.report.tables import Cell, Table, headline, prompt_note, prompt_table, summary_note, summary_table, table_keys
 
 
 def md_escape(text: str) -> str:
@@ -98,6 +99,12 @@ def render_markdown(suite: Suite, assets: Assets, figures: dict[str, str], views
         out.append("No metrics yet: no run has finished its evaluation.")
     if "metrics" in figures:
         out += ["", f"![metric bar charts]({figures['metrics']})"]
+    if keys and (found := paired_rows(suite, suite.methods, headline(keys))) is not None:
+        reference, columns, rows = found
+        label = method_label(reference)
+        out += ["", f"## Against {label}", "", paired_note(label), ""]
+        out.append(md_table(["Metric", *(f"{method_label(m)} − {label}" for m, _ in rows)],
+                            [[md_escape(column), *(md_escape(cells[i]) for _, cells in rows)] for i, column in enumerate(columns)]))
     if keys:
         out += ["", "## Per prompt", "", prompt_note(suite), ""]
         for key in keys:

@@ -1,5 +1,6 @@
 """SUITE/paper/: LaTeX tables (booktabs, best value bold per column) with the same numbers
-as CSV, and figures as PDF + PNG: qualitative grid, ablation grid, metric plot, curves."""
+as CSV, per-run values and paired differences as CSV, and figures as PDF + PNG: qualitative
+grid, ablation grid, metric plot, curves."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from hifa.io import write_bytes_atomic
 from hifa.report.catalog import is_ablation, latex_escape, method_label
 from hifa.report.collect import Suite
 from hifa.report.figures import curves_figure, grid_figure, metrics_figure, save
+from hifa.report.paired import paired_csv
 from hifa.report.tables import Table, headline, summary_table, table_keys
 
 
@@ -107,6 +109,8 @@ def write_paper(suite: Suite, out: Path) -> list[Path]:
                                                      f"{across}; best in bold.", _label(suite, "ablation")))
         put("table_ablation.csv", table_csv(table))
     put("per_prompt.csv", per_prompt_csv(suite))
+    if (pairs := paired_csv(suite, table_keys(suite, suite.methods))) is not None:
+        put("paired.csv", pairs)
     figures = {"qualitative": grid_figure(suite, main), "ablation": grid_figure(suite, ablations) if ablations else None,
                "metrics": metrics_figure(suite, headline(suite.metric_keys)), "training_curves": curves_figure(suite)}
     for name, fig in figures.items():

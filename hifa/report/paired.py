@@ -1,0 +1,126 @@
+"""Paired comparison of each method with a reference method over the same prompts: the mean of the
+per-prompt differences ± its standard error, and on how many prompts the method did better, with
+an exact two-sided sign test. Pairing removes the prompts' own difficulty from the comparison, so
+it separates methods that the unpaired means ± s.e. across prompts cannot."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass
+
+from hifa.report.catalog import column_decimals, metric_for
+from hifa.report.collect import Suite, aggregate
+
+REFERENCE = "hifa"  # the method under study; the others are compared with it
+
+
+@dataclass(frozen=True)
+class Paired:
+    """`method` minus `reference` over the `n` prompts where both have a value."""
+
+    mean: float
+    se: float | None  # None with one prompt
+    n: int
+    better: int | None  # prompts where `method` is better (None when the metric has no direction)
+    worse: int | None
+    p_sign: float | None  # exact two-sided sign test over better/worse (ties dropped)
+
+
+def sign_test(better: int, worse: int) -> float:
+    """Exact two-sided binomial sign test p-value for `better` vs `worse` (ties left out); 1.0 when both are 0."""
+    n = better + worse
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(better, worse) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def paired(suite: Suite, method: str, reference: str, key: str) -> Paired | None:
+    """The paired difference of `method` against `reference` on metric `key` (prompts: seed means)."""
+    diffs = {}
+    for slug in suite.slugs:
+        a, b = suite.value(method, slug, key), suite.value(reference, slug, key)
+        if a is not None and b is not None:
+            diffs[slug] = a.mean - b.mean
+    agg = aggregate(diffs)
+    if agg is None:
+        return None
+    direction = metric_for(key).higher_is_better
+    if direction is None:
+        return Paired(agg.mean, agg.se, agg.n, None, None, None)
+    sign = 1 if direction else -1
+    better = sum(1 for d in diffs.values() if sign * d > 0)
+    worse = sum(1 for d in diffs.values() if sign * d < 0)
+    return Paired(agg.mean, agg.se, agg.n, better, worse, sign_test(better, worse))
+
+
+def reference_of(suite: Suite, methods: list[str]) -> str | None:
+    """'hifa' when it is among two or more methods, else the first of them; None for one method."""
+    if len(methods) < 2:
+        return None
+    return REFERENCE if REFERENCE in methods else methods[0]
+
+
+def p_text(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.1 else f"p = {p:.2f}"
+
+
+def paired_rows(suite: Suite, methods: list[str], keys: list[str]) -> tuple[str, list[str], list[tuple[str, list[str]]]] | None:
+    """(reference, column labels, [(method, cell texts)]) for each method but the reference; cells read
+    '+2.41 ± 0.37 · better on 3, worse on 0 (p = 0.25)' (ties on neither side). None without a reference or a pair."""
+    reference = reference_of(suite, methods)
+    if reference is None:
+        return None
+    others = [m for m in methods if m != reference]
+    results = {(m, k): paired(suite, m, reference, k) for m in others for k in keys}
+    keys = [k for k in keys if any(results[(m, k)] for m in others)]
+    if not keys:
+        return None
+    rows = []
+    for m in others:
+        cells = []
+        for key in keys:
+            result, metric = results[(m, key)], metric_for(key)
+            if result is None:
+                cells.append("—")
+                continue
+            decimals = column_decimals(metric, [r.mean for o in others if (r := results[(o, key)])])
+            text = ("+" if result.mean > 0 else "") + metric.fmt(result.mean, decimals)
+            if result.se is not None:
+                text += f" ± {metric.fmt(result.se, decimals)}"
+            if result.better is not None:
+                text += f" · better on {result.better}, worse on {result.worse} ({p_text(result.p_sign)})"
+            cells.append(text)
+        rows.append((m, cells))
+    return reference, [f"{metric_for(k).label} {metric_for(k).arrow}".strip() for k in keys], rows
+
+
+def paired_note(reference_label: str) -> str:
+    """What the paired table's numbers are."""
+    return (f"Each method minus {reference_label}, prompt by prompt (the same prompts, each prompt's value as in the tables "
+            "below): mean ± s.e. of the differences; 'better on k, worse on j': prompts where the method beats "
+            f"{reference_label} in the metric's direction, or loses (ties count on neither side); p: exact two-sided sign test.")
+
+
+def paired_csv(suite: Suite, keys: list[str]) -> str | None:
+    """Every method against the reference on every metric: method, reference, metric, mean_difference,
+    se, n, better, worse, p_sign (blank where undefined). None without a reference."""
+    reference = reference_of(suite, suite.methods)
+    if reference is None:
+        return None
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["method", "reference", "metric", "mean_difference", "se", "n", "better", "worse", "p_sign"])
+    for m in suite.methods:
+        for key in keys:
+            if m == reference or (result := paired(suite, m, reference, key)) is None:
+                continue
+            writer.writerow([m, reference, key, repr(result.mean), _cell(result.se), result.n, _cell(result.better), _cell(result.worse),
+                             _cell(result.p_sign)])
+    return buffer.getvalue()
+
+
+def _cell(x: float | int | None) -> str:
+    return "" if x is None else repr(x)
