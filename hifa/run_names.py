@@ -3,7 +3,8 @@
 Seed 0 is the presets' seed, so a single-seed suite (and every results tree made before seeds were a
 suite setting) keeps its bare `runs/<method>/<slug>/` folders. Slugs never hold a dot, so the suffix
 cannot be mistaken for part of a prompt. The workflow (workflow/rules/common.smk) keeps an import-free
-copy of these two functions; tests/test_workflow.py checks that they agree.
+copy of these two functions; tests/test_workflow.py checks that they agree, and that its `slug` wildcard
+matches every name.
 """
 
 from __future__ import annotations

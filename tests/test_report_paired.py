@@ -46,13 +46,12 @@ def test_differences_are_per_prompt_and_directional(tmp_path):
     assert wall.mean == -30.0 and wall.better is None and wall.p_sign is None
 
 
-def test_seeds_pair_on_prompt_means(tmp_path):
+def test_seeds_pair_on_the_seeds_both_methods_have(tmp_path):
     suite = collect(make_seeded_suite(tmp_path / "s", {0: 0.0, 1: 2.0}, failed=(("dreamfusion", "snowman", 1, "mesh"),)))
     result = paired(suite, "dreamfusion", "hifa", "psnr")
-    expected = [suite.value("dreamfusion", s, "psnr").mean - suite.value("hifa", s, "psnr").mean for s in PROMPTS]
-    assert math.isclose(result.mean, sum(expected) / 2)
-    # dreamfusion/snowman has only seed 0 (seed 1 failed): 16 against hifa's mean of 22 and 24
-    assert math.isclose(expected[list(PROMPTS).index("snowman")], 16.0 - 23.0)
+    ball = (15.0 + 17.0) / 2 - (20.0 + 22.0) / 2  # both seeds on both sides
+    snowman = 16.0 - 22.0  # dreamfusion's seed 1 failed: seed 0 against seed 0, not against hifa's mean of 22 and 24
+    assert result.n == 2 and math.isclose(result.mean, (ball + snowman) / 2) and math.isclose(result.se, abs(ball - snowman) / 2)
 
 
 def test_the_report_shows_the_paired_table(tmp_path):

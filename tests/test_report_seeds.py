@@ -61,6 +61,7 @@ def test_each_prompt_is_the_mean_over_its_seeds(suite):
     cells = dict(table.rows)
     assert math.isclose(cells["hifa"][list(PROMPTS).index("snowman")].mean, value.mean)
     assert cells["dreamfusion"][list(PROMPTS).index("snowman")].n == 2
+    assert "(n=2)" in (suite / "report" / "report.md").read_text()  # a prompt with fewer seeds says so
 
 
 def test_summary_is_across_prompts_of_the_seed_means_with_the_seed_spread(suite):
@@ -103,6 +104,30 @@ def test_every_seed_is_shown_and_exported(suite):
     assert "2 prompts $\\times$ 3 seeds" in caption and "each prompt's value the mean over its seeds" in caption
 
 
+def test_a_failed_seed_is_left_out_even_with_scores(tmp_path):
+    """A run with a FAILED marker but an evaluation (failed in a later attempt) counts for none of the means."""
+    root = make_seeded_suite(tmp_path / "f", {0: 0.0, 1: 2.0, 2: 10.0}, methods=("hifa",))
+    (root / "runs" / "hifa" / run_name("snowman", 2) / "FAILED").write_text("train: RuntimeError: out of memory\n")
+    s = collect(root)
+    assert s.run("hifa", "snowman", 2).failed and "psnr" in s.run("hifa", "snowman", 2).metrics
+    value = s.value("hifa", "snowman", "psnr")
+    assert value.n == 2 and math.isclose(value.mean, psnr("hifa", "snowman", 0) + 1.0)
+    assert s.seed_values("hifa", "snowman", "psnr").keys() == {0, 1}
+
+
+def test_seeds_the_manifest_does_not_name_are_left_out(tmp_path):
+    """A suite that went back from seeds [0, 1] to [0]: seed 1's folders stay on disk, out of every mean."""
+    root = make_seeded_suite(tmp_path / "back", {0: 0.0, 1: 2.0}, methods=("hifa",))
+    manifest = json.loads((root / "suite.json").read_text())
+    (root / "suite.json").write_text(json.dumps({**manifest, "seeds": [0]}))
+    s = collect(root)
+    assert s.seeds == [0] and not s.multi_seed and len(s.runs) == 2
+    assert s.value("hifa", "snowman", "psnr").mean == psnr("hifa", "snowman", 0)
+    assert "runs/hifa/snowman.seed1: seed 1 is not among the suite's seeds (0); left out" in s.problems
+    assert main(["report", str(root)]) == 0
+    assert "problem: runs/hifa/snowman.seed1: seed 1 is not among" in (root / "report" / "report.md").read_text()
+
+
 def test_seed_folders_are_found_without_a_manifest(tmp_path):
     root = make_seeded_suite(tmp_path / "found", {0: 0.0, 3: 1.0}, methods=("hifa",))
     (root / "suite.json").unlink()
@@ -134,3 +159,13 @@ def test_one_seed_keeps_the_single_run_layout(tmp_path):
     assert value.se is not None and value.n is None  # the s.e. over views the run reported, not one over seeds
     assert main(["report", str(root)]) == 0
     assert "seed" not in (root / "report" / "report.md").read_text().split("## Notes")[0]
+
+
+def test_grids_show_a_complete_seed(tmp_path):
+    from hifa.report.figures import shown_run
+
+    root = make_seeded_suite(tmp_path / "g", {0: 0.0, 1: 2.0}, methods=("hifa",), failed=(("hifa", "snowman", 0, "mesh"),))
+    s = collect(root)
+    assert shown_run(s, "hifa", "snowman").seed == 1 and shown_run(s, "hifa", "a-red-ball-on-blue-box").seed == 0
+    table = prompt_table(s, "psnr", ["hifa"])
+    assert table.rows[0][1][list(PROMPTS).index("snowman")].n == 1

@@ -143,6 +143,10 @@ BAD_CONFIGS = {
         {"suites": {"bad": {"prior": "oracle", "methods": ["hifa"], "prompts": ["a green torus"], "seeds": [0, 1, 1]}}},
         r"invalid config \(\S+\) at suites\.bad\.seeds: \[0, 1, 1\] has non-unique elements",
     ),
+    "non-integer seed": (
+        {"suites": {"bad": {"prior": "oracle", "methods": ["hifa"], "prompts": ["a green torus"], "seeds": [0, 1.0]}}},
+        r"invalid config \(\S+\) at suites\.bad\.seeds\.1: 1\.0 is not an integer",
+    ),
     "slug collision": (
         {"suites": {"bad": {"prior": "oracle", "methods": ["hifa"], "prompts": ["a green torus", "A green torus!"]}}},
         r"invalid config \(\S+\) at suites\.bad\.prompts\.1: prompt 'A green torus!' has the slug 'a-green-torus' of 'a green torus'; give one of them an explicit slug",
@@ -170,6 +174,29 @@ def test_suites_are_checked_up_front_only_where_hifa_runs(tmp_path):
     proc = snakemake(["-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--configfile", str(path), "-n"], tmp_path, timeout=120)
     assert "workflow: could not check the suites up front (exit status 1); each job checks its own settings" in proc.stderr
     assert job_counts(proc.stdout)["train"] == 1
+
+
+def workflow_functions(*names: str) -> dict:
+    """Top-level functions of workflow/rules/common.smk, by name (the file itself is Snakemake, not Python)."""
+    text = (ROOT / "workflow" / "rules" / "common.smk").read_text()
+    namespace: dict = {}
+    for name in names:
+        match = re.search(rf"^def {name}\(.*?(?=^\S)", text, re.M | re.S)
+        assert match, name
+        exec(match.group(0), namespace)
+    return namespace
+
+
+def test_the_workflow_names_run_folders_as_hifa_does():
+    from hifa.run_names import parse_run_name, run_name
+
+    smk = workflow_functions("run_name", "split_run_name")
+    constraint = re.search(r'^    slug=r"(.+?)",', (ROOT / "workflow" / "rules" / "common.smk").read_text(), re.M).group(1)
+    for slug in ("a", "a-green-torus", "x1-2-3"):
+        for seed in (0, 1, 2, 17, 2**40):
+            name = run_name(slug, seed)
+            assert smk["run_name"](slug, seed) == name and smk["split_run_name"](name) == parse_run_name(name) == (slug, seed)
+            assert re.fullmatch(constraint, name)  # Snakemake's `slug` wildcard matches every run folder
 
 
 def test_seeds_make_one_run_folder_each_and_reach_hifa_train(tmp_path):

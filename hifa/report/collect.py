@@ -10,7 +10,7 @@ the report marks such runs, it never drops them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hifa.errors import HifaError
@@ -35,6 +35,7 @@ class Suite:
     versions: dict
     description: str | None = None  # suite.json "description"
     seeds: list[int] = None  # type: ignore[assignment]  # [0] unless given
+    problems: list[str] = field(default_factory=list)  # suite-level: run folders left out, and why
 
     def __post_init__(self) -> None:
         self.seeds = list(self.seeds or [0])
@@ -51,15 +52,19 @@ class Suite:
         """The runs of one (method, prompt), one per seed."""
         return [self.runs[(method, slug, seed)] for seed in self.seeds]
 
-    def value(self, method: str, slug: str, key: str) -> Value | None:
-        """A prompt's value of a metric: the mean over its seeds' runs that have it (failed runs
-        excluded), with the standard error over seeds; a single run's own value (and its s.e. over
-        views) when only one seed has it."""
-        values = [v for run in self.seed_runs(method, slug)
-                  if not run.failed and (v := run.metrics.get(key)) is not None and math.isfinite(v.mean)]
-        if len(values) == 1 and not self.multi_seed:
-            return values[0]
-        agg = aggregate({str(i): v.mean for i, v in enumerate(values)})
+    def seed_values(self, method: str, slug: str, key: str) -> dict[int, Value]:
+        """seed -> the run's value of a metric, for the seeds whose run has one (failed runs excluded)."""
+        return {run.seed: v for run in self.seed_runs(method, slug)
+                if not run.failed and (v := run.metrics.get(key)) is not None and math.isfinite(v.mean)}
+
+    def value(self, method: str, slug: str, key: str, seeds: set[int] | None = None) -> Value | None:
+        """A prompt's value of a metric. One seed in the suite: the run's own value (with its s.e. over
+        views, if any). Several: the mean over the seeds that have a value (only those in `seeds`, when
+        given) with the s.e. over them and n = their number."""
+        values = self.seed_values(method, slug, key)
+        if not self.multi_seed:
+            return values.get(self.seeds[0])
+        agg = aggregate({str(s): v.mean for s, v in values.items() if seeds is None or s in seeds})
         return Value(agg.mean, agg.se, agg.n) if agg else None
 
     def aggregate(self, method: str, key: str) -> Aggregate | None:
@@ -102,11 +107,16 @@ def collect(suite_dir: str | Path) -> Suite:
     declared_seeds = [s for s in meta.get("seeds") or [] if isinstance(s, int) and not isinstance(s, bool) and s >= 0]
     runs_dir = root / "runs"
     found = {m: [name for d in _subdirs(runs_dir / m) if (name := parse_run_name(d))] for m in _subdirs(runs_dir)}
+    # The seeds suite.json names are the suite's: a folder of another seed, left by an earlier config, would change the
+    # declared prompts' means. Without a manifest, every seed found.
+    seeds = declared_seeds or sorted({seed for names in found.values() for _, seed in names}) or [0]
+    ignored = [f"runs/{m}/{run_name(slug, seed)}: seed {seed} is not among the suite's seeds ({', '.join(map(str, seeds))}); left out"
+               for m, names in found.items() for slug, seed in names if seed not in seeds]
+    found = {m: [(slug, seed) for slug, seed in names if seed in seeds] for m, names in found.items()}
     found = {m: names for m, names in found.items() if names or m in declared_methods}
     methods = order_methods(sorted(set(found) | set(declared_methods)), declared_methods)
     found_slugs = {slug for names in found.values() for slug, _ in names}
     slugs = [str(s) for s in declared_prompts] + sorted(found_slugs - set(map(str, declared_prompts)))
-    seeds = declared_seeds + sorted({seed for names in found.values() for _, seed in names} - set(declared_seeds)) or [0]
     if not methods or not slugs:
         raise HifaError(f"no runs found in {root} (expected {runs_dir}/<method>/<prompt-slug>/ or a suite.json naming methods and prompts)")
     runs = {(m, s, seed): read_run(runs_dir / m / run_name(s, seed), m, s, seed) for m in methods for s in slugs for seed in seeds}
@@ -127,4 +137,4 @@ def collect(suite_dir: str | Path) -> Suite:
         versions = versions or run.versions
     description = str(meta["description"]) if meta.get("description") else None
     return Suite(root, str(meta.get("suite") or root.name), meta.get("world"), methods, slugs, prompts, runs, keys, notes, versions,
-                 description, seeds)
+                 description, seeds, ignored)

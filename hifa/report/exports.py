@@ -50,7 +50,7 @@ def runs_json(suite: Suite) -> dict:
                     "metrics": {k: {"mean": v.mean, **({"se": v.se} if v.se is not None else {}), **({"n": v.n} if v.n is not None else {})}
                                 for k, v in run.metrics.items()},
                 })
-    return {"schema": "hifa.suite-runs/1", "suite": suite.name, "seeds": list(suite.seeds), "runs": runs}
+    return {"schema": "hifa.suite-runs/1", "suite": suite.name, "seeds": list(suite.seeds), "runs": runs, "problems": suite.problems}
 
 
 def curves_csv(suite: Suite) -> str:

@@ -149,18 +149,26 @@ def run_strip(run: Run, views: int = 2, size: int = 192) -> np.ndarray | None:
     return np.concatenate(images, axis=1) if images else None
 
 
+def shown_run(suite: Suite, method: str, slug: str) -> Run:
+    """The run a grid shows for (method, prompt): the first complete seed's, else the first seed's."""
+    runs = suite.seed_runs(method, slug)
+    return next((run for run in runs if run.status == "complete"), runs[0])
+
+
 def grid_figure(suite: Suite, methods: list[str], views: int = 2) -> Figure | None:
-    """Qualitative grid: a row per prompt, a column per method (the suite's first seed); marked when missing or failed."""
+    """Qualitative grid: a row per prompt, a column per method (with seeds: the first seed whose run is
+    complete, named in the cell); marked when missing or failed."""
     if not methods:
         return None
-    strips = {(s, m): run_strip(suite.run(m, s), views) for s in suite.slugs for m in methods}
+    shown = {(s, m): shown_run(suite, m, s) for s in suite.slugs for m in methods}
+    strips = {key: run_strip(run, views) for key, run in shown.items()}
     aspect = max((a.shape[1] / a.shape[0] for a in strips.values() if a is not None), default=float(views))
     cell_w, cell_h = 1.6 * aspect, 1.6
     fig = Figure(figsize=(cell_w * len(methods) + 1.6, cell_h * len(suite.slugs) + 0.5), layout="constrained")
     axes = fig.subplots(len(suite.slugs), len(methods), squeeze=False)
     for r, slug in enumerate(suite.slugs):
         for c, m in enumerate(methods):
-            ax, run, strip = axes[r, c], suite.run(m, slug), strips[(slug, m)]
+            ax, run, strip = axes[r, c], shown[(slug, m)], strips[(slug, m)]
             ax.set_xticks([])
             ax.set_yticks([])
             for spine in ax.spines.values():
@@ -176,6 +184,9 @@ def grid_figure(suite: Suite, methods: list[str], views: int = 2) -> Figure | No
                 colour = "#b00020" if run.failed else "#8a6d00"
                 ax.text(0.5, 0.5 if strip is None else 0.08, text, transform=ax.transAxes, ha="center", va="center",
                         fontsize=9, color=colour, fontweight="bold", bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": colour})
+            if suite.multi_seed and strip is not None:
+                ax.text(0.01, 0.97, f"seed {run.seed}", transform=ax.transAxes, ha="left", va="top", fontsize=7, color="#333333",
+                        bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none", "pad": 1})
             if r == 0:
                 ax.set_title(method_label(m), fontsize=11)
             if c == 0:

@@ -118,7 +118,7 @@ def paired_html(suite: Suite, keys: list[str]) -> str:
     head = "".join(f"<th>{escape(method_label(m))} − {escape(label)}</th>" for m, _ in rows)
     body = "".join(f"<tr><td>{escape(column)}</td>{''.join(f'<td>{escape(cells[i])}</td>' for _, cells in rows)}</tr>"
                    for i, column in enumerate(columns))
-    return (f'<h2 id="paired">Against {escape(label)}</h2><p class="note">{escape(paired_note(label))}</p>'
+    return (f'<h2 id="paired">Against {escape(label)}</h2><p class="note">{escape(paired_note(label, suite.multi_seed))}</p>'
             f'<table class="summary"><thead><tr><th>Metric</th>{head}</tr></thead><tbody>{body}</tbody></table>')
 
 
@@ -206,7 +206,8 @@ def run_card(run: Run, assets: Assets, views: int, order: list[str], show_seed: 
 
 def prompt_block(suite: Suite, key: str) -> str:
     metric = metric_for(key)
-    return f"<div><h4>{escape(metric.label)} {metric.arrow}</h4>{table_html(prompt_table(suite, key, suite.methods))}</div>"
+    table = table_html(prompt_table(suite, key, suite.methods), show_n=suite.multi_seed)  # with seeds: how many each prompt has
+    return f"<div><h4>{escape(metric.label)} {metric.arrow}</h4>{table}</div>"
 
 
 def render_page(suite: Suite, assets: Assets, figures: dict[str, str], views: int = 4) -> str:
@@ -264,7 +265,7 @@ def render_page(suite: Suite, assets: Assets, figures: dict[str, str], views: in
     out.append('<h2 id="notes">Notes</h2><ul>')
     for key, note in sorted(suite.notes.items()):
         out.append(f"<li><b>{escape(metric_for(key).label if '/' in key or key in suite.metric_keys else key)}</b>: {escape(note)}</li>")
-    problems = [f"{r.method}/{r.name}: {p}" for r in suite.runs.values() for p in r.problems] + assets.failures
+    problems = suite.problems + [f"{r.method}/{r.name}: {p}" for r in suite.runs.values() for p in r.problems] + assets.failures
     out.extend(f"<li>problem: {escape(p)}</li>" for p in problems)
     out.append("</ul>")
     if suite.versions:

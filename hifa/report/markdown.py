@@ -102,14 +102,14 @@ def render_markdown(suite: Suite, assets: Assets, figures: dict[str, str], views
     if keys and (found := paired_rows(suite, suite.methods, headline(keys))) is not None:
         reference, columns, rows = found
         label = method_label(reference)
-        out += ["", f"## Against {label}", "", paired_note(label), ""]
+        out += ["", f"## Against {label}", "", paired_note(label, suite.multi_seed), ""]
         out.append(md_table(["Metric", *(f"{method_label(m)} − {label}" for m, _ in rows)],
                             [[md_escape(column), *(md_escape(cells[i]) for _, cells in rows)] for i, column in enumerate(columns)]))
     if keys:
         out += ["", "## Per prompt", "", prompt_note(suite), ""]
         for key in keys:
             metric = metric_for(key)
-            out += [f"### {metric.label} {metric.arrow}".rstrip(), "", table_md(prompt_table(suite, key, suite.methods)), ""]
+            out += [f"### {metric.label} {metric.arrow}".rstrip(), "", table_md(prompt_table(suite, key, suite.methods), suite.multi_seed), ""]
     out += ["", "## Qualitative comparison", ""]
     for slug in suite.slugs:
         out += [f"### “{suite.prompts[slug]}”", ""]
@@ -119,9 +119,10 @@ def render_markdown(suite: Suite, assets: Assets, figures: dict[str, str], views
         out.append("")
     out += ["## Training curves", ""]
     out.append(f"![training curves]({figures['curves']})\n\nData: [curves.csv](curves.csv)" if "curves" in figures else "No training logs found.")
-    if suite.notes:
+    if suite.notes or suite.problems:
         out += ["", "## Notes", ""]
         out += [f"- **{metric_for(k).label if k in suite.metric_keys else k}**: {md_escape(v)}" for k, v in sorted(suite.notes.items())]
+        out += [f"- problem: {md_escape(p)}" for p in suite.problems]
     if suite.versions:
         out += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(suite.versions.items()))]
     return "\n".join(out) + "\n"

@@ -38,12 +38,14 @@ def sign_test(better: int, worse: int) -> float:
 
 
 def paired(suite: Suite, method: str, reference: str, key: str) -> Paired | None:
-    """The paired difference of `method` against `reference` on metric `key` (prompts: seed means)."""
+    """The paired difference of `method` against `reference` on metric `key`. With several seeds a prompt
+    compares the two methods' means over the seeds both have a value for (a seed that failed for one
+    method is left out for both)."""
     diffs = {}
     for slug in suite.slugs:
-        a, b = suite.value(method, slug, key), suite.value(reference, slug, key)
-        if a is not None and b is not None:
-            diffs[slug] = a.mean - b.mean
+        common = set(suite.seed_values(method, slug, key)) & set(suite.seed_values(reference, slug, key))
+        if common:
+            diffs[slug] = suite.value(method, slug, key, common).mean - suite.value(reference, slug, key, common).mean
     agg = aggregate(diffs)
     if agg is None:
         return None
@@ -97,10 +99,11 @@ def paired_rows(suite: Suite, methods: list[str], keys: list[str]) -> tuple[str,
     return reference, [f"{metric_for(k).label} {metric_for(k).arrow}".strip() for k in keys], rows
 
 
-def paired_note(reference_label: str) -> str:
+def paired_note(reference_label: str, multi_seed: bool = False) -> str:
     """What the paired table's numbers are."""
-    return (f"Each method minus {reference_label}, prompt by prompt (the same prompts, each prompt's value as in the tables "
-            "below): mean ± s.e. of the differences; 'better on k, worse on j': prompts where the method beats "
+    values = "its mean over the seeds both methods have" if multi_seed else "as in the tables below"
+    return (f"Each method minus {reference_label}, prompt by prompt (the same prompts, each prompt's value {values}): "
+            "mean ± s.e. of the differences; 'better on k, worse on j': prompts where the method beats "
             f"{reference_label} in the metric's direction, or loses (ties count on neither side); p: exact two-sided sign test.")
 
 

@@ -81,7 +81,7 @@ def prompt_table(suite: Suite, key: str, methods: list[str]) -> Table:
         cells = []
         for m in methods:
             value, runs = values[(m, slug)], suite.seed_runs(m, slug)
-            note = None if value else "failed" if all(r.failed for r in runs) else "stale" if any(r.stale for r in runs) else "missing"
+            note = None if value else "failed" if any(r.failed for r in runs) else "stale" if any(r.stale for r in runs) else "missing"
             cells.append(_cell(metric, decimals, value.mean if value else None, value.se if value else None, value.n if value else None, note))
         columns.append(_mark_best(cells, metric))
     aggs = [suite.aggregate(m, key) for m in methods]
@@ -115,6 +115,6 @@ def summary_note(suite: Suite) -> str:
 def prompt_note(suite: Suite) -> str:
     """What the per-prompt tables' numbers are."""
     if suite.multi_seed:
-        return ("Each prompt's value: the mean ± s.e. over its seeds (failed runs excluded); "
-                "last column: mean ± s.e. across prompts.")
+        return ("Each prompt's value: the mean ± s.e. over its seeds (n = seeds with a value; failed runs excluded); "
+                "last column: mean ± s.e. across prompts (n = prompts).")
     return "Each run's value (± s.e. over views where the metric is a mean over views); last column: mean ± s.e. across prompts."

@@ -94,6 +94,9 @@ def load_suites(config):
         suite["prompts"] = normalise_prompts(name, raw["prompts"])
         kind = suite["prior"].split(":", 1)[0]
         suite["world"] = "oracle" if kind == "oracle" else ("tiny" if suite.get("tiny_world") else "real")
+        for i, seed in enumerate(raw["seeds"]):  # JSON Schema counts 1.0 as an integer; a folder name must not
+            if not isinstance(seed, int) or isinstance(seed, bool):
+                raise WorkflowError(f"invalid config ({_files()}) at suites.{name}.seeds.{i}: {seed!r} is not an integer")
         for where, sets in [("train.set", raw["train"]["set"])] + [
             (f"train.methods.{m}.set", (entry or {}).get("set") or {}) for m, entry in raw["train"]["methods"].items()
         ]:
