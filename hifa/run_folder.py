@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -15,13 +16,18 @@ import torch
 from hifa.config import TrainConfig
 from hifa.configio import from_dict, load_yaml
 from hifa.errors import HifaError
-from hifa.io import remove_stale_temporaries
+from hifa.io import remove_stale_temporaries, write_bytes_atomic
 from hifa.mlflow_uri import foreign_store
 from hifa.step_markers import COMMANDS, STEPS
 from hifa.renderer import Renderer
 
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_FILE = "checkpoint.pt"
+# The trained renderer's evaluation weights alone (EMA applied, no optimiser state), written when a training
+# finishes: what render, depth, mesh and evaluate need, at a fraction of the checkpoint's size. DVC versions
+# it and ignores checkpoint.pt (.dvcignore), so a `dvc pull` elsewhere brings runs that these steps can read.
+WEIGHTS_FILE = "weights.pt"
+WEIGHTS_FORMAT = "hifa.weights/1"
 log = logging.getLogger(__name__)
 
 
@@ -41,17 +47,28 @@ def load_config(path: str | Path) -> TrainConfig:
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """The run's checkpoint state, or a one-line error when it is missing or unreadable."""
-    ckpt = run_dir(path) / CHECKPOINT_FILE
-    if not ckpt.is_file():
-        raise HifaError(f"{ckpt} is missing: the run has not saved a checkpoint yet (train it, or resume with `hifa train --resume`)")
+    """The run's trained state: checkpoint.pt when present (the latest), else the finished run's weights.pt;
+    a one-line error when neither is there or readable."""
+    folder = run_dir(path)
+    ckpt, weights = folder / CHECKPOINT_FILE, folder / WEIGHTS_FILE
+    source = ckpt if ckpt.is_file() or not weights.is_file() else weights
+    if not source.is_file():
+        raise HifaError(f"{ckpt} is missing: the run has not saved a checkpoint yet (train it, or resume with `hifa train --resume`); "
+                        f"a finished run's {WEIGHTS_FILE} would do too")
     try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)  # tensors and containers only: no code from a file
+        state = torch.load(source, map_location="cpu", weights_only=True)  # tensors and containers only: no code from a file
     except Exception as exc:
-        raise HifaError(f"cannot read checkpoint {ckpt}: {exc.__class__.__name__} (truncated or corrupt)") from None
+        raise HifaError(f"cannot read {source}: {exc.__class__.__name__} (truncated or corrupt)") from None
     if not isinstance(state, dict) or "renderer" not in state:
-        raise HifaError(f"{ckpt} is not a hifa training checkpoint (no renderer state); train the run again")
+        raise HifaError(f"{source} is not a hifa training checkpoint (no renderer state); train the run again")
     return state
+
+
+def write_weights(path: str | Path, renderer_state: dict, step: int) -> Path:
+    """R/weights.pt: the evaluation weights of the renderer at `step` (written atomically)."""
+    buffer = io.BytesIO()
+    torch.save({"format": WEIGHTS_FORMAT, "step": int(step), "renderer": {k: v.detach().cpu() for k, v in renderer_state.items()}}, buffer)
+    return write_bytes_atomic(Path(path) / WEIGHTS_FILE, buffer.getvalue())
 
 
 @torch.no_grad()

@@ -20,6 +20,7 @@ from hifa.media import label_rows
 from hifa.mesh import export_mesh, extract_mesh
 from hifa.presets import oracle_world, preset
 from hifa.renderer import RayOptions
+from hifa.run_folder import WEIGHTS_FILE, write_weights
 from hifa.trainer import CHECKPOINT, Trainer, changed_keys
 
 log = logging.getLogger(__name__)
@@ -157,6 +158,8 @@ def run_training(config: TrainConfig, run_dir: str | Path, resume: bool = False,
     resuming = resume and (run_dir / CHECKPOINT).is_file()
     if resume and not resuming:  # e.g. a mistyped --out: say so rather than start over silently
         log.warning("%s holds no checkpoint to resume; training starts at step 0", run_dir)
+    if not resuming:  # weights of an earlier training in this folder must not stand in for this one's
+        (run_dir / WEIGHTS_FILE).unlink(missing_ok=True)
     trainer.tracker = tracker = make_tracker(config, run_dir, run_dir.name, resuming)
     try:
         summary = trainer.train()
@@ -172,10 +175,21 @@ def run_training(config: TrainConfig, run_dir: str | Path, resume: bool = False,
     return summary
 
 
+def evaluation_state(trainer: Trainer) -> dict:
+    """The renderer's state dict with the EMA shadows in place of the parameters (what load_run makes of a checkpoint)."""
+    state = trainer.renderer.state_dict()
+    if trainer.ema is not None:
+        for (name, _), shadow in zip(trainer.renderer.named_parameters(), trainer.ema):
+            state[name] = shadow
+    return state
+
+
 @torch.no_grad()
 def finalize(trainer: Trainer, tracker) -> dict:
-    """Final views (white background), the mesh, and in the oracle world scores against ground truth."""
+    """The evaluation weights (R/weights.pt), final views (white background), the mesh, and in the oracle world
+    scores against ground truth."""
     cfg, run_dir = trainer.config, trainer.run_dir
+    write_weights(run_dir, evaluation_state(trainer), trainer.step)
     renderer = trainer.eval_renderer()
     renderer.eval()
     cams = orbit_cameras(cfg.eval_views, start_azimuth_deg=180.0 / cfg.eval_views)

@@ -18,7 +18,7 @@ STEP_MARKERS = {
     "eval": "eval/metrics.json",
 }
 STEP_TRACES = {
-    "train": ("config.yaml", "train_log.csv", "checkpoint.pt", "validation"),
+    "train": ("config.yaml", "train_log.csv", "checkpoint.pt", "weights.pt", "validation"),
     "render": ("render",),
     "depth": ("depth",),
     "mesh": ("mesh",),
