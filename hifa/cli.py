@@ -199,6 +199,21 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from hifa.status import render_status, suite_status
+
+    while True:
+        status = suite_status(args.suite)
+        print(json.dumps(status.as_dict(), indent=2) if args.json else render_status(status), flush=True)
+        if not args.watch:
+            return 0
+        time.sleep(args.watch)
+        print()
+
+
 def cmd_check_suites(args: argparse.Namespace) -> int:
     from hifa.suite_check import check_suites
 
@@ -305,6 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--views", type=positive_int, default=4, help="views per run in the image grid")
     report.add_argument("--no-paper", action="store_true", help="skip SUITE/paper/ (LaTeX tables, PDF figures)")
     report.set_defaults(func=cmd_report)
+
+    status = sub.add_parser("status", help="where a suite's runs stand: training steps, time to go, later steps")
+    status.add_argument("suite", help="suite folder holding runs/<method>/<prompt-slug>/ (and suite.json)")
+    status.add_argument("--json", action="store_true", help="print JSON (hifa.suite-status/1) instead of the table")
+    status.add_argument("--watch", type=positive_int, metavar="SECONDS", help="print again every SECONDS until Ctrl-C")
+    status.set_defaults(func=cmd_status)
     return parser
 
 

@@ -1,0 +1,80 @@
+"""`hifa status SUITE`: each run's training step, pace and time to go, and the later steps' state,
+from the run folders of a suite that is still running."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from hifa.cli import main
+from hifa.status import duration, render_status, suite_status
+from tests.report_fixture import make_seeded_suite, make_suite
+
+
+def in_training(run: Path, iterations: int = 400) -> None:
+    """Turn a fixture run into one mid-training: its log reaches step 200 (0.4 s per step), no summary or later steps."""
+    (run / "config.yaml").write_text(f"preset: hifa\nprompt: a snowman\niterations: {iterations}\n")
+    (run / "train_summary.json").unlink()
+    for step in ("render", "depth", "mesh", "eval"):
+        for path in sorted((run / step).rglob("*"), reverse=True):
+            path.unlink() if path.is_file() else path.rmdir()
+        (run / step).rmdir()
+
+
+@pytest.fixture
+def suite(tmp_path) -> Path:
+    """hifa/snowman training (step 200 of 400), dreamfusion/snowman failed at mesh, the rest complete."""
+    root = make_suite(tmp_path / "live", missing=())
+    in_training(root / "runs" / "hifa" / "snowman")
+    return root
+
+
+def test_a_running_training_shows_its_step_pace_and_time_to_go(suite):
+    status = suite_status(suite)
+    t = status.trainings[("hifa", "snowman", 0)]
+    assert (t.state, t.step, t.iterations) == ("running", 200, 400)
+    assert t.seconds_per_step == pytest.approx(0.4) and t.eta_s == pytest.approx(200 * 0.4)
+    text = render_status(status)
+    assert "200/400 (50 %), ETA 80 s" in text
+    assert "trainings: 3 done, 1 running (longest ETA 80 s); evaluations: 2/4" in text
+    failed = next(line for line in text.splitlines() if line.startswith("DreamFusion") and "a snowman" in line)
+    assert failed.split("✓ 200")[1].split() == ["✓", "✓", "✗", "·", "mesh:", "RuntimeError:", "CUDA", "out", "of", "memory"]  # train, render, depth done; mesh failed; no eval
+
+
+def test_a_training_whose_log_went_quiet_is_stopped_not_running(suite):
+    run = suite / "runs" / "hifa" / "snowman"
+    old = time.time() - 2 * 3600
+    os.utime(run / "train_log.csv", (old, old))
+    t = suite_status(suite).trainings[("hifa", "snowman", 0)]
+    assert t.state == "stopped" and t.eta_s is None
+    assert "stopped at 200/400 (50 %), 2.0 h ago" in render_status(suite_status(suite))
+
+
+def test_a_run_not_started_is_waiting(tmp_path):
+    root = make_seeded_suite(tmp_path / "s", {0: 0.0, 1: 2.0}, methods=("hifa",))
+    shutil.rmtree(root / "runs" / "hifa" / "snowman.seed1")
+    status = suite_status(root)
+    assert status.trainings[("hifa", "snowman", 1)].state == "waiting"
+    text = render_status(status)
+    assert "hifa" not in text.splitlines()[0] and "× 2 seeds (4 runs)" in text.splitlines()[0]
+    assert "trainings: 3 done, 1 waiting; evaluations: 3/4" in text
+
+
+def test_cli_prints_the_table_or_json(suite, capsys):
+    assert main(["status", str(suite)]) == 0
+    assert "ETA 80 s" in capsys.readouterr().out
+    assert main(["status", str(suite), "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    runs = {(r["method"], r["prompt_slug"]): r for r in document["runs"]}
+    assert document["schema"] == "hifa.suite-status/1" and len(runs) == 4
+    assert runs[("hifa", "snowman")]["training"] == "running" and runs[("hifa", "snowman")]["eta_s"] == pytest.approx(80)
+    assert runs[("dreamfusion", "snowman")]["steps"]["mesh"] == "failed"
+
+
+def test_durations():
+    assert [duration(s) for s in (5, 89, 300, 5399, 7200)] == ["5 s", "89 s", "5 min", "90 min", "2.0 h"]
