@@ -69,6 +69,20 @@ def test_the_report_shows_the_paired_table(tmp_path):
     row = table[("dreamfusion", "psnr")]
     assert row["reference"] == "hifa" and float(row["mean_difference"]) == -5.5 and row["better"] == "0" and row["n"] == "2"
     assert float(row["p_sign"]) == 0.5
+    latex = (root / "paper" / "table_paired.tex").read_text()
+    assert "Method $-$ HiFA & PSNR (dB) $\\uparrow$" in latex and "DreamFusion & $-$5.50 $\\pm$ 0.50 (0/2) &" in latex
+    assert "$^*$ " not in latex.split("\\midrule")[1]  # two prompts: no sign test reaches p < 0.05
+
+
+def test_latex_stars_a_sign_test_below_five_percent():
+    from hifa.report.paired import Paired, PairedTable
+    from hifa.report.paper import latex_paired
+
+    table = PairedTable("hifa", ["psnr"], [("dreamfusion", [Paired(-2.0, 0.5, 6, 0, 6, sign_test(0, 6))]),
+                                           ("hifa-no-rgb", [Paired(-1.0, 0.5, 5, 0, 5, sign_test(0, 5))])])
+    body = latex_paired(table, "caption", "tab:x").split("\\midrule")[1]
+    assert "DreamFusion & $-$2.00 $\\pm$ 0.50 (0/6)$^*$ \\\\" in body  # p = 1/32
+    assert "HiFA w/o rgb & $-$1.00 $\\pm$ 0.50 (0/5) \\\\" in body  # p = 1/16
 
 
 def test_one_method_has_no_paired_table(tmp_path):
@@ -76,4 +90,4 @@ def test_one_method_has_no_paired_table(tmp_path):
     assert paired_rows(collect(root), ["hifa"], ["psnr"]) is None
     assert main(["report", str(root)]) == 0
     assert "Against" not in (root / "report" / "report.md").read_text() and "#paired" not in (root / "report" / "index.html").read_text()
-    assert not Path(root / "paper" / "paired.csv").exists()
+    assert not Path(root / "paper" / "paired.csv").exists() and not Path(root / "paper" / "table_paired.tex").exists()

@@ -69,9 +69,24 @@ def p_text(p: float) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.1 else f"p = {p:.2f}"
 
 
-def paired_rows(suite: Suite, methods: list[str], keys: list[str]) -> tuple[str, list[str], list[tuple[str, list[str]]]] | None:
-    """(reference, column labels, [(method, cell texts)]) for each method but the reference; cells read
-    '+2.41 ± 0.37 · better on 3, worse on 0 (p = 0.25)' (ties on neither side). None without a reference or a pair."""
+@dataclass(frozen=True)
+class PairedTable:
+    """Each method but the reference against it, on the metrics where some method has a pair."""
+
+    reference: str
+    keys: list[str]
+    rows: list[tuple[str, list[Paired | None]]]  # method -> one result per key
+
+    def numbers(self, i: int, result: Paired) -> tuple[str, str | None]:
+        """The signed mean and the s.e. of a result in column i, with the column's decimals."""
+        metric = metric_for(self.keys[i])
+        decimals = column_decimals(metric, [r.mean for _, results in self.rows if (r := results[i])])
+        mean = ("+" if result.mean > 0 else "") + metric.fmt(result.mean, decimals)
+        return mean, metric.fmt(result.se, decimals) if result.se is not None else None
+
+
+def paired_table(suite: Suite, methods: list[str], keys: list[str]) -> PairedTable | None:
+    """The paired results of `methods` against their reference; None without a reference or any pair."""
     reference = reference_of(suite, methods)
     if reference is None:
         return None
@@ -80,23 +95,29 @@ def paired_rows(suite: Suite, methods: list[str], keys: list[str]) -> tuple[str,
     keys = [k for k in keys if any(results[(m, k)] for m in others)]
     if not keys:
         return None
+    return PairedTable(reference, keys, [(m, [results[(m, k)] for k in keys]) for m in others])
+
+
+def paired_rows(suite: Suite, methods: list[str], keys: list[str]) -> tuple[str, list[str], list[tuple[str, list[str]]]] | None:
+    """(reference, column labels, [(method, cell texts)]) for each method but the reference; cells read
+    '+2.41 ± 0.37 · better on 3, worse on 0 (p = 0.25)' (ties on neither side). None without a reference or a pair."""
+    table = paired_table(suite, methods, keys)
+    if table is None:
+        return None
     rows = []
-    for m in others:
+    for m, results in table.rows:
         cells = []
-        for key in keys:
-            result, metric = results[(m, key)], metric_for(key)
+        for i, result in enumerate(results):
             if result is None:
                 cells.append("—")
                 continue
-            decimals = column_decimals(metric, [r.mean for o in others if (r := results[(o, key)])])
-            text = ("+" if result.mean > 0 else "") + metric.fmt(result.mean, decimals)
-            if result.se is not None:
-                text += f" ± {metric.fmt(result.se, decimals)}"
+            mean, se = table.numbers(i, result)
+            text = mean + (f" ± {se}" if se else "")
             if result.better is not None:
                 text += f" · better on {result.better}, worse on {result.worse} ({p_text(result.p_sign)})"
             cells.append(text)
         rows.append((m, cells))
-    return reference, [f"{metric_for(k).label} {metric_for(k).arrow}".strip() for k in keys], rows
+    return table.reference, [f"{metric_for(k).label} {metric_for(k).arrow}".strip() for k in table.keys], rows
 
 
 def paired_note(reference_label: str, multi_seed: bool = False) -> str:
