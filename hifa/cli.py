@@ -205,13 +205,21 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     from hifa.status import render_status, suite_status
 
-    while True:
+    if not args.watch:
         status = suite_status(args.suite)
-        print(json.dumps(status.as_dict(), indent=2) if args.json else render_status(status), flush=True)
-        if not args.watch:
-            return 0
-        time.sleep(args.watch)
-        print()
+        print(json.dumps(status.as_dict(), indent=2) if args.json else render_status(status))
+        return 0
+    try:
+        while True:
+            try:
+                status = suite_status(args.suite)
+                print(json.dumps(status.as_dict(), indent=2) if args.json else render_status(status), flush=True)
+            except HifaError as exc:  # e.g. no run folder yet: the suite may be about to start
+                print(f"hifa: {exc}", file=sys.stderr, flush=True)
+            time.sleep(args.watch)
+            print()
+    except KeyboardInterrupt:  # how --watch ends
+        return 0
 
 
 def cmd_check_suites(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from urllib.request import url2pathname
 import torch
 
 from hifa.config import TrainConfig
-from hifa.configio import from_dict, load_yaml
+from hifa.configio import from_dict, load_yaml, to_dict
 from hifa.errors import HifaError
 from hifa.io import remove_stale_temporaries, write_bytes_atomic
 from hifa.mlflow_uri import foreign_store
@@ -47,11 +47,12 @@ def load_config(path: str | Path) -> TrainConfig:
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """The run's trained state: checkpoint.pt when present (the latest), else the finished run's weights.pt;
-    a one-line error when neither is there or readable."""
+    """The run's trained state: weights.pt when present (it exists only while the latest training is finished:
+    a training with steps left deletes it), else checkpoint.pt; a one-line error when neither is there or
+    readable, or when the file was trained with another config than R/config.yaml."""
     folder = run_dir(path)
     ckpt, weights = folder / CHECKPOINT_FILE, folder / WEIGHTS_FILE
-    source = ckpt if ckpt.is_file() or not weights.is_file() else weights
+    source = weights if weights.is_file() else ckpt
     if not source.is_file():
         raise HifaError(f"{ckpt} is missing: the run has not saved a checkpoint yet (train it, or resume with `hifa train --resume`); "
                         f"a finished run's {WEIGHTS_FILE} would do too")
@@ -61,13 +62,32 @@ def load_checkpoint(path: str | Path) -> dict:
         raise HifaError(f"cannot read {source}: {exc.__class__.__name__} (truncated or corrupt)") from None
     if not isinstance(state, dict) or "renderer" not in state:
         raise HifaError(f"{source} is not a hifa training checkpoint (no renderer state); train the run again")
+    changed = config_drift(state.get("config"), folder)
+    if changed:  # e.g. `dvc checkout` of an older config.yaml and weights.pt beside a newer local checkpoint.pt
+        raise HifaError(f"{source} was trained with another config than {folder / CONFIG_FILE} (differs in {', '.join(changed[:4])}"
+                        f"{', ...' if len(changed) > 4 else ''}); was config.yaml edited, or is the file left from another version of the run?")
     return state
 
 
-def write_weights(path: str | Path, renderer_state: dict, step: int) -> Path:
-    """R/weights.pt: the evaluation weights of the renderer at `step` (written atomically)."""
+def config_drift(saved: object, folder: Path) -> list[str]:
+    """Dotted keys (tracking aside) where a file's saved config differs from R/config.yaml; [] when it saved none."""
+    from hifa.trainer import changed_keys
+
+    if not isinstance(saved, dict):
+        return []
+    try:
+        saved_config = to_dict(from_dict(TrainConfig, saved))
+    except Exception:  # a config of another code version: nothing to compare key by key
+        return []
+    _, _, changed = changed_keys(saved_config, to_dict(load_config(folder)))
+    return [k for k in changed if not k.startswith("tracking.")]
+
+
+def write_weights(path: str | Path, renderer_state: dict, step: int, config: TrainConfig) -> Path:
+    """R/weights.pt: the evaluation weights of the renderer at `step` and the config they were trained with (atomic)."""
     buffer = io.BytesIO()
-    torch.save({"format": WEIGHTS_FORMAT, "step": int(step), "renderer": {k: v.detach().cpu() for k, v in renderer_state.items()}}, buffer)
+    weights = {k: v.detach().cpu() for k, v in renderer_state.items()}
+    torch.save({"format": WEIGHTS_FORMAT, "step": int(step), "config": to_dict(config), "renderer": weights}, buffer)
     return write_bytes_atomic(Path(path) / WEIGHTS_FILE, buffer.getvalue())
 
 

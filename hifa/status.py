@@ -4,6 +4,7 @@ Torch-free, so it answers in a second on a login node."""
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,15 +31,17 @@ class Training:
 
     @property
     def eta_s(self) -> float | None:
+        """Time to go: the steps left at the run's pace, less the time since the log was written (it is
+        written at checkpoints, so the training is that much further)."""
         if self.state != "running" or None in (self.step, self.iterations, self.seconds_per_step):
             return None
-        return max(0, self.iterations - self.step) * self.seconds_per_step
+        return max(0.0, max(0, self.iterations - self.step) * self.seconds_per_step - (self.idle_s or 0.0))
 
 
 def iterations_of(run: Run) -> int | None:
     try:
         data = yaml.safe_load((run.path / "config.yaml").read_text())
-    except (OSError, yaml.YAMLError):
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return None
     value = data.get("iterations") if isinstance(data, dict) else None
     return value if isinstance(value, int) and not isinstance(value, bool) else None
@@ -49,9 +52,10 @@ def training_of(run: Run, now: float | None = None) -> Training:
     iterations = iterations_of(run)
     rows = [r for r in run.curves if r.get("step")]
     step = int(rows[-1]["step"]) if rows else None
-    timed = [r for r in rows if r.get("time_s")]
+    timed = [r for r in rows if r.get("time_s") and math.isfinite(r["time_s"]) and math.isfinite(r["step"])]
     pace = timed[-1]["time_s"] / timed[-1]["step"] if timed else None  # time_s runs on across resumes
-    traces = [p for p in (run.path / "train_log.csv", run.path / "checkpoint.pt") if p.is_file()]
+    # A training writes config.yaml when it starts, validation images and its log and checkpoint as it goes.
+    traces = [p for p in (run.path / n for n in ("config.yaml", "train_log.csv", "checkpoint.pt", "validation")) if p.exists()]
     idle = (now or time.time()) - max(p.stat().st_mtime for p in traces) if traces else None
     if run.steps.get("train") == "done":
         state = "done"

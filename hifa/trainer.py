@@ -27,6 +27,7 @@ from hifa.guidance.schedules import depth_weight_factor, ramp
 from hifa.io import remove_stale_temporaries, save_image, write_bytes_atomic
 from hifa.optim import build_adan, clip_gradients, gradient_norm, param_groups, warmup_factor
 from hifa.renderer import RayOptions, Renderer
+from hifa.run_folder import WEIGHTS_FILE
 from hifa.run_setup import build_estimator, build_prior
 
 log = logging.getLogger(__name__)
@@ -242,6 +243,9 @@ class Trainer:
         self.time_offset, self.started = self.elapsed(), None
         if (self.run_dir / CHECKPOINT).is_file():
             self.load_checkpoint(self.run_dir / CHECKPOINT)
+        if self.step < last:  # steps to train: a finished training's products (or a previous one's log) no longer describe the folder
+            for name in (WEIGHTS_FILE, "train_summary.json", *(() if self.step else ("train_log.csv",))):
+                (self.run_dir / name).unlink(missing_ok=True)
         write_bytes_atomic(self.run_dir / "config.yaml", dump_yaml(cfg).encode())
         start, self.started = self.step, time.perf_counter()
         bar = tqdm(range(start + 1, last + 1), initial=start, total=cfg.iterations, desc=f"train {cfg.preset}",

@@ -20,7 +20,7 @@ from hifa.media import label_rows
 from hifa.mesh import export_mesh, extract_mesh
 from hifa.presets import oracle_world, preset
 from hifa.renderer import RayOptions
-from hifa.run_folder import WEIGHTS_FILE, write_weights
+from hifa.run_folder import write_weights
 from hifa.trainer import CHECKPOINT, Trainer, changed_keys
 
 log = logging.getLogger(__name__)
@@ -158,8 +158,7 @@ def run_training(config: TrainConfig, run_dir: str | Path, resume: bool = False,
     resuming = resume and (run_dir / CHECKPOINT).is_file()
     if resume and not resuming:  # e.g. a mistyped --out: say so rather than start over silently
         log.warning("%s holds no checkpoint to resume; training starts at step 0", run_dir)
-    if not resuming:  # weights of an earlier training in this folder must not stand in for this one's
-        (run_dir / WEIGHTS_FILE).unlink(missing_ok=True)
+    (run_dir / "FAILED").unlink(missing_ok=True)  # the workflow's mark of an earlier attempt that failed
     trainer.tracker = tracker = make_tracker(config, run_dir, run_dir.name, resuming)
     try:
         summary = trainer.train()
@@ -189,7 +188,7 @@ def finalize(trainer: Trainer, tracker) -> dict:
     """The evaluation weights (R/weights.pt), final views (white background), the mesh, and in the oracle world
     scores against ground truth."""
     cfg, run_dir = trainer.config, trainer.run_dir
-    write_weights(run_dir, evaluation_state(trainer), trainer.step)
+    write_weights(run_dir, evaluation_state(trainer), trainer.step, cfg)
     renderer = trainer.eval_renderer()
     renderer.eval()
     cams = orbit_cameras(cfg.eval_views, start_azimuth_deg=180.0 / cfg.eval_views)

@@ -26,6 +26,14 @@ def in_training(run: Path, iterations: int = 400) -> None:
         (run / step).rmdir()
 
 
+def age(run: Path, seconds: float) -> None:
+    """Make a run's training traces (config, log, checkpoint, validation folder) `seconds` old."""
+    when = time.time() - seconds
+    for name in ("config.yaml", "train_log.csv", "checkpoint.pt", "validation"):
+        if (run / name).exists():
+            os.utime(run / name, (when, when))
+
+
 @pytest.fixture
 def suite(tmp_path) -> Path:
     """hifa/snowman training (step 200 of 400), dreamfusion/snowman failed at mesh, the rest complete."""
@@ -38,7 +46,7 @@ def test_a_running_training_shows_its_step_pace_and_time_to_go(suite):
     status = suite_status(suite)
     t = status.trainings[("hifa", "snowman", 0)]
     assert (t.state, t.step, t.iterations) == ("running", 200, 400)
-    assert t.seconds_per_step == pytest.approx(0.4) and t.eta_s == pytest.approx(200 * 0.4)
+    assert t.seconds_per_step == pytest.approx(0.4) and t.eta_s == pytest.approx(200 * 0.4, abs=2)
     text = render_status(status)
     assert "200/400 (50 %), ETA 80 s" in text
     assert "trainings: 3 done, 1 running (longest ETA 80 s); evaluations: 2/4" in text
@@ -47,12 +55,30 @@ def test_a_running_training_shows_its_step_pace_and_time_to_go(suite):
 
 
 def test_a_training_whose_log_went_quiet_is_stopped_not_running(suite):
-    run = suite / "runs" / "hifa" / "snowman"
-    old = time.time() - 2 * 3600
-    os.utime(run / "train_log.csv", (old, old))
+    age(suite / "runs" / "hifa" / "snowman", 2 * 3600)
     t = suite_status(suite).trainings[("hifa", "snowman", 0)]
     assert t.state == "stopped" and t.eta_s is None
     assert "stopped at 200/400 (50 %), 2.0 h ago" in render_status(suite_status(suite))
+
+
+def test_the_time_to_go_counts_from_the_last_log_write(suite):
+    """The log is written at checkpoints: a minute after one, the training is a minute further on."""
+    age(suite / "runs" / "hifa" / "snowman", 60)
+    t = suite_status(suite).trainings[("hifa", "snowman", 0)]
+    assert t.state == "running" and t.eta_s == pytest.approx(80 - 60, abs=2)
+
+
+def test_a_training_that_just_started_is_running(tmp_path):
+    """Only config.yaml so far (no checkpoint, no log until the first checkpoint): running, at step 0."""
+    root = make_suite(tmp_path / "new", methods=("hifa",), failed=(), missing=())
+    run = root / "runs" / "hifa" / "snowman"
+    shutil.rmtree(run)
+    run.mkdir()
+    (run / "config.yaml").write_text("preset: hifa\nprompt: a snowman\niterations: 400\n")
+    t = suite_status(root).trainings[("hifa", "snowman", 0)]
+    assert (t.state, t.step, t.eta_s) == ("running", None, None)
+    line = next(x for x in render_status(suite_status(root)).splitlines() if "a snowman" in x)
+    assert line.split() == ["HiFA", "a", "snowman", "0/400", "·", "·", "·", "·"]
 
 
 def test_a_run_not_started_is_waiting(tmp_path):
@@ -72,7 +98,7 @@ def test_cli_prints_the_table_or_json(suite, capsys):
     document = json.loads(capsys.readouterr().out)
     runs = {(r["method"], r["prompt_slug"]): r for r in document["runs"]}
     assert document["schema"] == "hifa.suite-status/1" and len(runs) == 4
-    assert runs[("hifa", "snowman")]["training"] == "running" and runs[("hifa", "snowman")]["eta_s"] == pytest.approx(80)
+    assert runs[("hifa", "snowman")]["training"] == "running" and runs[("hifa", "snowman")]["eta_s"] == pytest.approx(80, abs=2)
     assert runs[("dreamfusion", "snowman")]["steps"]["mesh"] == "failed"
 
 

@@ -260,7 +260,7 @@ def suite_inputs(marker):
 # whose consumers are up to date, but it does re-create a missing target, and then re-runs exactly
 # the jobs downstream of it (delete R/mesh/ and only extract_mesh, evaluate and report run).
 RUN_FILES = (
-    "train_summary.json", "final_views.png",
+    "train_summary.json", "weights.pt", "final_views.png",
     "render/render.json", "render/depth.npz", "render/contact_sheet.png",
     "depth/depth.json", "depth/estimated.npz", "depth/comparison.png",
     "mesh/mesh.json", "mesh/mesh.ply", "mesh/mesh.obj", "mesh/mesh.glb", "mesh/preview.png",

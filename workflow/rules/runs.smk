@@ -40,6 +40,7 @@ rule train:
         unpack(tiny_world_inputs),
     output:
         summary=RUN + "/train_summary.json",
+        weights=RUN + "/weights.pt",  # what DVC versions of the training (.dvcignore leaves checkpoint.pt out)
         views=report(
             RUN + "/final_views.png",
             caption="../report/final_views.rst",
