@@ -102,7 +102,8 @@ def load_run(path: str | Path, device: str | torch.device | None = None) -> tupl
     try:
         renderer.load_state_dict(state["renderer"])
     except (KeyError, RuntimeError) as exc:
-        raise HifaError(f"checkpoint in {path} does not match its config.yaml ({exc.__class__.__name__}); was config.yaml edited?") from None
+        raise HifaError(f"the trained weights in {path} ({WEIGHTS_FILE} or {CHECKPOINT_FILE}) do not match its config.yaml "
+                        f"({exc.__class__.__name__}); was config.yaml edited?") from None
     ema = state.get("ema")
     if ema is not None:  # Trainer.eval_renderer: the EMA shadows replace the parameters
         for shadow, param in zip(ema, renderer.parameters()):

@@ -65,7 +65,7 @@ def damaged_checkpoints(good: bytes, pwned: Path, state: dict) -> dict[str, byte
     }
 
 
-def test_damaged_checkpoints_are_one_line_errors_for_train_render_and_mesh(trained, tmp_path, capsys):
+def test_damaged_checkpoints_and_weights_are_one_line_errors_for_train_render_and_mesh(trained, tmp_path, capsys):
     good = (trained / "checkpoint.pt").read_bytes()
     state = torch.load(trained / "checkpoint.pt", weights_only=True)
     pwned = tmp_path / "PWNED"
@@ -74,6 +74,7 @@ def test_damaged_checkpoints_are_one_line_errors_for_train_render_and_mesh(train
         run = tmp_path / name.replace(" ", "-")
         shutil.copytree(trained, run)
         (run / "checkpoint.pt").write_bytes(data)
+        (run / "weights.pt").write_bytes(data)  # what render and mesh read first
         config_before = (run / "config.yaml").read_bytes()
         for argv in (["train", "--prompt", PROMPT, "--prior", "oracle", "--quiet", "--resume", "--out", str(run), *sets],
                      ["render", str(run), "--views", "2", "--resolution", "8", "--quiet"],
@@ -81,8 +82,9 @@ def test_damaged_checkpoints_are_one_line_errors_for_train_render_and_mesh(train
             code, err = main(argv, capsys)
             lines = err.strip().splitlines()
             assert code == 2 and len(lines) == 1, (name, argv[0], err)
-            assert lines[0].startswith("hifa: error: ") and ("checkpoint" in lines[0]), (name, argv[0], err)
+            assert lines[0].startswith("hifa: error: ") and ("checkpoint" in lines[0] or "weights.pt" in lines[0]), (name, argv[0], err)
         assert (run / "checkpoint.pt").read_bytes() == data, "a damaged checkpoint is never overwritten by a guess"
+        assert (run / "weights.pt").read_bytes() == data
         assert (run / "config.yaml").read_bytes() == config_before
         assert not (run / "render" / "render.json").exists() and not (run / "mesh" / "mesh.json").exists()
     assert not pwned.exists(), "weights_only loading: a checkpoint cannot run code"
