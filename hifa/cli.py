@@ -347,6 +347,9 @@ MEMORY_HINTS = {
 }
 
 
+TORCH_FREE = ("status", "report")  # commands that start in well under a second without torch (a login node, a watch loop)
+
+
 def raise_terminated(signum: int, frame: object) -> None:
     """SIGTERM handler: stop with Terminated (hifa train defers it to the end of the step and checkpoints)."""
     from hifa.errors import Terminated
@@ -365,17 +368,17 @@ def main(argv: list[str] | None = None) -> int:
     import signal
     import threading
 
-    import torch
-
     from hifa.errors import Terminated, is_out_of_memory
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, raise_terminated) if in_main_thread else None
-    # Subnormal floats (tiny densities and weights early in training) are 10-100x slower on x86 CPUs:
-    # 'dreamfusion' under the oracle took 0.65-1.3 s per step with them and 0.46 s flushed to zero.
-    torch.set_flush_denormal(True)
+    torch = None if args.command in TORCH_FREE else __import__("torch")
+    if torch is not None:
+        # Subnormal floats (tiny densities and weights early in training) are 10-100x slower on x86 CPUs:
+        # 'dreamfusion' under the oracle took 0.65-1.3 s per step with them and 0.46 s flushed to zero.
+        torch.set_flush_denormal(True)
     try:
         return args.func(args)
     except HifaError as exc:
@@ -399,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         raise
     finally:
-        torch.set_flush_denormal(False)  # torch's default: main() may run inside another program
+        if torch is not None:
+            torch.set_flush_denormal(False)  # torch's default: main() may run inside another program
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 

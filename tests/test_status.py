@@ -104,3 +104,14 @@ def test_cli_prints_the_table_or_json(suite, capsys):
 
 def test_durations():
     assert [duration(s) for s in (5, 89, 300, 5399, 7200)] == ["5 s", "89 s", "5 min", "90 min", "2.0 h"]
+
+
+def test_status_does_not_load_torch(suite):
+    """It must answer fast on a login node or in a watch loop: torch's import alone takes about 1.5 s."""
+    import subprocess
+    import sys
+
+    code = f"import sys; from hifa.cli import main; assert main(['status', {str(suite)!r}]) == 0; print('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "False"
