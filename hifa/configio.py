@@ -171,3 +171,30 @@ def load_yaml(path: str | Path) -> dict:
 def dump_yaml(config: Any) -> str:
     """YAML text of a dataclass tree."""
     return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """Nested dicts to dotted keys."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def changed_keys(old: dict, new: dict) -> tuple[dict, dict, list[str]]:
+    """(flat old, flat new, sorted dotted keys whose values differ) of two nested config dicts."""
+    old, new = flatten(old), flatten(new)
+    return old, new, sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+
+
+# Settings that change how a run is tracked, not what it trains: a resumed run, or its saved weights, may differ in them.
+UNTRAINED = ("tracking",)
+
+
+def trained_changes(old: dict, new: dict) -> list[str]:
+    """Sorted dotted keys where two nested config dicts differ in what they train (UNTRAINED sections aside)."""
+    drop = lambda tree: {k: v for k, v in tree.items() if k not in UNTRAINED}  # noqa: E731
+    return changed_keys(drop(old), drop(new))[2]

@@ -14,7 +14,7 @@ from urllib.request import url2pathname
 import torch
 
 from hifa.config import TrainConfig
-from hifa.configio import from_dict, load_yaml, to_dict
+from hifa.configio import from_dict, load_yaml, to_dict, trained_changes
 from hifa.errors import HifaError
 from hifa.io import remove_stale_temporaries, write_bytes_atomic
 from hifa.mlflow_uri import foreign_store
@@ -46,7 +46,7 @@ def load_config(path: str | Path) -> TrainConfig:
     return from_dict(TrainConfig, load_yaml(run_dir(path) / CONFIG_FILE))
 
 
-def load_checkpoint(path: str | Path) -> dict:
+def load_checkpoint(path: str | Path, config: TrainConfig | None = None) -> dict:
     """The run's trained state: weights.pt when present (it exists only while the latest training is finished:
     a training with steps left deletes it), else checkpoint.pt; a one-line error when neither is there or
     readable, or when the file was trained with another config than R/config.yaml."""
@@ -62,25 +62,22 @@ def load_checkpoint(path: str | Path) -> dict:
         raise HifaError(f"cannot read {source}: {exc.__class__.__name__} (truncated or corrupt)") from None
     if not isinstance(state, dict) or "renderer" not in state:
         raise HifaError(f"{source} is not a hifa training checkpoint (no renderer state); train the run again")
-    changed = config_drift(state.get("config"), folder)
+    changed = config_drift(state.get("config"), config or load_config(folder))
     if changed:  # e.g. `dvc checkout` of an older config.yaml and weights.pt beside a newer local checkpoint.pt
         raise HifaError(f"{source} was trained with another config than {folder / CONFIG_FILE} (differs in {', '.join(changed[:4])}"
                         f"{', ...' if len(changed) > 4 else ''}); was config.yaml edited, or is the file left from another version of the run?")
     return state
 
 
-def config_drift(saved: object, folder: Path) -> list[str]:
-    """Dotted keys (tracking aside) where a file's saved config differs from R/config.yaml; [] when it saved none."""
-    from hifa.trainer import changed_keys
-
+def config_drift(saved: object, config: TrainConfig) -> list[str]:
+    """Dotted keys (tracking aside) where a file's saved config differs from the run's; [] when it saved none."""
     if not isinstance(saved, dict):
         return []
     try:
         saved_config = to_dict(from_dict(TrainConfig, saved))
     except Exception:  # a config of another code version: nothing to compare key by key
         return []
-    _, _, changed = changed_keys(saved_config, to_dict(load_config(folder)))
-    return [k for k in changed if not k.startswith("tracking.")]
+    return trained_changes(saved_config, to_dict(config))
 
 
 def write_weights(path: str | Path, renderer_state: dict, step: int, config: TrainConfig) -> Path:
@@ -97,7 +94,7 @@ def load_run(path: str | Path, device: str | torch.device | None = None) -> tupl
     from hifa.trainer import build_renderer
 
     config = load_config(path)
-    state = load_checkpoint(path)
+    state = load_checkpoint(path, config)
     renderer = build_renderer(config)
     try:
         renderer.load_state_dict(state["renderer"])

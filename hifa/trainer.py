@@ -17,7 +17,7 @@ from hifa import regularisers as reg
 from hifa.background import BackgroundMLP
 from hifa.cameras import Cameras, orbit_cameras, sample_cameras
 from hifa.config import TrainConfig
-from hifa.configio import dump_yaml, to_dict
+from hifa.configio import changed_keys, dump_yaml, to_dict
 from hifa.depth import pearson_depth_loss, ssi_depth_loss
 from hifa.errors import HifaError, OutputError, Terminated, is_out_of_memory, shorten
 from hifa.stop_signals import catch_stop_signals
@@ -56,23 +56,6 @@ def resolve_device(spec: str) -> torch.device:
     if spec.startswith("cuda") and not torch.cuda.is_available():
         raise HifaError(f"device {spec!r} was asked for but CUDA is not available here; use --set device=cpu")
     return torch.device(spec)
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    """Nested dicts to dotted keys."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def changed_keys(old: dict, new: dict) -> tuple[dict, dict, list[str]]:
-    """(flat old, flat new, sorted dotted keys whose values differ) of two nested config dicts."""
-    old, new = flatten(old), flatten(new)
-    return old, new, sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
 
 
 def memory_message(config: TrainConfig, step: int, checkpoint_step: int, exc: BaseException) -> str:

@@ -11,7 +11,7 @@ import torch
 
 from hifa.cameras import orbit_cameras
 from hifa.config import PriorConfig, TrainConfig
-from hifa.configio import apply_overrides, from_dict, load_yaml, to_dict
+from hifa.configio import apply_overrides, from_dict, load_yaml, to_dict, trained_changes
 from hifa.errors import HifaError, Terminated, shorten
 from hifa.evaluate.image import masked_abs_error, psnr
 from hifa.guidance.stable_diffusion import DEFAULT_MODEL
@@ -21,7 +21,7 @@ from hifa.mesh import export_mesh, extract_mesh
 from hifa.presets import oracle_world, preset
 from hifa.renderer import RayOptions
 from hifa.run_folder import write_weights
-from hifa.trainer import CHECKPOINT, Trainer, changed_keys
+from hifa.trainer import CHECKPOINT, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -109,18 +109,13 @@ def make_tracker(config: TrainConfig, run_dir: Path, run_name: str, resuming: bo
     return Tracker.start(uri, config.tracking.experiment, run_name, to_dict(config), {"preset": config.preset, "prompt": config.prompt, "seed": config.seed}, run_dir)
 
 
-# Settings that change how a run is tracked, not what it trains: a resumed run may differ in them.
-UNTRAINED = ("tracking",)
-
-
 def config_changes(config: TrainConfig, saved: str | Path) -> list[str]:
     """Dotted keys where `config` differs from a run's saved config.yaml (tracking aside); ['(unreadable)'] if it cannot be read."""
     try:
         old = load_yaml(saved)
     except HifaError:
         return ["(unreadable)"]
-    drop = lambda tree: {k: v for k, v in tree.items() if k not in UNTRAINED}  # noqa: E731
-    return changed_keys(drop(old), drop(to_dict(config)))[2]
+    return trained_changes(old, to_dict(config))
 
 
 def check_prompt(config: TrainConfig) -> None:

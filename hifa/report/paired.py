@@ -77,12 +77,21 @@ class PairedTable:
     keys: list[str]
     rows: list[tuple[str, list[Paired | None]]]  # method -> one result per key
 
-    def numbers(self, i: int, result: Paired) -> tuple[str, str | None]:
-        """The signed mean and the s.e. of a result in column i, with the column's decimals."""
-        metric = metric_for(self.keys[i])
-        decimals = column_decimals(metric, [r.mean for _, results in self.rows if (r := results[i])])
-        mean = ("+" if result.mean > 0 else "") + metric.fmt(result.mean, decimals)
-        return mean, metric.fmt(result.se, decimals) if result.se is not None else None
+    def formatted(self) -> list[tuple[str, list[tuple[Paired, str, str | None] | None]]]:
+        """Per method, per column: (result, signed mean, s.e.) with the column's decimals, or None."""
+        out = []
+        for method, results in self.rows:
+            cells = []
+            for i, result in enumerate(results):
+                if result is None:
+                    cells.append(None)
+                    continue
+                metric = metric_for(self.keys[i])
+                decimals = column_decimals(metric, [r.mean for _, rs in self.rows if (r := rs[i])])
+                se = metric.fmt(result.se, decimals) if result.se is not None else None
+                cells.append((result, ("+" if result.mean > 0 else "") + metric.fmt(result.mean, decimals), se))
+            out.append((method, cells))
+        return out
 
 
 def paired_table(suite: Suite, methods: list[str], keys: list[str]) -> PairedTable | None:
@@ -104,19 +113,14 @@ def paired_rows(suite: Suite, methods: list[str], keys: list[str]) -> tuple[str,
     table = paired_table(suite, methods, keys)
     if table is None:
         return None
-    rows = []
-    for m, results in table.rows:
-        cells = []
-        for i, result in enumerate(results):
-            if result is None:
-                cells.append("—")
-                continue
-            mean, se = table.numbers(i, result)
-            text = mean + (f" ± {se}" if se else "")
-            if result.better is not None:
-                text += f" · better on {result.better}, worse on {result.worse} ({p_text(result.p_sign)})"
-            cells.append(text)
-        rows.append((m, cells))
+    def text(cell: tuple[Paired, str, str | None] | None) -> str:
+        if cell is None:
+            return "—"
+        result, mean, se = cell
+        sign_test_text = f" · better on {result.better}, worse on {result.worse} ({p_text(result.p_sign)})" if result.better is not None else ""
+        return mean + (f" ± {se}" if se else "") + sign_test_text
+
+    rows = [(m, [text(cell) for cell in cells]) for m, cells in table.formatted()]
     return table.reference, [f"{metric_for(k).label} {metric_for(k).arrow}".strip() for k in table.keys], rows
 
 
