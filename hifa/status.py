@@ -15,6 +15,7 @@ from hifa.report.catalog import STEPS, method_label
 from hifa.report.collect import Suite, collect
 from hifa.report.run import Run
 
+PACE_ROWS = 10  # the time to go comes from the pace over the last this-many log rows
 STALLED_AFTER_S = 30 * 60  # a training whose log has not changed for this long is not said to be running
 MARKS = {"done": "✓", "failed": "✗", "partial": "…", "stale": "stale", "missing": "·"}
 
@@ -47,13 +48,25 @@ def iterations_of(run: Run) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def recent_pace(rows: list[dict], window: int = PACE_ROWS) -> float | None:
+    """Seconds per step over the last `window` logged rows (time_s runs on across resumes, without the time in
+    between), so a resume on other hardware or a slow start does not skew the time to go; the whole run's
+    mean when the window spans no steps."""
+    if not rows:
+        return None
+    first, last = rows[max(0, len(rows) - window)], rows[-1]
+    if last["step"] > first["step"] and last["time_s"] >= first["time_s"]:
+        return (last["time_s"] - first["time_s"]) / (last["step"] - first["step"])
+    return last["time_s"] / last["step"]
+
+
 def training_of(run: Run, now: float | None = None) -> Training:
     """The training's state: done, failed, running (log changed in the last 30 min), stopped, or waiting (no trace)."""
     iterations = iterations_of(run)
     rows = [r for r in run.curves if r.get("step")]
     step = int(rows[-1]["step"]) if rows else None
     timed = [r for r in rows if r.get("time_s") and math.isfinite(r["time_s"]) and math.isfinite(r["step"])]
-    pace = timed[-1]["time_s"] / timed[-1]["step"] if timed else None  # time_s runs on across resumes
+    pace = recent_pace(timed)
     # A training writes config.yaml when it starts, validation images and its log and checkpoint as it goes.
     traces = [p for p in (run.path / n for n in ("config.yaml", "train_log.csv", "checkpoint.pt", "validation")) if p.exists()]
     idle = (now or time.time()) - max(p.stat().st_mtime for p in traces) if traces else None

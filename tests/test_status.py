@@ -115,3 +115,13 @@ def test_status_does_not_load_torch(suite):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_the_pace_is_the_recent_one():
+    """A run resumed on a GPU twice as fast: the time to go follows the last rows, not the whole run's mean."""
+    from hifa.status import recent_pace
+
+    slow = [{"step": float(s), "time_s": s * 1.0} for s in range(10, 110, 10)]
+    fast = [{"step": float(s), "time_s": 100 + (s - 100) * 0.5} for s in range(110, 310, 10)]
+    assert recent_pace(slow + fast) == pytest.approx(0.5)
+    assert recent_pace(slow) == pytest.approx(1.0) and recent_pace(slow[:1]) == pytest.approx(1.0) and recent_pace([]) is None
