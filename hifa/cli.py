@@ -200,26 +200,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    import json
-    import time
+    from hifa.status import print_status
 
-    from hifa.status import render_status, suite_status
-
-    if not args.watch:
-        status = suite_status(args.suite)
-        print(json.dumps(status.as_dict(), indent=2) if args.json else render_status(status))
-        return 0
-    try:
-        while True:
-            try:
-                status = suite_status(args.suite)
-                print(json.dumps(status.as_dict(), indent=2) if args.json else render_status(status), flush=True)
-            except HifaError as exc:  # e.g. no run folder yet: the suite may be about to start
-                print(f"hifa: {exc}", file=sys.stderr, flush=True)
-            time.sleep(args.watch)
-            print()
-    except KeyboardInterrupt:  # how --watch ends
-        return 0
+    return print_status(args.suite, as_json=args.json, watch=args.watch)
 
 
 def cmd_check_suites(args: argparse.Namespace) -> int:

@@ -4,13 +4,16 @@ Torch-free, so it answers in a second on a login node."""
 
 from __future__ import annotations
 
+import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from hifa.errors import HifaError
 from hifa.report.catalog import STEPS, method_label
 from hifa.report.collect import Suite, collect
 from hifa.report.run import Run
@@ -168,3 +171,25 @@ def render_status(status: Status) -> str:
     seeds = f" × {len(suite.seeds)} seeds" if suite.multi_seed else ""
     title = f"{suite.name}: {plural(len(suite.methods), 'method')} × {plural(len(suite.slugs), 'prompt')}{seeds} ({plural(len(suite.runs), 'run')})"
     return "\n".join([title, "", format_table(header, status.rows()), "", status.totals()])
+
+
+def print_status(folder: str | Path, as_json: bool = False, watch: int | None = None) -> int:
+    """Print a suite's status (the table, or JSON); with `watch`, again every `watch` seconds until Ctrl-C,
+    riding out a suite folder that has no runs yet."""
+    def show() -> None:
+        status = suite_status(folder)
+        print(json.dumps(status.as_dict(), indent=2) if as_json else render_status(status), flush=True)
+
+    if not watch:
+        show()
+        return 0
+    try:
+        while True:
+            try:
+                show()
+            except HifaError as exc:  # e.g. no run folder yet: the suite may be about to start
+                print(f"hifa: {exc}", file=sys.stderr, flush=True)
+            time.sleep(watch)
+            print()
+    except KeyboardInterrupt:  # how a watch ends
+        return 0

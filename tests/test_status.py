@@ -125,3 +125,20 @@ def test_the_pace_is_the_recent_one():
     fast = [{"step": float(s), "time_s": 100 + (s - 100) * 0.5} for s in range(110, 310, 10)]
     assert recent_pace(slow + fast) == pytest.approx(0.5)
     assert recent_pace(slow) == pytest.approx(1.0) and recent_pace(slow[:1]) == pytest.approx(1.0) and recent_pace([]) is None
+
+
+def test_watch_repeats_rides_out_a_missing_suite_and_ends_quietly_on_ctrl_c(suite, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    later = tmp_path / "later"  # no suite folder yet: the watch says so and keeps watching
+    procs = [subprocess.Popen([sys.executable, "-m", "hifa.cli", "status", str(folder), "--watch", "1"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for folder in (suite, later)]
+    time.sleep(3.5)
+    for proc in procs:
+        proc.send_signal(signal.SIGINT)
+    (out, err), (out_later, err_later) = (proc.communicate(timeout=30) for proc in procs)
+    assert [proc.returncode for proc in procs] == [0, 0], (err, err_later)
+    assert out.count("trainings: 3 done, 1 running") >= 2 and "interrupted" not in err
+    assert err_later.count(f"hifa: suite folder not found: {later}") >= 2 and out_later.strip() == ""
