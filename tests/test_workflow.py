@@ -93,6 +93,20 @@ def test_methods_in_schema_match_presets():
     assert set(schema["$defs"]["method"]["enum"]) == set(PRESETS)
 
 
+def test_every_dvc_stage_versions_all_of_its_suites_results():
+    """What a `dvc pull` must bring for Snakemake and the report to take the results as they are: per suite of a stage,
+    the runs, report, paper files, the manifest (suite.json: slugs and seeds) and prompts.txt (an input of every evaluation)."""
+    stages = load_yaml(ROOT / "dvc.yaml")["stages"]
+    for name, stage in stages.items():
+        suites = [key.split(".", 1)[1] for entry in stage["params"] for keys in entry.values() for key in keys]
+        outs = {next(iter(o)) for o in stage["outs"]}
+        metrics = {next(iter(m)) for m in stage["metrics"]}
+        for suite in suites:
+            expected = {f"results/{suite}/{part}" for part in ("runs", "report", "paper", "suite.json", "prompts.txt")}
+            assert expected <= outs, (name, suite, expected - outs)
+            assert f"results/{suite}/metrics.json" in metrics, (name, suite)
+
+
 def test_conda_env_pins_the_project_stack():
     import tomllib
 
