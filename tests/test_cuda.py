@@ -106,6 +106,23 @@ def test_training_on_cuda_runs_the_prior_in_half_precision(models, tmp_path, met
     assert all(v == v for row in trainer.log_rows for k, v in row.items() if isinstance(v, float))  # no NaN logged
 
 
+def test_a_cuda_training_s_weights_load_on_a_cpu_machine(models, tmp_path):
+    """weights.pt of a CUDA run (what DVC versions) holds CPU tensors and gives the same renderer as its checkpoint."""
+    from hifa.run_folder import CHECKPOINT_FILE, load_run
+    from hifa.training import run_training
+
+    run = tmp_path / "run"
+    run_training(tiny_cuda_config(models, "dreamfusion", extra=["iterations=3", "mesh.resolution=32"]), run, progress=False)
+    weights = torch.load(run / "weights.pt", weights_only=True)
+    assert all(not t.is_cuda for t in weights["renderer"].values())
+    _, from_weights, step = load_run(run, "cpu")
+    (run / "weights.pt").unlink()
+    _, from_checkpoint, _ = load_run(run, "cpu")  # the EMA applied from the checkpoint, as before weights.pt
+    assert step == 3 and (run / CHECKPOINT_FILE).is_file()
+    a, b = from_weights.state_dict(), from_checkpoint.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_training_on_cuda_with_the_unet_replayed_as_cuda_graphs(models, tmp_path):
     """prior.compile_mode=reduce-overhead through the trainer: no CUDA graph output is read after the next replay."""
     config = tiny_cuda_config(models, extra=["iterations=4", "prior.compile=true", "prior.compile_mode=reduce-overhead"])
