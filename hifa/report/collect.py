@@ -10,6 +10,7 @@ the report marks such runs, it never drops them.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,18 +35,15 @@ class Suite:
     notes: dict[str, str]
     versions: dict
     description: str | None = None  # suite.json "description"
-    seeds: list[int] = None  # type: ignore[assignment]  # [0] unless given
+    seeds: list[int] = field(default_factory=lambda: [0])
     problems: list[str] = field(default_factory=list)  # suite-level: run folders left out, and why
-
-    def __post_init__(self) -> None:
-        self.seeds = list(self.seeds or [0])
 
     @property
     def multi_seed(self) -> bool:
         return len(self.seeds) > 1
 
     def run(self, method: str, slug: str, seed: int | None = None) -> Run:
-        """The run of a seed; without one, of the suite's first seed (the one figures show)."""
+        """The run of a seed; without one, of the suite's first seed."""
         return self.runs[(method, slug, self.seeds[0] if seed is None else seed)]
 
     def seed_runs(self, method: str, slug: str) -> list[Run]:
@@ -75,12 +73,11 @@ class Suite:
     def seed_sd(self, method: str, key: str) -> float | None:
         """Spread between seeds: the root of the mean over prompts of the sample variance across seeds
         (prompts with at least two seeds' values); None with one seed."""
-        variances = []
-        for slug in self.slugs:
-            value = self.value(method, slug, key) if self.multi_seed else None
-            if value is not None and value.se is not None and value.n and value.n > 1:
-                variances.append(value.se**2 * value.n)
-        return math.sqrt(sum(variances) / len(variances)) if variances else None
+        if not self.multi_seed:
+            return None
+        per_prompt = [[v.mean for v in self.seed_values(method, slug, key).values()] for slug in self.slugs]
+        variances = [statistics.variance(xs) for xs in per_prompt if len(xs) > 1]
+        return math.sqrt(statistics.fmean(variances)) if variances else None
 
     def counts(self) -> dict[str, int]:
         statuses = [run.status for run in self.runs.values()]
