@@ -14,6 +14,7 @@ from skimage import measure
 
 from hifa.errors import HifaError, require
 from hifa.field import NeRFField
+from hifa.volume import alpha_weights, composite
 from hifa.io import write_bytes_atomic
 from hifa.lazy import open3d as o3d, trimesh
 
@@ -31,6 +32,8 @@ class MeshConfig:
     coarse_resolution: int = 64
     min_component_fraction: float = 0.02
     max_faces: int = 100_000
+    texture_size: int = 1024
+    colour_depth: float = 0.1  # how far below the surface the head-on colour is composited, in units of field.bound
     chunk_points: int = 1 << 18
 
     def __post_init__(self) -> None:
@@ -39,6 +42,8 @@ class MeshConfig:
         require(self.threshold is None or self.threshold > 0, "mesh.threshold", "must be positive (or null for automatic)")
         require(0.0 <= self.min_component_fraction < 1.0, "mesh.min_component_fraction", "must lie in [0, 1)")
         require(self.max_faces >= 4, "mesh.max_faces", "must be >= 4")
+        require(0.0 <= self.colour_depth <= 1.0, "mesh.colour_depth", f"must lie in [0, 1], got {self.colour_depth}")
+        require(16 <= self.texture_size <= 8192, "mesh.texture_size", f"must lie in [16, 8192], got {self.texture_size}")
 
 
 @dataclass
@@ -49,6 +54,7 @@ class Mesh:
     faces: np.ndarray  # (F, 3) int
     colors: np.ndarray | None = None  # (V, 3) in [0, 1]
     threshold: float = float("nan")
+    normals: np.ndarray | None = None  # (V, 3) unit, area-weighted from the faces
 
     def to_open3d(self) -> o3d.geometry.TriangleMesh:
         mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(self.vertices), o3d.utility.Vector3iVector(self.faces))
@@ -134,21 +140,43 @@ def occupied_bounds(grid: np.ndarray, threshold: float, lo: np.ndarray, hi: np.n
 
 
 @torch.no_grad()
-def vertex_albedo(field: NeRFField, vertices: np.ndarray, normals: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
-    """Albedo at the vertices, viewed head-on (view direction = -normal)."""
+def surface_albedo(field: NeRFField, points: np.ndarray, normals: np.ndarray, depth: float = 0.0, samples: int = 32, chunk: int = 1 << 13) -> np.ndarray:
+    """Albedo a camera looking head-on at each surface point sees (method.md §6.6): volume-composited along -normal.
+
+    The ray starts depth/5 outside the point and ends `depth` inside it (`samples` midpoints); the composite is
+    normalised by its opacity. A density iso-surface lies where the field is still thin: the albedo exactly
+    there is barely trained (the oracle world's white backdrop shows through) while the renders see the colour
+    of the denser shell below. depth = 0, or a ray that meets no density, takes the albedo at the point itself.
+    """
     device = next(field.parameters()).device
-    colors = []
-    for start in range(0, len(vertices), chunk):
-        pts = torch.as_tensor(vertices[start : start + chunk], dtype=torch.float32, device=device)
-        view = -torch.as_tensor(normals[start : start + chunk], dtype=torch.float32, device=device)
-        _, feature = field.density_features(pts, exact=True)
-        colors.append(field.albedo(feature, view, exact=True).cpu().numpy())
-    return np.concatenate(colors) if colors else np.zeros((0, 3))
+    colours = []
+    fractions = (torch.arange(samples, device=device, dtype=torch.float32) + 0.5) / samples
+    for start in range(0, len(points), chunk):
+        p = torch.as_tensor(points[start : start + chunk], dtype=torch.float32, device=device)
+        n = torch.as_tensor(normals[start : start + chunk], dtype=torch.float32, device=device)
+        _, feature = field.density_features(p, exact=True)
+        colour = field.albedo(feature, -n, exact=True)
+        if depth > 0 and len(p):
+            length = 1.2 * depth
+            along = (p + 0.2 * depth * n)[:, None] - (fractions * length)[None, :, None] * n[:, None]  # (N, S, 3)
+            sigma, features = field.density_features(along.reshape(-1, 3), exact=True)
+            albedo = field.albedo(features, -n, rays=samples, exact=True).reshape(len(p), samples, 3)
+            _, weights = alpha_weights(sigma.reshape(len(p), samples), torch.full_like(sigma.reshape(len(p), samples), length / samples))
+            opacity = weights.sum(-1, keepdim=True)
+            seen = composite(weights, albedo) / opacity.clamp(min=1e-12)
+            colour = torch.where(opacity > 1e-4, seen, colour)
+        colours.append(colour.cpu().numpy())
+    return np.concatenate(colours) if colours else np.zeros((0, 3))
+
+
+def albedo_colours(field: NeRFField, depth: float) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """`surface_albedo` of the field as a function of (points, normals)."""
+    return functools.partial(surface_albedo, field, depth=depth)
 
 
 @torch.no_grad()
 def extract_mesh(field: NeRFField, config: MeshConfig) -> Mesh:
-    """Marching cubes on the field's density, cleaned, decimated and coloured by albedo."""
+    """Marching cubes on the field's density, cleaned, decimated and coloured by the albedo seen head-on."""
     device = next(field.parameters()).device
     bound = field.config.bound
     lo, hi = np.full(3, -bound), np.full(3, bound)
@@ -172,8 +200,8 @@ def extract_mesh(field: NeRFField, config: MeshConfig) -> Mesh:
     vertices, faces = marching_cubes(grid, threshold, lo, hi)
     vertices, faces = clean_mesh(vertices, faces, config.min_component_fraction, config.max_faces)
     normals = np.array(trimesh.Trimesh(vertices, faces, process=False).vertex_normals)  # writable copy
-    colors = vertex_albedo(field, vertices, normals)
-    return Mesh(vertices, faces, colors, threshold)
+    colors = surface_albedo(field, vertices, normals, config.colour_depth * bound)
+    return Mesh(vertices, faces, colors, threshold, normals)
 
 
 def export_mesh(mesh: Mesh, path: str | Path) -> Path:

@@ -113,6 +113,6 @@ def oracle_world(config: TrainConfig, budget: str = "cpu") -> TrainConfig:
         field=replace(scaled.field, grid=grid),
         renderer=replace(scaled.renderer, num_coarse=48, num_fine=24, normal_weight_threshold=1e-3),
         optim=replace(scaled.optim, warmup_steps=min(scaled.optim.warmup_steps, 30)),
-        mesh=replace(scaled.mesh, resolution=192, threshold=None),
+        mesh=replace(scaled.mesh, resolution=192, threshold=None, texture_size=512),
         regularisers=replace(scaled.regularisers, orientation_ray_fraction=1 / 32),
     )

@@ -112,6 +112,7 @@ def make_run(run: Path, method: str, slug: str, prompt: str, skip: tuple[str, ..
         write(run / "mesh" / "mesh.obj", "v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
         write(run / "mesh" / "mesh.ply", "ply\nformat ascii 1.0\nelement vertex 0\nend_header\n")
         write(run / "mesh" / "mesh.glb", b"glTF\x02\x00\x00\x00")
+        write(run / "mesh" / "textured.glb", b"glTF\x02\x00\x00\x00")
         write(run / "mesh" / "preview.png", png(rgbs[0]))
         write(run / "mesh" / "mesh.json", json.dumps({"faces": 1, "vertices": 3}))
     if "eval" in steps and "eval" not in skip:

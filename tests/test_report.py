@@ -55,7 +55,10 @@ def test_page_is_self_contained(suite):
     assert str(suite) not in page
     assert page.count("<img") >= 4 * 4 * 3  # rgb, textureless, depth, normal views of the finished runs
     assert "<video" in page and "turntable.gif" in page  # hifa's MP4 and dreamfusion's GIF
-    assert 'href="../runs/hifa/a-red-ball-on-blue-box/mesh/mesh.glb"' in page
+    assert 'href="../runs/hifa/a-red-ball-on-blue-box/mesh/mesh.glb">glb</a>' in page
+    assert 'href="../runs/hifa/a-red-ball-on-blue-box/mesh/textured.glb">textured glb</a>' in page
+    markdown = (suite / "report" / "report.md").read_text()
+    assert "[textured glb](../runs/hifa/a-red-ball-on-blue-box/mesh/textured.glb)" in markdown
 
 
 def test_missing_and_failed_runs_are_marked(suite):

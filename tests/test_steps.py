@@ -128,6 +128,15 @@ def test_mesh_exports_loadable_files_and_a_preview(stepped):
     assert np.allclose(ply.vertices.min(0), result["bounds"]["min"], atol=1e-5)
     for name in ("mesh.obj", "mesh.glb"):
         assert len(trimesh.load(out / name, force="mesh").faces) == result["faces"]
+    # The textured copy: the same surface split along UV seams, its texture the size the oracle budget sets.
+    texture = result["texture"]
+    assert texture["files"] == {"glb": "textured.glb", "obj": "textured.obj", "mtl": "textured.mtl", "png": "textured.png"}
+    assert texture["size"] == 512 and 0.2 < texture["coverage"] < 1 and texture["charts"] >= 1
+    for name in ("textured.glb", "textured.obj"):
+        loaded = trimesh.load(out / name, force="mesh", process=False)
+        assert len(loaded.faces) == result["faces"] and len(loaded.vertices) == texture["vertices"] >= result["vertices"]
+        assert loaded.visual.uv.shape == (texture["vertices"], 2)
+    assert image_size(out / "textured.png") == (512, 512)
     assert image_size(out / "preview.png") == (4 * PREVIEW, PREVIEW)
     assert_marker_written_last(out, "mesh.json")
 
@@ -143,6 +152,7 @@ def test_evaluate_writes_schema_valid_metrics_and_logs_them(stepped):
     truth = metrics["groundtruth"]
     assert truth["scene"] == "green-torus" and 0 < truth["psnr"] < 60 and -1 <= truth["ssim"] <= 1
     assert 0 <= truth["depth_mae"] < 4 and 0 < truth["chamfer"] < 2 and 0 <= truth["fscore"] <= 1
+    assert 0 < truth["mesh_psnr"] < 60 and "textured.glb" in truth["definitions"]["mesh_psnr"]
     assert truth["tau"] == pytest.approx(0.01 * truth["extent"])
     assert metrics["depth_consistency"]["estimator"]["kind"] == "oracle"
     assert metrics["versions"]["clip-anytorch"] and metrics["model_ids"]["clip"]["tiny-clip"].endswith("tiny-clip.pt")
@@ -155,7 +165,7 @@ def test_evaluate_writes_schema_valid_metrics_and_logs_them(stepped):
     logged = client.get_run(record["run_id"]).data.metrics
     assert logged["eval.psnr"] == pytest.approx(truth["psnr"]) and logged["eval.clip_score.tiny-clip"] == pytest.approx(tiny["clip_score"]["mean"])
     artifacts = {a.path for folder in ("render", "mesh", "eval") for a in client.list_artifacts(record["run_id"], folder)}
-    assert {"render/contact_sheet.png", "render/turntable.mp4", "mesh/mesh.glb", "mesh/preview.png", "eval/metrics.json"} <= artifacts
+    assert {"render/contact_sheet.png", "render/turntable.mp4", "mesh/mesh.glb", "mesh/textured.glb", "mesh/preview.png", "eval/metrics.json"} <= artifacts
 
 
 def test_evaluate_without_clip_says_so(stepped, tmp_path):

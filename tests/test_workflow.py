@@ -254,7 +254,8 @@ def declared_outputs(repo: Path) -> list[tuple[str, str]]:
 RUN_DIRS = [f"results/smoke/runs/{m}/a-dslr-photo-of-a-corgi" for m in ("hifa", "dreamfusion")]  # seed 0
 SEED_DIRS = [f"{d}.seed1" for d in RUN_DIRS]  # the smoke suite's second seed
 RUN_FILES = ("train_summary.json", "weights.pt", "final_views.png", "render/render.json", "render/contact_sheet.png", "depth/depth.json",
-             "mesh/mesh.json", "mesh/mesh.ply", "mesh/mesh.obj", "mesh/mesh.glb", "mesh/preview.png", "eval/metrics.json")
+             "mesh/mesh.json", "mesh/mesh.ply", "mesh/mesh.obj", "mesh/mesh.glb", "mesh/preview.png",
+             "mesh/textured.glb", "mesh/textured.obj", "mesh/textured.mtl", "mesh/textured.png", "eval/metrics.json")
 
 
 def check_every_declared_output(repo: Path) -> None:

@@ -20,6 +20,7 @@ DEFINITIONS = {
     "chamfer": "(mean_p d(p, truth) + mean_t d(t, mesh)) / 2 over surface samples of mesh.ply and of the scene's outer surface",
     "chamfer_fraction_of_extent": "chamfer / extent (scale-free)",
     "fscore": "harmonic mean of the fractions of mesh and truth samples within tau of the other surface",
+    "mesh_psnr": "PSNR (dB) of the exported textured mesh (mesh/textured.glb: its texture, unlit, on white), ray-cast at the render cameras and rounded to 8 bits, against ground-truth albedo on white",
     "precision": "fraction of mesh surface samples within tau of the ground-truth surface",
     "recall": "fraction of ground-truth surface samples within tau of the mesh",
     "tau": "F-score distance: fscore_fraction * extent (extent = bounding-box diagonal of the ground-truth scene)",
@@ -65,11 +66,25 @@ def mesh_metrics(mesh_path: Path, scene, points: int, fscore_fraction: float, se
     }
 
 
+def textured_psnr(textured_path: Path, cameras: Cameras, truth) -> float:
+    """PSNR of the exported textured mesh rendered (unlit albedo on white, 8 bits) at `cameras` against a GroundTruth."""
+    from hifa.io import to_uint8
+    from hifa.lazy import open3d as o3d
+    from hifa.scenes import GroundTruthRenderer, Part, Scene
+    from hifa.texture import load_textured
+
+    mesh = load_textured(textured_path)
+    legacy = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(mesh.vertices), o3d.utility.Vector3iVector(mesh.faces))
+    height, width = truth.rgb.shape[1:3]
+    render = GroundTruthRenderer(Scene("mesh", "mesh", [Part(legacy, uvs=mesh.uvs, texture=mesh.texture)])).render(cameras, height, width, 1.0)
+    return psnr(torch.from_numpy(to_uint8(render.rgb)).float() / 255.0, truth.rgb)
+
+
 def groundtruth_metrics(
     prompt: str, cameras: Cameras, rgb: torch.Tensor, depth: torch.Tensor, opacity: torch.Tensor,
-    mesh_path: Path, points: int = 100_000, fscore_fraction: float = 0.01,
+    mesh_path: Path, points: int = 100_000, fscore_fraction: float = 0.01, textured_path: Path | None = None,
 ) -> dict:
-    """Every oracle-world score of one run: image metrics at the render cameras and mesh geometry."""
+    """Every oracle-world score of one run: image metrics at the render cameras, mesh geometry and appearance."""
     from hifa.guidance.oracle import scene_for_prompt
     from hifa.scenes import GroundTruthRenderer
 
@@ -80,6 +95,7 @@ def groundtruth_metrics(
         "scene": scene.name,
         **image_metrics(rgb, depth, opacity, truth),
         **mesh_metrics(mesh_path, scene, points, fscore_fraction),
+        **({"mesh_psnr": textured_psnr(textured_path, cameras, truth)} if textured_path is not None else {}),
         "fscore_fraction": fscore_fraction,
         "surface_points": points,
         "definitions": DEFINITIONS,

@@ -10,6 +10,7 @@ from hifa.report.catalog import method_label, metric_for
 from hifa.report.collect import Run, Suite
 from hifa.report.figures import pick
 from hifa.report.paired import paired_note, paired_rows, reference_of
+from hifa.report.run import mesh_label
 from hifa.report.tables import Cell, Table, headline, prompt_note, prompt_table, summary_note, summary_table, table_keys
 
 CSS = """
@@ -181,7 +182,7 @@ def run_card(run: Run, assets: Assets, views: int, order: list[str], show_seed: 
         parts.append(f'<div class="metrics">{items}</div>')
         if run.failed:
             parts.append('<p class="note">failed run: its values are left out of the means.</p>')
-    links = [f'<a href="{escape(assets.link(p))}">{escape(p.suffix.lstrip("."))}</a>' for p in run.meshes]
+    links = [f'<a href="{escape(assets.link(p))}">{escape(mesh_label(p))}</a>' for p in run.meshes]
     if run.contact_sheet is not None:
         links.append(f'<a href="{escape(assets.link(run.contact_sheet))}">contact sheet</a>')
     if run.path.is_dir():

@@ -8,6 +8,7 @@ from hifa.report.catalog import method_label, metric_for
 from hifa.report.collect import Run, Suite
 from hifa.report.figures import pick
 from hifa.report.paired import paired_note, paired_rows
+from hifa.report.run import mesh_label
 from hifa.report.tables import Cell, Table, headline, prompt_note, prompt_table, summary_note, summary_table, table_keys
 
 
@@ -75,7 +76,7 @@ def run_images_md(run: Run, assets: Assets, views: int) -> str:
     if preview:
         lines.append(f"mesh preview: ![{run.method} mesh]({preview})")
     if run.meshes:
-        lines.append("mesh: " + " · ".join(f"[{p.suffix.lstrip('.')}]({assets.link(p)})" for p in run.meshes))
+        lines.append("mesh: " + " · ".join(f"[{mesh_label(p)}]({assets.link(p)})" for p in run.meshes))
     return "<br>".join(lines) if lines else "_no images_"
 
 

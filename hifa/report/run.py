@@ -288,7 +288,8 @@ def read_run(root: Path, method: str, slug: str, seed: int = 0) -> Run:
     run.contact_sheet = _file(render / "contact_sheet.png")
     run.final_views = _file(root / "final_views.png")
     run.validation = sorted((root / "validation").glob("step_*.png"))
-    run.meshes = [p for p in (root / "mesh" / f"mesh.{ext}" for ext in ("glb", "obj", "ply")) if p.is_file()]
+    names = ("textured.glb", "textured.obj", "mesh.glb", "mesh.obj", "mesh.ply")
+    run.meshes = [p for p in (root / "mesh" / name for name in names) if p.is_file()]
     if not run.meshes and (root / "mesh.glb").is_file():
         run.meshes = [root / "mesh.glb"]
     run.mesh_preview = _file(root / "mesh" / "preview.png")
@@ -306,3 +307,9 @@ def config_prompt(path: Path) -> str | None:
     except (OSError, yaml.YAMLError):
         return None
     return str(data["prompt"]) if isinstance(data, dict) and data.get("prompt") else None
+
+
+def mesh_label(path: Path) -> str:
+    """A mesh link's text: its format, and 'textured' for the UV-textured copy."""
+    kind = path.suffix.lstrip(".")
+    return f"textured {kind}" if path.stem == "textured" else kind

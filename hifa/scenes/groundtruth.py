@@ -1,4 +1,4 @@
-"""Ground-truth renders of a scene by open3d ray casting: albedo RGB, planar depth, mask, normals."""
+"""Renders of a scene (or an exported mesh) by open3d ray casting: albedo RGB, planar depth, mask, normals."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 from hifa.cameras import Cameras
 from hifa.lazy import open3d as o3d
 from hifa.scenes.scene import Scene
+from hifa.texture import sample_texture
 
 
 @dataclass
@@ -28,6 +29,7 @@ class GroundTruthRenderer:
     def __init__(self, scene: Scene):
         self.scene = scene
         self._raycast = o3d.t.geometry.RaycastingScene()
+        self._parts = scene.parts
         self._colors: list[np.ndarray] = []
         self._triangles: list[np.ndarray] = []
         for part in scene.parts:
@@ -45,12 +47,17 @@ class GroundTruthRenderer:
         primitive = hit["primitive_ids"].numpy()
         uv = hit["primitive_uvs"].numpy()
         rgb = np.full((len(t), 3), background, dtype=np.float32)
-        for gid, (colors, triangles) in enumerate(zip(self._colors, self._triangles)):
+        for gid, (part, colors, triangles) in enumerate(zip(self._parts, self._colors, self._triangles)):
             sel = mask & (geometry == gid)
             if sel.any():
-                corners = colors[triangles[primitive[sel]]]  # (n, 3 vertices, 3)
                 u, v = uv[sel, 0:1], uv[sel, 1:2]
-                rgb[sel] = (1 - u - v) * corners[:, 0] + u * corners[:, 1] + v * corners[:, 2]
+                corners = triangles[primitive[sel]]  # (n, 3 vertices)
+                if part.texture is not None:
+                    at = part.uvs[corners]  # (n, 3, 2)
+                    rgb[sel] = sample_texture(part.texture, (1 - u - v) * at[:, 0] + u * at[:, 1] + v * at[:, 2])
+                else:
+                    c = colors[corners]
+                    rgb[sel] = (1 - u - v) * c[:, 0] + u * c[:, 1] + v * c[:, 2]
         normals = hit["primitive_normals"].numpy()
         normals[~mask] = 0.0
         shape = origins.shape[:-1]

@@ -18,10 +18,12 @@ MESH_SUFFIXES = (".ply", ".obj", ".off", ".stl", ".glb", ".gltf")
 
 @dataclass
 class Part:
-    """One mesh with a solid colour, or with its own vertex colours when `color` is None."""
+    """One mesh with a solid colour, its own vertex colours when `color` is None, or a texture when given one."""
 
     mesh: o3d.geometry.TriangleMesh
     color: Color | None = None
+    uvs: np.ndarray | None = None  # (V, 2) per vertex, OBJ convention (hifa.texture)
+    texture: np.ndarray | None = None  # (S, S, 3) in [0, 1]
 
     def vertex_colors(self) -> np.ndarray:
         """Per-vertex RGB (V, 3) in [0, 1]."""

@@ -143,10 +143,12 @@ def evaluate_run(run: str | Path, options: EvaluateOptions, out: str | Path | No
     config = load_config(run)
     render_folder, marker = read_marker(run, "render")
     oracle = config.prior.kind == "oracle"
-    mesh_file = None
+    mesh_file = textured_file = None
     if oracle:
         mesh_folder, mesh_marker = read_marker(run, "mesh")
         mesh_file = mesh_folder / mesh_marker["files"]["ply"]
+        if "texture" in mesh_marker:  # meshes made before textures existed have none
+            textured_file = mesh_folder / mesh_marker["texture"]["files"]["glb"]
     texts, true_index = [], 0
     if options.clip_models:
         suite = clipm.read_lines(options.prompts, "suite prompts") if options.prompts else []
@@ -168,7 +170,7 @@ def evaluate_run(run: str | Path, options: EvaluateOptions, out: str | Path | No
         with np.load(render_folder / marker["files"]["depth_npz"]) as arrays:
             depth, opacity = torch.from_numpy(arrays["depth"]), torch.from_numpy(arrays["opacity"])
         groundtruth = groundtruth_metrics(
-            config.prompt, marker_cameras(marker), rgb, depth, opacity, mesh_file, options.surface_points, options.fscore_fraction
+            config.prompt, marker_cameras(marker), rgb, depth, opacity, mesh_file, options.surface_points, options.fscore_fraction, textured_file
         )
     else:
         notes.append("ground-truth scores exist only in the oracle world: groundtruth is null")

@@ -12,19 +12,26 @@ import torch
 
 from hifa.cameras import orbit_cameras
 from hifa.io import save_image, write_json_atomic
-from hifa.mesh import Mesh, export_mesh, extract_mesh
+from hifa.mesh import Mesh, albedo_colours, export_mesh, extract_mesh
 from hifa.run_folder import load_run, log_artifacts, run_dir, step_dir
+from hifa.texture import TexturedMesh, export_textured, texture_mesh
 
 SCHEMA = "hifa.mesh/1"
 EXPORTS = ("mesh.ply", "mesh.obj", "mesh.glb")
+TEXTURED = "textured"  # textured.glb, and textured.obj with its .mtl and .png
 
 
-def preview(mesh: Mesh, views: int = 4, resolution: int = 256) -> torch.Tensor:
-    """Ray-cast (open3d, CPU) shaded renders of the mesh with its vertex colours: a row of `views` images (H, W*views, 3)."""
+def preview(mesh: Mesh | TexturedMesh, views: int = 4, resolution: int = 256) -> torch.Tensor:
+    """Ray-cast (open3d, CPU) shaded renders of the mesh with its texture or vertex colours: a row of `views` images (H, W*views, 3)."""
+    from hifa.lazy import open3d as o3d
     from hifa.scenes import GroundTruthRenderer, Part, Scene
 
-    o3d_mesh = mesh.to_open3d()
-    scene = Scene("mesh", "mesh", [Part(o3d_mesh, None if mesh.colors is not None else (0.7, 0.7, 0.7))])
+    if isinstance(mesh, TexturedMesh):
+        legacy = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(mesh.vertices), o3d.utility.Vector3iVector(mesh.faces))
+        part = Part(legacy, uvs=mesh.uvs, texture=mesh.texture)
+    else:
+        part = Part(mesh.to_open3d(), None if mesh.colors is not None else (0.7, 0.7, 0.7))
+    scene = Scene("mesh", "mesh", [part])
     fovy = 20.0  # frame the mesh's bounding sphere (about the origin, where the cameras look)
     reach = float(np.linalg.norm(mesh.vertices, axis=1).max()) if len(mesh.vertices) else 1.0
     cams = orbit_cameras(views, polar_deg=70.0, radius=max(1.15 * reach / math.sin(math.radians(fovy / 2)), 1e-3), fovy_deg=fovy, start_azimuth_deg=30.0)
@@ -38,7 +45,7 @@ def preview(mesh: Mesh, views: int = 4, resolution: int = 256) -> torch.Tensor:
 
 
 def mesh_run(run: str | Path, resolution: int | None = None, out: str | Path | None = None, preview_resolution: int = 256) -> dict:
-    """Extract, export .ply/.obj/.glb and preview.png into `out` (default R/mesh); mesh.json is written last."""
+    """Extract, export .ply/.obj/.glb, a UV-textured .glb/.obj and preview.png into `out` (default R/mesh); mesh.json last."""
     t0 = time.perf_counter()
     run = run_dir(run)
     config, renderer, step = load_run(run)
@@ -47,7 +54,11 @@ def mesh_run(run: str | Path, resolution: int | None = None, out: str | Path | N
     mesh = extract_mesh(renderer.field, mesh_config)
     for name in EXPORTS:
         export_mesh(mesh, out / name)
-    save_image(preview(mesh, resolution=preview_resolution), out / "preview.png")
+    t_texture = time.perf_counter()
+    textured = texture_mesh(albedo_colours(renderer.field, mesh_config.colour_depth * renderer.field.config.bound), mesh.vertices, mesh.faces, mesh.normals, mesh_config.texture_size)
+    textured_files = {kind: path.name for kind, path in export_textured(textured, out, TEXTURED).items()}
+    t_texture = time.perf_counter() - t_texture
+    save_image(preview(textured, resolution=preview_resolution), out / "preview.png")
     lo, hi = mesh.vertices.min(0), mesh.vertices.max(0)
     result = {
         "schema": SCHEMA,
@@ -63,11 +74,20 @@ def mesh_run(run: str | Path, resolution: int | None = None, out: str | Path | N
         "faces": int(len(mesh.faces)),
         "bounds": {"min": [float(v) for v in lo], "max": [float(v) for v in hi]},
         "vertex_colors": "albedo viewed head-on" if mesh.colors is not None else None,
-        "mesh_config": {k: getattr(mesh_config, k) for k in ("resolution", "threshold", "auto_bounds", "coarse_resolution", "min_component_fraction", "max_faces")},
+        "texture": {
+            "size": mesh_config.texture_size,
+            "charts": textured.charts,
+            "coverage": textured.coverage,
+            "vertices": int(len(textured.vertices)),
+            "content": "albedo viewed head-on, baked per texel; texels outside the charts take the nearest chart's colour",
+            "files": textured_files,
+            "wall_time_s": t_texture,
+        },
+        "mesh_config": {k: getattr(mesh_config, k) for k in ("resolution", "threshold", "auto_bounds", "coarse_resolution", "min_component_fraction", "max_faces", "texture_size")},
         "files": {"ply": EXPORTS[0], "obj": EXPORTS[1], "glb": EXPORTS[2], "preview": "preview.png"},
         "wall_time_s": time.perf_counter() - t0,
     }
     write_json_atomic(out / "mesh.json", result)
-    log_artifacts(run, [out / "mesh.glb", out / "preview.png"], "mesh")
+    log_artifacts(run, [out / "mesh.glb", out / f"{TEXTURED}.glb", out / "preview.png"], "mesh")
     return result
 

@@ -264,6 +264,7 @@ RUN_FILES = (
     "render/render.json", "render/depth.npz", "render/contact_sheet.png",
     "depth/depth.json", "depth/estimated.npz", "depth/comparison.png",
     "mesh/mesh.json", "mesh/mesh.ply", "mesh/mesh.obj", "mesh/mesh.glb", "mesh/preview.png",
+    "mesh/textured.glb", "mesh/textured.obj", "mesh/textured.mtl", "mesh/textured.png",
     "eval/metrics.json",
 )
 

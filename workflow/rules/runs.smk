@@ -141,7 +141,7 @@ rule estimate_depth:
 
 
 rule extract_mesh:
-    """Marching cubes on the trained density: .ply/.obj/.glb and a shaded preview."""
+    """Marching cubes on the trained density: .ply/.obj/.glb, a UV-textured .glb/.obj and a shaded preview."""
     input:
         summary=RUN + "/train_summary.json",
     output:
@@ -149,6 +149,7 @@ rule extract_mesh:
         ply=RUN + "/mesh/mesh.ply",
         obj=RUN + "/mesh/mesh.obj",
         glb=RUN + "/mesh/mesh.glb",
+        textured=multiext(RUN + "/mesh/textured", ".glb", ".obj", ".mtl", ".png"),
         preview=report(
             RUN + "/mesh/preview.png",
             caption="../report/mesh_preview.rst",
