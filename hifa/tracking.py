@@ -8,7 +8,8 @@ next to the database around store initialisation, experiment and run creation an
 transaction per hold; flock also serialises threads). Reads take no lock (MLflow sets a 20 s busy timeout).
 Every call is also retried with jittered backoff on "locked"/"busy" errors, for writers outside this module
 such as `mlflow ui`. The rollback journal is kept (no WAL) so that shared file systems work too.
-Tracking failures never stop training: a tracker warns once and carries on.
+Tracking failures never stop training: a tracker warns once and carries on. A training's tracker writes its
+metrics from a background thread (`write_in_background`), so a step never waits for the lock either.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 from hifa.io import write_json_atomic  # noqa: E402
 from hifa.mlflow_uri import default_tracking_uri, foreign_store  # noqa: E402,F401 - default_tracking_uri is part of this module's API
+from hifa.tracking_queue import BackgroundWriter  # noqa: E402
 
 try:
     import fcntl
@@ -49,6 +51,7 @@ MAX_TAG_LENGTH = 8000  # MLflow's limit on a tag value (a longer prompt would ma
 MAX_BATCH_PARAMS, MAX_BATCH_METRICS = 100, 1000  # MLflow's limits per log_batch call
 RETRIES = 8
 LOCK_TIMEOUT = 120.0  # seconds a tracking call waits for the store's lock before giving up (training goes on)
+FLUSH_TIMEOUT = LOCK_TIMEOUT + 30.0  # seconds the end of a training waits for its queued metrics
 
 
 def sqlite_path(tracking_uri: str) -> Path | None:
@@ -183,6 +186,7 @@ class Tracker:
     def __init__(self, client: MlflowClient, tracking_uri: str, experiment_id: str, run_id: str):
         self.client, self.tracking_uri, self.experiment_id, self.run_id = client, tracking_uri, experiment_id, run_id
         self.failures = 0
+        self._queue: BackgroundWriter[Metric] | None = None
 
     @classmethod
     def start(
@@ -247,13 +251,32 @@ class Tracker:
         """Guarded fn under the store lock, with retries."""
         self._guard(what, lambda: locked_call(self.tracking_uri, fn))
 
+    def write_in_background(self) -> Tracker:
+        """From now on queue metrics and write them from a background thread, so a training step never waits
+        for the store's lock; `flush` or `set_terminated` waits for them."""
+        if self._queue is None:
+            self._queue = BackgroundWriter(self._write_metrics, MAX_BATCH_METRICS)
+        return self
+
+    def _write_metrics(self, batch: list[Metric]) -> None:
+        self._write("log_metrics", lambda: self.client.log_batch(self.run_id, metrics=batch))
+
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        """Log scalar metrics at a training step."""
+        """Log scalar metrics at a training step (queued when writing in the background)."""
         stamp = int(time.time() * 1000)
         batch = [Metric(str(k), float(v), stamp, int(step)) for k, v in metrics.items()]
+        if self._queue is not None:
+            self._queue.put(batch)
+            return
         for start in range(0, len(batch), MAX_BATCH_METRICS):
-            chunk = batch[start : start + MAX_BATCH_METRICS]
-            self._write("log_metrics", lambda: self.client.log_batch(self.run_id, metrics=chunk))
+            self._write_metrics(batch[start : start + MAX_BATCH_METRICS])
+
+    def flush(self, timeout: float = FLUSH_TIMEOUT) -> bool:
+        """Wait up to `timeout` seconds for queued metrics to be written; False (with a warning) if some were not."""
+        if self._queue is None or self._queue.flush(timeout):
+            return True
+        log.warning("MLflow: metrics of run %s still unwritten after %.0f s; left out (train_log.csv has them)", self.run_id, timeout)
+        return False
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log (nested) parameters as dotted keys; keys the run has already keep their value (params are immutable)."""
@@ -277,7 +300,11 @@ class Tracker:
         self._guard("log_artifact", lambda: with_retry(upload))
 
     def set_terminated(self, status: str = "FINISHED") -> None:
-        """Mark the run FINISHED, FAILED or KILLED."""
+        """Write queued metrics, then mark the run FINISHED, FAILED or KILLED; later metrics are written directly."""
+        if self._queue is not None:
+            self.flush()
+            self._queue.close(0)
+            self._queue = None
         self._write("set_terminated", lambda: self.client.set_terminated(self.run_id, status))
 
     def __enter__(self) -> Tracker:
@@ -294,6 +321,10 @@ class NullTracker(Tracker):
 
     def __init__(self) -> None:
         super().__init__(None, "", "", None)  # type: ignore[arg-type]
+
+    def write_in_background(self) -> Tracker:
+        """Nothing to write: no thread."""
+        return self
 
     def _guard(self, what: str, fn: Callable[[], object]) -> None:
         """Record nothing."""

@@ -102,11 +102,12 @@ def make_tracker(config: TrainConfig, run_dir: Path, run_name: str, resuming: bo
         return NullTracker()
     uri = config.tracking.tracking_uri or default_tracking_uri()
     if resuming and (run_dir / RUN_FILE).is_file():
-        return Tracker.from_run_dir(run_dir)
+        return Tracker.from_run_dir(run_dir).write_in_background()
     # A run.json without a checkpoint is left by an attempt that failed before its first checkpoint,
     # perhaps with another config: its MLflow run keeps its FAILED status and this attempt gets its own.
     (run_dir / RUN_FILE).unlink(missing_ok=True)
-    return Tracker.start(uri, config.tracking.experiment, run_name, to_dict(config), {"preset": config.preset, "prompt": config.prompt, "seed": config.seed}, run_dir)
+    tags = {"preset": config.preset, "prompt": config.prompt, "seed": config.seed}
+    return Tracker.start(uri, config.tracking.experiment, run_name, to_dict(config), tags, run_dir).write_in_background()
 
 
 def config_changes(config: TrainConfig, saved: str | Path) -> list[str]:

@@ -233,3 +233,89 @@ def test_a_lock_held_too_long_gives_up_instead_of_stalling_training(tmp_path, ca
         os.close(held)
     with tracking.store_lock(uri, timeout=0.3):  # free again
         pass
+
+
+def hold_lock(uri, held, release):
+    """Hold the store's lock from another open file (as another job would) until `release` is set."""
+    with tracking.store_lock(uri):
+        held.set()
+        release.wait(30)
+
+
+def test_background_metrics_never_wait_for_a_held_lock_and_arrive_in_few_batches(tmp_path):
+    import threading
+
+    uri = default_tracking_uri(tmp_path)
+    tracker = Tracker.start(uri, "suite", "bg", {"lr": 0.01}, None, tmp_path / "run").write_in_background()
+    sizes = []
+    real = tracker.client.log_batch
+    tracker.client.log_batch = lambda run_id, metrics=(), **kw: (sizes.append(len(metrics)), real(run_id, metrics=metrics, **kw))[1]
+    held, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=hold_lock, args=(uri, held, release))
+    holder.start()
+    assert held.wait(10)
+    t0 = time.monotonic()
+    for step in range(200):
+        tracker.log_metrics({"loss": float(step), "psnr": 2.0 * step}, step)
+    queued_in = time.monotonic() - t0
+    # Written synchronously, the first call would have waited for the holder (30 s); queued, none waits.
+    assert queued_in < 5.0 and MlflowClient(uri).get_metric_history(tracker.run_id, "loss") == []
+    release.set()
+    holder.join()
+    assert tracker.flush(60)
+    assert [(m.step, m.value) for m in MlflowClient(uri).get_metric_history(tracker.run_id, "psnr")] == [(s, 2.0 * s) for s in range(200)]
+    # What queued while the lock was held went out together: at most one write before and one after.
+    assert sum(sizes) == 400 and len(sizes) <= 3
+    tracker.set_terminated("FINISHED")
+    assert MlflowClient(uri).get_run(tracker.run_id).info.status == "FINISHED" and tracker.failures == 0
+
+
+def test_set_terminated_writes_queued_metrics_first_and_flush_gives_up_with_a_warning(tmp_path, caplog):
+    import threading
+
+    uri = default_tracking_uri(tmp_path)
+    tracker = Tracker.start(uri, "suite", "bg", {"lr": 0.01}, None, tmp_path / "run").write_in_background()
+    held, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=hold_lock, args=(uri, held, release))
+    holder.start()
+    assert held.wait(10)
+    tracker.log_metrics({"loss": 0.5}, 7)
+    with caplog.at_level(logging.WARNING, logger="hifa.tracking"):
+        assert tracker.flush(0.3) is False
+    assert "still unwritten after 0 s" in caplog.text and "train_log.csv" in caplog.text
+    threading.Timer(0.5, release.set).start()
+    tracker.set_terminated("KILLED")  # waits for the queue, then marks the run
+    holder.join()
+    run = MlflowClient(uri).get_run(tracker.run_id)
+    assert run.info.status == "KILLED" and run.data.metrics == {"loss": 0.5}
+    tracker.log_metrics({"late": 1.0}, 8)  # after the end: written directly
+    assert MlflowClient(uri).get_run(tracker.run_id).data.metrics["late"] == 1.0
+
+
+def test_background_writer_keeps_order_batches_and_survives_a_failing_write():
+    from hifa.tracking_queue import BackgroundWriter
+
+    import threading
+
+    written, started, gate = [], threading.Event(), threading.Event()
+
+    def write(batch):
+        started.set()
+        gate.wait(10)
+        if batch[0] == "boom":
+            raise RuntimeError("store down")
+        written.append(list(batch))
+
+    writer = BackgroundWriter(write, batch=4)
+    writer.put(["boom"])
+    assert started.wait(10)  # the failing batch is being written on its own
+    writer.put(list(range(10)))
+    gate.set()
+    assert writer.close(10)
+    assert [x for batch in written for x in batch] == list(range(10)) and all(len(batch) <= 4 for batch in written)
+    try:
+        writer.put([11])
+    except RuntimeError as exc:
+        assert "closed" in str(exc)
+    else:
+        raise AssertionError("put after close must fail")
