@@ -190,8 +190,9 @@ def changed_keys(old: dict, new: dict) -> tuple[dict, dict, list[str]]:
     return old, new, sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
 
 
-# Settings that change how a run is tracked, not what it trains: a resumed run, or its saved weights, may differ in them.
-UNTRAINED = ("tracking",)
+# Settings that change how a run is tracked or meshed, not what it trains: a resumed run, or its saved weights, may
+# differ in them.
+UNTRAINED = ("tracking", "mesh")
 
 
 def trained_changes(old: dict, new: dict) -> list[str]:

@@ -70,7 +70,7 @@ def load_checkpoint(path: str | Path, config: TrainConfig | None = None) -> dict
 
 
 def config_drift(saved: object, config: TrainConfig) -> list[str]:
-    """Dotted keys (tracking aside) where a file's saved config differs from the run's; [] when it saved none."""
+    """Dotted keys (tracking and mesh aside) where a file's saved config differs from the run's; [] when it saved none."""
     if not isinstance(saved, dict):
         return []
     try:

@@ -1,4 +1,4 @@
-"""UV-textured meshes: an xatlas atlas, the field's albedo baked into a texture, .glb and .obj exports.
+"""UV-textured meshes: a UV atlas (hifa.uv_atlas), a colour baked per texel, .glb and .obj exports.
 
 UV convention (OBJ's, which trimesh follows and converts for glTF): u runs left to right, v bottom to top,
 so texel (row r, column c) of an S x S image has its centre at u = (c + 0.5) / S, v = 1 - (r + 0.5) / S.
@@ -16,10 +16,10 @@ import numpy as np
 from hifa.errors import HifaError
 from hifa.io import write_bytes_atomic
 from hifa.lazy import trimesh
+from hifa.uv_atlas import uv_atlas
 
 # Colours at surface points seen head-on: (points (N, 3), normals (N, 3)) -> (N, 3) in [0, 1].
 ColourFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
-PADDING = 2  # texels between charts, so bilinear filtering at a chart's edge never reads its neighbour
 MATERIAL = "albedo"
 
 
@@ -34,25 +34,7 @@ class TexturedMesh:
     texture: np.ndarray  # (S, S, 3) in [0, 1]
     charts: int = 0
     coverage: float = 0.0  # fraction of texels inside a chart
-
-
-def uv_atlas(vertices: np.ndarray, faces: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """xatlas charts packed for an S x S texture: (source vertex of each new vertex, new faces, UVs, chart count).
-
-    xatlas, not open3d's UVAtlas: UVAtlas is 4-10x faster but crashes the process on a non-manifold edge,
-    which marching cubes and decimation can leave.
-    """
-    import xatlas
-
-    if len(faces) == 0:
-        raise HifaError("cannot texture an empty mesh")
-    atlas = xatlas.Atlas()
-    atlas.add_mesh(np.ascontiguousarray(vertices, np.float32), np.ascontiguousarray(faces, np.uint32))
-    pack = xatlas.PackOptions()
-    pack.resolution, pack.padding, pack.bilinear = int(size), PADDING, True
-    atlas.generate(xatlas.ChartOptions(), pack)
-    source, new_faces, uvs = atlas[0]
-    return source.astype(np.int64), new_faces.astype(np.int64), uvs.astype(np.float64), int(atlas.chart_count)
+    atlas: str = ""  # which atlas made the UVs (hifa.uv_atlas)
 
 
 def rasterize_uv(uvs: np.ndarray, faces: np.ndarray, size: int, chunk: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
@@ -138,10 +120,10 @@ def bake_texture(
 
 def texture_mesh(colour: ColourFn, vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray, size: int) -> TexturedMesh:
     """Atlas the mesh, split it along the seams and bake `colour` into an S x S texture."""
-    source, new_faces, uvs, charts = uv_atlas(vertices, faces, size)
-    split_vertices, split_normals = vertices[source], normals[source]
-    texture, coverage = bake_texture(colour, split_vertices, split_normals, new_faces, uvs, size)
-    return TexturedMesh(split_vertices, new_faces, uvs, split_normals, texture, charts, coverage)
+    atlas = uv_atlas(vertices, faces, size)
+    split_vertices, split_normals = vertices[atlas.source], normals[atlas.source]
+    texture, coverage = bake_texture(colour, split_vertices, split_normals, atlas.faces, atlas.uvs, size)
+    return TexturedMesh(split_vertices, atlas.faces, atlas.uvs, split_normals, texture, atlas.charts, coverage, atlas.method)
 
 
 def png_bytes(texture: np.ndarray) -> bytes:

@@ -52,6 +52,7 @@ MAX_BATCH_PARAMS, MAX_BATCH_METRICS = 100, 1000  # MLflow's limits per log_batch
 RETRIES = 8
 LOCK_TIMEOUT = 120.0  # seconds a tracking call waits for the store's lock before giving up (training goes on)
 FLUSH_TIMEOUT = LOCK_TIMEOUT + 30.0  # seconds the end of a training waits for its queued metrics
+STOP_FLUSH_TIMEOUT = 10.0  # the same for a failed or killed training (SLURM sends SIGKILL 30 s after SIGTERM by default)
 
 
 def sqlite_path(tracking_uri: str) -> Path | None:
@@ -300,9 +301,11 @@ class Tracker:
         self._guard("log_artifact", lambda: with_retry(upload))
 
     def set_terminated(self, status: str = "FINISHED") -> None:
-        """Write queued metrics, then mark the run FINISHED, FAILED or KILLED; later metrics are written directly."""
+        """Write queued metrics, then mark the run FINISHED, FAILED or KILLED; later metrics are written directly.
+
+        A failed or killed training waits only briefly for its queue: a pre-empted job has seconds before SIGKILL."""
         if self._queue is not None:
-            self.flush()
+            self.flush(FLUSH_TIMEOUT if status == "FINISHED" else STOP_FLUSH_TIMEOUT)
             self._queue.close(0)
             self._queue = None
         self._write("set_terminated", lambda: self.client.set_terminated(self.run_id, status))

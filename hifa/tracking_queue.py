@@ -45,7 +45,8 @@ class BackgroundWriter(Generic[T]):
             return self._cond.wait_for(lambda: not self._pending and not self._busy, timeout)
 
     def close(self, timeout: float | None = None) -> bool:
-        """Flush, then stop the thread; False if the flush timed out (the rest is dropped with the daemon thread)."""
+        """Flush, then let the thread end once the queue is empty; False if the flush timed out (the thread then
+        writes on while the process lives, and whatever is left dies with it: it is a daemon)."""
         done = self.flush(timeout)
         with self._cond:
             self._closed = True

@@ -111,11 +111,16 @@ def make_tracker(config: TrainConfig, run_dir: Path, run_name: str, resuming: bo
 
 
 def config_changes(config: TrainConfig, saved: str | Path) -> list[str]:
-    """Dotted keys where `config` differs from a run's saved config.yaml (tracking aside); ['(unreadable)'] if it cannot be read."""
+    """Dotted keys where `config` differs from a run's saved config.yaml (tracking and mesh aside); ['(unreadable)'] if it
+    cannot be read. Keys an older config.yaml lacks count as their defaults (a setting added since is no change)."""
     try:
         old = load_yaml(saved)
     except HifaError:
         return ["(unreadable)"]
+    try:
+        old = to_dict(from_dict(TrainConfig, old))
+    except HifaError:  # a key this version no longer knows: compare as saved
+        pass
     return trained_changes(old, to_dict(config))
 
 
@@ -156,17 +161,20 @@ def run_training(config: TrainConfig, run_dir: str | Path, resume: bool = False,
         log.warning("%s holds no checkpoint to resume; training starts at step 0", run_dir)
     (run_dir / "FAILED").unlink(missing_ok=True)  # the workflow's mark of an earlier attempt that failed
     trainer.tracker = tracker = make_tracker(config, run_dir, run_dir.name, resuming)
+    status = "FAILED"
     try:
         summary = trainer.train()
         summary.update(finalize(trainer, tracker))
-    except BaseException as exc:
-        tracker.set_terminated("KILLED" if isinstance(exc, (Terminated, KeyboardInterrupt)) else "FAILED")
+        summary["wall_time_s"] = time.perf_counter() - t0
+        summary.update(preset=config.preset, prompt=config.prompt, prior=config.prior.kind, iterations=config.iterations)
+        tracker.log_metrics({k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}, trainer.step)
+        write_json_atomic(run_dir / "train_summary.json", summary)
+        status = "FINISHED"
+    except (Terminated, KeyboardInterrupt):
+        status = "KILLED"
         raise
-    summary["wall_time_s"] = time.perf_counter() - t0
-    summary.update(preset=config.preset, prompt=config.prompt, prior=config.prior.kind, iterations=config.iterations)
-    tracker.log_metrics({k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}, trainer.step)
-    write_json_atomic(run_dir / "train_summary.json", summary)
-    tracker.set_terminated("FINISHED")
+    finally:
+        tracker.set_terminated(status)  # also writes the metrics still queued
     return summary
 
 

@@ -1,5 +1,7 @@
 """UV-textured meshes: rasterising the atlas, baking, filling, sampling, exports and the head-on colour."""
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -10,9 +12,8 @@ from hifa.lazy import open3d as o3d
 from hifa.mesh import surface_albedo
 from hifa.scenes import GroundTruthRenderer, Part, Scene
 from hifa.cameras import orbit_cameras
-from hifa.texture import (
-    bake_texture, export_textured, fill_empty, load_textured, rasterize_uv, sample_texture, texture_mesh, uv_atlas,
-)
+from hifa.texture import bake_texture, export_textured, fill_empty, load_textured, rasterize_uv, sample_texture, texture_mesh
+from hifa.uv_atlas import uv_atlas, xatlas_charts
 
 SQUARE_UV = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
 SQUARE_FACES = np.array([[0, 1, 2], [0, 2, 3]])
@@ -86,15 +87,51 @@ def test_baking_a_linear_colour_is_exact_at_every_covered_texel():
     assert np.allclose(texture[..., :2], centres, atol=1e-12) and np.allclose(texture[..., 2], 0.3)
 
 
-def test_atlas_of_a_non_manifold_mesh_works():
-    # Three triangles on one edge: open3d's UVAtlas crashes the process on this; xatlas charts it.
-    vertices = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1]], float)
-    faces = np.array([[0, 1, 2], [1, 0, 3], [0, 1, 4]])
-    source, new_faces, uvs, charts = uv_atlas(vertices, faces, 64)
-    assert len(new_faces) == 3 and charts >= 2 and (uvs >= 0).all() and (uvs <= 1).all()
-    assert np.allclose(vertices[source][new_faces], vertices[faces])  # the same triangles, vertices split at seams
+NON_MANIFOLD = (np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1]], float), np.array([[0, 1, 2], [1, 0, 3], [0, 1, 4]]))
+
+
+def crash(vertices, faces, size):
+    """What UVAtlas does on a non-manifold edge and xatlas on some meshes: the process dies."""
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def assert_same_triangles(atlas, vertices, faces):
+    assert np.allclose(vertices[atlas.source][atlas.faces], vertices[faces])
+    assert atlas.uvs.shape == (len(atlas.source), 2) and (atlas.uvs >= 0).all() and (atlas.uvs <= 1).all()
+
+
+def test_a_crashing_atlas_library_falls_through_to_the_next_and_then_to_one_cell_per_triangle(caplog):
+    vertices, faces = NON_MANIFOLD
+    with caplog.at_level(logging.WARNING, logger="hifa.uv_atlas"):
+        atlas = uv_atlas(vertices, faces, 64, makers=(crash, xatlas_charts))
+    assert atlas.method == "xatlas" and atlas.charts >= 2 and "crash failed on this mesh (BrokenProcessPool)" in caplog.text
+    assert_same_triangles(atlas, vertices, faces)
+    fallback = uv_atlas(vertices, faces, 64, makers=(crash,))
+    assert fallback.method == "per-triangle" and fallback.charts == 3
+    assert_same_triangles(fallback, vertices, faces)
+    # The fallback's cells do not overlap: each texel belongs to at most one face, and each face covers some.
+    face_id, _ = rasterize_uv(fallback.uvs, fallback.faces, 64)
+    assert set(np.unique(face_id)) == {-1, 0, 1, 2}
     with pytest.raises(HifaError, match="empty mesh"):
         uv_atlas(np.zeros((0, 3)), np.zeros((0, 3), int), 64)
+
+
+def test_the_default_atlas_charts_a_non_manifold_mesh_that_crashes_uvatlas():
+    vertices, faces = NON_MANIFOLD
+    atlas = uv_atlas(vertices, faces, 64)  # UVAtlas's child dies on the shared edge; xatlas charts it
+    assert atlas.method == "xatlas"
+    assert_same_triangles(atlas, vertices, faces)
+
+
+def test_uvatlas_charts_a_closed_mesh_with_seams_split():
+    sphere = trimesh.creation.icosphere(subdivisions=2)
+    vertices, faces = np.asarray(sphere.vertices), np.asarray(sphere.faces)
+    atlas = uv_atlas(vertices, faces, 128)
+    assert atlas.method == "uvatlas" and atlas.charts >= 1 and len(atlas.source) > len(vertices)  # split along seams
+    assert_same_triangles(atlas, vertices, faces)
 
 
 def position_colour(points, normals):

@@ -176,6 +176,49 @@ def test_same_config_ignores_tracking_and_names_what_changed(tmp_path, capsys):
     assert not (tmp_path / "mlflow.db").exists()  # a question, not a run
 
 
+def test_a_failure_after_finalize_marks_the_mlflow_run_failed_with_its_queued_metrics(tmp_path, monkeypatch):
+    """The tracker writes from a background thread: every way out of a training must flush it and mark the run."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    import hifa.training
+
+    def disk_full(path, payload):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(hifa.training, "write_json_atomic", disk_full)
+    run = tmp_path / "run"
+    with pytest.raises(OSError):
+        run_training(tiny_config(tmp_path), run, progress=False)
+    record = json.loads((run / "run.json").read_text())
+    logged = MlflowClient(record["tracking_uri"]).get_run(record["run_id"])
+    assert logged.info.status == "FAILED"
+    assert "heldout_psnr" in logged.data.metrics and "loss" in logged.data.metrics  # the summary's and the last log row's
+
+
+def test_same_config_takes_keys_an_older_config_lacks_as_their_defaults_and_ignores_mesh_settings(tmp_path, capsys):
+    """A checkpoint written before a setting existed must resume: the workflow would otherwise train it again from step 0."""
+    import yaml
+
+    from hifa.cli import main
+    from hifa.configio import dump_yaml
+
+    older = yaml.safe_load(dump_yaml(tiny_config(tmp_path)))
+    for key in ("texture_size", "colour_depth"):  # what a config.yaml of session 12 lacked
+        del older["mesh"][key]
+    del older["renderer"]["chunk_rays"]
+    saved = tmp_path / "config.yaml"
+    saved.write_text(yaml.safe_dump(older))
+    base = ["train", "--prompt", "a green torus", "--prior", "oracle", *[f"--set={o}" for o in TINY],
+            f"--set=prior.oracle.cache_dir={tmp_path / 'cache'}", f"--set=tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"]
+    capsys.readouterr()
+    assert main([*base, "--same-config", str(saved)]) == 0
+    assert main([*base, "--set=mesh.threshold=20", "--set=mesh.texture_size=64", "--same-config", str(saved)]) == 0
+    assert main([*base, "--set=renderer.chunk_rays=1024", "--same-config", str(saved)]) == 1
+    assert capsys.readouterr().out.splitlines() == ["same config", "same config", "changed: renderer.chunk_rays"]
+
+
 def test_truncated_checkpoint_is_a_clear_error(tmp_path):
     config = tiny_config(tmp_path, extra=["tracking.enabled=false"])
     Trainer(config, tmp_path / "run", progress=False).train(until=3)

@@ -76,6 +76,7 @@ def mesh_run(run: str | Path, resolution: int | None = None, out: str | Path | N
         "vertex_colors": "albedo viewed head-on" if mesh.colors is not None else None,
         "texture": {
             "size": mesh_config.texture_size,
+            "atlas": textured.atlas,
             "charts": textured.charts,
             "coverage": textured.coverage,
             "vertices": int(len(textured.vertices)),
