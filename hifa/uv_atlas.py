@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from hifa.errors import HifaError
+from hifa.io import write_npz_atomic
 
 log = logging.getLogger(__name__)
 PADDING = 2  # texels between charts, so bilinear filtering at a chart's edge never reads its neighbour
@@ -98,7 +99,7 @@ def in_child(maker: ChartMaker, vertices: np.ndarray, faces: np.ndarray, size: i
     """
     with tempfile.TemporaryDirectory(prefix="hifa-atlas-") as tmp:
         given, result = Path(tmp) / "mesh.npz", Path(tmp) / "charts.npz"
-        np.savez(given, vertices=vertices, faces=faces, size=np.int64(size))
+        write_npz_atomic(given, vertices=vertices, faces=faces, size=np.int64(size))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         target = f"{maker.__module__}:{maker.__qualname__}"
         try:
@@ -119,7 +120,7 @@ def child_main(target: str, given: str, result: str) -> None:
     maker = getattr(importlib.import_module(module), name)
     with np.load(given) as mesh:
         source, faces, uvs, charts = maker(mesh["vertices"], mesh["faces"], int(mesh["size"]))
-    np.savez(result, source=source, faces=faces, uvs=uvs, charts=np.int64(charts))
+    write_npz_atomic(result, source=source, faces=faces, uvs=uvs, charts=np.int64(charts))
 
 
 def uv_atlas(vertices: np.ndarray, faces: np.ndarray, size: int, makers: Sequence[ChartMaker] = (uvatlas_charts, xatlas_charts)) -> Atlas:
