@@ -149,6 +149,8 @@ def test_evaluate_writes_schema_valid_metrics_and_logs_them(stepped):
     tiny = metrics["clip"]["tiny-clip"]
     assert tiny["r_precision"]["captions"] == 153 + 3  # 3 suite prompts (one is the run's own), 153 captions
     assert 0 <= tiny["r_precision"]["colour"] <= 1 and -100 <= tiny["clip_score"]["mean"] <= 100
+    # The exported textured mesh scored like the renders: a CLIP score of its views at the render cameras.
+    assert -100 <= tiny["clip_score_mesh"]["mean"] <= 100 and tiny["clip_score_mesh"]["mean"] != tiny["clip_score"]["mean"]
     truth = metrics["groundtruth"]
     assert truth["scene"] == "green-torus" and 0 < truth["psnr"] < 60 and -1 <= truth["ssim"] <= 1
     assert 0 <= truth["depth_mae"] < 4 and 0 < truth["chamfer"] < 2 and 0 <= truth["fscore"] <= 1
@@ -296,6 +298,7 @@ def test_tiny_world_run_uses_dpt_and_scores_clip_without_truth(tmp_path):
         "iterations=2", "resolution=16", "renderer.num_coarse=8", "renderer.num_fine=4", "checkpoint_every=2", "val_every=2",
         "val_views=1", "val_resolution=8", "eval_views=1", f"depth.model={dpt}", "tracking.enabled=false", "field.grid.n_levels=4",
         "field.grid.log2_hashmap_size=12", "field.grid.finest_resolution=64", "mesh.resolution=16", "mesh.coarse_resolution=8",
+        "mesh.threshold=1.0", "mesh.texture_size=64",
     ]
     run = tmp_path / "run"
     run_training(resolve_config("hifa", "a corgi", f"stable-diffusion:{sd}", overrides=overrides), run, progress=False)
@@ -307,6 +310,12 @@ def test_tiny_world_run_uses_dpt_and_scores_clip_without_truth(tmp_path):
         assert arrays["disparity"].shape == (2, 32, 32) and np.isfinite(arrays["disparity"]).all()
     assert main(["evaluate", str(run), "--clip-models", str(clip_path), "--quiet"]) == 0
     metrics = load_json(run / "eval" / "metrics.json")
+    assert "clip_score_mesh" not in metrics["clip"]["tiny-clip"] and any("no textured mesh" in n for n in metrics["notes"])
+    # With the mesh step done, the real world scores the exported asset too (no ground truth needed).
+    assert main(["mesh", str(run), "--resolution", "24", "--preview-resolution", "32"]) == 0
+    assert main(["evaluate", str(run), "--clip-models", str(clip_path), "--quiet"]) == 0
+    metrics = load_json(run / "eval" / "metrics.json")
     jsonschema.validate(metrics, json.loads(SCHEMA_FILE.read_text()))
+    assert -100 <= metrics["clip"]["tiny-clip"]["clip_score_mesh"]["mean"] <= 100
     assert metrics["groundtruth"] is None and metrics["prior"] == "stable-diffusion" and metrics["model_ids"]["prior"] == str(sd)
     assert metrics["clip"]["tiny-clip"]["r_precision"]["captions"] == 154 and metrics["depth_consistency"]["estimator"]["kind"] == "dpt"

@@ -7,10 +7,12 @@ import urllib.error
 import urllib.parse
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from hifa.errors import HifaError
 from hifa.hub import offline, reachable
+from hifa.io import to_uint8
 
 DEFAULT_BACKBONES = ("ViT-B/32", "ViT-B/16", "ViT-L/14")
 CLIP_SCORE_DEFINITION = "mean over views of 100 * cos(CLIP image embedding of the render, CLIP text embedding of the prompt); se = sample std / sqrt(views)"
@@ -94,15 +96,18 @@ def load_clip(name: str, device: str | torch.device, root: str | Path | None = N
 
 
 @torch.no_grad()
-def encode_images(model, preprocess, paths: list[Path], device: str | torch.device, batch: int = 32) -> torch.Tensor:
-    """Unit CLIP image embeddings (V, D) of image files, through the model's own preprocessing."""
+def encode_images(model, preprocess, images: list[Path | np.ndarray], device: str | torch.device, batch: int = 32) -> torch.Tensor:
+    """Unit CLIP image embeddings (V, D) of image files or (H, W, 3) arrays in [0, 1], through the model's own preprocessing."""
     from PIL import Image
 
     chunks = []
-    for start in range(0, len(paths), batch):
+    for start in range(0, len(images), batch):
         pixels = []
-        for path in paths[start : start + batch]:
-            with Image.open(path) as image:
+        for item in images[start : start + batch]:
+            if isinstance(item, np.ndarray):
+                pixels.append(preprocess(Image.fromarray(to_uint8(item))))
+                continue
+            with Image.open(item) as image:
                 pixels.append(preprocess(image.convert("RGB")))
         chunks.append(model.encode_image(torch.stack(pixels).to(device)).float())
     return torch.nn.functional.normalize(torch.cat(chunks), dim=-1).cpu()

@@ -66,23 +66,9 @@ def mesh_metrics(mesh_path: Path, scene, points: int, fscore_fraction: float, se
     }
 
 
-def textured_psnr(textured_path: Path, cameras: Cameras, truth) -> float:
-    """PSNR of the exported textured mesh rendered (unlit albedo on white, 8 bits) at `cameras` against a GroundTruth."""
-    from hifa.io import to_uint8
-    from hifa.lazy import open3d as o3d
-    from hifa.scenes import GroundTruthRenderer, Part, Scene
-    from hifa.texture import load_textured
-
-    mesh = load_textured(textured_path)
-    legacy = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(mesh.vertices), o3d.utility.Vector3iVector(mesh.faces))
-    height, width = truth.rgb.shape[1:3]
-    render = GroundTruthRenderer(Scene("mesh", "mesh", [Part(legacy, uvs=mesh.uvs, texture=mesh.texture)])).render(cameras, height, width, 1.0)
-    return psnr(torch.from_numpy(to_uint8(render.rgb)).float() / 255.0, truth.rgb)
-
-
 def groundtruth_metrics(
     prompt: str, cameras: Cameras, rgb: torch.Tensor, depth: torch.Tensor, opacity: torch.Tensor,
-    mesh_path: Path, points: int = 100_000, fscore_fraction: float = 0.01, textured_path: Path | None = None,
+    mesh_path: Path, points: int = 100_000, fscore_fraction: float = 0.01, mesh_views: torch.Tensor | None = None,
 ) -> dict:
     """Every oracle-world score of one run: image metrics at the render cameras, mesh geometry and appearance."""
     from hifa.guidance.oracle import scene_for_prompt
@@ -95,7 +81,7 @@ def groundtruth_metrics(
         "scene": scene.name,
         **image_metrics(rgb, depth, opacity, truth),
         **mesh_metrics(mesh_path, scene, points, fscore_fraction),
-        **({"mesh_psnr": textured_psnr(textured_path, cameras, truth)} if textured_path is not None else {}),
+        **({"mesh_psnr": psnr(mesh_views, truth.rgb)} if mesh_views is not None else {}),
         "fscore_fraction": fscore_fraction,
         "surface_points": points,
         "definitions": DEFINITIONS,

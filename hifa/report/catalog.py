@@ -67,6 +67,7 @@ _GROUNDTRUTH = {
 _CLIP = {
     "clip_score": ("CLIP score", "CLIP score", True, 3, True),
     "clip_score_textureless": ("CLIP score (textureless)", "CLIP score textureless", True, 3, False),
+    "clip_score_mesh": ("CLIP score (textured mesh)", "CLIP score mesh", True, 3, False),
     "r_precision_colour": ("R-precision (colour)", "R-prec.\\ colour", True, 3, True),
     "r_precision_textureless": ("R-precision (textureless)", "R-prec.\\ textureless", True, 3, True),
 }

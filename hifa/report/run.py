@@ -190,7 +190,7 @@ def parse_eval(payload: dict, run: Run) -> None:
         if not isinstance(entry, dict):
             continue
         bb = backbone_slug(str(backbone))
-        for name in ("clip_score", "clip_score_textureless"):
+        for name in ("clip_score", "clip_score_textureless", "clip_score_mesh"):
             score = entry.get(name)
             if (value := to_value(score)) is not None:
                 run.metrics[f"{name}/{bb}"] = value

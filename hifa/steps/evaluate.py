@@ -17,6 +17,7 @@ from tqdm import tqdm
 import hifa
 from hifa.errors import HifaError
 from hifa.evaluate import clip as clipm
+from hifa.evaluate.mesh_views import textured_views
 from hifa.io import load_image, write_json_atomic
 from hifa.run_folder import load_config, read_marker, run_dir, step_dir
 from hifa.steps.render import marker_cameras
@@ -59,8 +60,11 @@ def finite(value):
     return value
 
 
-def clip_metrics(options: EvaluateOptions, prompt: str, texts: list[str], true_index: int, render_folder: Path, files: dict, progress: bool) -> tuple[dict, dict]:
-    """Per backbone: CLIP score (colour and textureless) and R-precision; and the model ids."""
+def clip_metrics(
+    options: EvaluateOptions, prompt: str, texts: list[str], true_index: int, render_folder: Path, files: dict, progress: bool,
+    mesh_views: torch.Tensor | None = None,
+) -> tuple[dict, dict]:
+    """Per backbone: CLIP score (colour, textureless, and the textured mesh's views when given) and R-precision; and the model ids."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     results, ids = {}, {}
     for name in tqdm(options.clip_models, desc="clip", unit="model", disable=not progress, dynamic_ncols=True):
@@ -75,6 +79,8 @@ def clip_metrics(options: EvaluateOptions, prompt: str, texts: list[str], true_i
             "model": ids[key],
             "clip_score": {**clipm.clip_score(colour, prompt_emb), "definition": clipm.CLIP_SCORE_DEFINITION},
             "clip_score_textureless": clipm.clip_score(plain, prompt_emb),
+            **({"clip_score_mesh": clipm.clip_score(clipm.encode_images(model, preprocess, list(mesh_views.numpy()), device), prompt_emb)}
+               if mesh_views is not None else {}),
             "r_precision": {
                 "colour": clipm.r_precision(colour, captions, true_index),
                 "textureless": clipm.r_precision(plain, captions, true_index),
@@ -144,7 +150,7 @@ def evaluate_run(run: str | Path, options: EvaluateOptions, out: str | Path | No
     render_folder, marker = read_marker(run, "render")
     oracle = config.prior.kind == "oracle"
     mesh_file = textured_file = None
-    if oracle:
+    if oracle or (run / "mesh" / "mesh.json").is_file():
         mesh_folder, mesh_marker = read_marker(run, "mesh")
         mesh_file = mesh_folder / mesh_marker["files"]["ply"]
         if "texture" in mesh_marker:  # meshes made before textures existed have none
@@ -157,9 +163,14 @@ def evaluate_run(run: str | Path, options: EvaluateOptions, out: str | Path | No
             clipm.check_available(name, options.clip_dir)
     out = step_dir(run, "eval", out)
     notes = []
+    mesh_views = None
+    if textured_file is not None:
+        mesh_views = textured_views(textured_file, marker_cameras(marker), int(marker["resolution"]), int(marker["resolution"]))
+    else:
+        notes.append("no textured mesh (run `hifa mesh` first): no mesh_psnr or clip_score_mesh")
     clip_results, clip_ids = {}, {}
     if options.clip_models:
-        clip_results, clip_ids = clip_metrics(options, config.prompt, texts, true_index, render_folder, marker["files"], progress)
+        clip_results, clip_ids = clip_metrics(options, config.prompt, texts, true_index, render_folder, marker["files"], progress, mesh_views)
     else:
         notes.append("CLIP metrics not computed (--clip-models none): clip is {}")
     groundtruth = None
@@ -170,7 +181,7 @@ def evaluate_run(run: str | Path, options: EvaluateOptions, out: str | Path | No
         with np.load(render_folder / marker["files"]["depth_npz"]) as arrays:
             depth, opacity = torch.from_numpy(arrays["depth"]), torch.from_numpy(arrays["opacity"])
         groundtruth = groundtruth_metrics(
-            config.prompt, marker_cameras(marker), rgb, depth, opacity, mesh_file, options.surface_points, options.fscore_fraction, textured_file
+            config.prompt, marker_cameras(marker), rgb, depth, opacity, mesh_file, options.surface_points, options.fscore_fraction, mesh_views
         )
     else:
         notes.append("ground-truth scores exist only in the oracle world: groundtruth is null")
