@@ -243,3 +243,27 @@ def test_oracle_prior_on_cuda_matches_cpu():
         for a, b in zip(cpu, gpu):
             assert b.is_cuda
             torch.testing.assert_close(b.cpu(), a, atol=1e-5, rtol=1e-4)
+
+
+def test_head_on_mesh_colours_and_texture_on_cuda_match_cpu():
+    """The mesh step's colour (composited along -n) and its baked texture from a CUDA field equal the CPU ones."""
+    import numpy as np
+
+    from hifa.mesh import albedo_colours, surface_albedo
+    from hifa.texture import bake_texture
+
+    field = fitted_field(FieldConfig(grid=GRID, mlp_precision="fp32"), spread=1.0)
+    gen = np.random.default_rng(0)
+    normals = gen.normal(size=(512, 3))
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    points = 0.4 * normals + gen.normal(scale=0.02, size=(512, 3))
+    cpu = surface_albedo(field, points, normals, depth=0.1)
+    gpu_field = copy.deepcopy(field).cuda()
+    gpu = surface_albedo(gpu_field, points, normals, depth=0.1)
+    assert np.allclose(gpu, cpu, atol=1e-4) and cpu.std() > 1e-3
+    square = np.array([[-0.5, -0.5, 0.3], [0.5, -0.5, 0.3], [0.5, 0.5, 0.3], [-0.5, 0.5, 0.3]])
+    faces, uvs = np.array([[0, 1, 2], [0, 2, 3]]), np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    up = np.tile([0.0, 0.0, 1.0], (4, 1))
+    texture_cpu, _ = bake_texture(albedo_colours(field, 0.1), square, up, faces, uvs, 32)
+    texture_gpu, _ = bake_texture(albedo_colours(gpu_field, 0.1), square, up, faces, uvs, 32)
+    assert np.allclose(texture_gpu, texture_cpu, atol=1e-4)
