@@ -60,9 +60,9 @@ _GROUNDTRUTH = {
     "chamfer": ("Chamfer", "Chamfer", False, 4, True),
     "chamfer_fraction_of_extent": ("Chamfer / extent", "Chamfer / extent", False, 4, False),
     "fscore": ("F-score", "F-score", True, 3, True),
-    "mesh_psnr": ("Mesh PSNR (dB)", "Mesh PSNR (dB)", True, 2, False),
     "precision": ("Precision", "Precision", True, 3, False),
     "recall": ("Recall", "Recall", True, 3, False),
+    "mesh_psnr": ("Mesh PSNR (dB)", "Mesh PSNR (dB)", True, 2, False),
 }
 _CLIP = {
     "clip_score": ("CLIP score", "CLIP score", True, 3, True),
