@@ -132,9 +132,11 @@ def cmd_depth(args: argparse.Namespace) -> int:
 def cmd_mesh(args: argparse.Namespace) -> int:
     from hifa.steps.mesh import mesh_run
 
-    result = mesh_run(args.run, args.resolution, args.out, args.preview_resolution)
+    result = mesh_run(args.run, args.resolution, args.out, args.preview_resolution, args.texture_size)
     out = Path(args.out or Path(args.run) / "mesh")
-    print(f"mesh: {result['vertices']} vertices, {result['faces']} faces at density threshold {result['threshold']:.4g}; wrote {out}")
+    texture = result["texture"]
+    print(f"mesh: {result['vertices']} vertices, {result['faces']} faces at density threshold {result['threshold']:.4g}, "
+          f"a {texture['size']}² texture over {texture['charts']} charts ({texture['atlas']}); wrote {out}")
     return 0
 
 
@@ -273,9 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
     depth.add_argument("--quiet", action="store_true", help="no progress bar")
     depth.set_defaults(func=cmd_depth)
 
-    mesh = sub.add_parser("mesh", help="extract the mesh of a trained run (.ply, .obj, .glb) and a preview")
+    mesh = sub.add_parser("mesh", help="extract the mesh of a trained run (.ply/.obj/.glb, UV-textured .glb/.obj) and a preview")
     mesh.add_argument("run", help="run folder written by `hifa train --out`")
     mesh.add_argument("--resolution", type=positive_int, help="marching-cubes grid resolution over [-1, 1] (default: the run's mesh.resolution)")
+    mesh.add_argument("--texture-size", type=positive_int, help="side of the baked albedo texture in texels, 16-8192 (default: the run's mesh.texture_size)")
     mesh.add_argument("--preview-resolution", type=positive_int, default=256, help="preview image size per view (default %(default)s)")
     mesh.add_argument("--out", help="output folder (default RUN/mesh)")
     mesh.set_defaults(func=cmd_mesh)

@@ -188,6 +188,14 @@ def test_render_defaults_fit_the_world_of_the_run(stepped, tmp_path):
     assert image_size(tmp_path / "render" / "rgb" / "000.png") == (96, 96)
 
 
+def test_mesh_texture_size_option_overrides_the_run_s_and_is_checked(stepped, tmp_path, capsys):
+    assert main(["mesh", str(stepped), "--out", str(tmp_path / "mesh"), "--texture-size", "64", "--preview-resolution", "32"]) == 0
+    assert load_json(tmp_path / "mesh" / "mesh.json")["texture"]["size"] == 64 and image_size(tmp_path / "mesh" / "textured.png") == (64, 64)
+    assert "a 64² texture over" in capsys.readouterr().out
+    assert main(["mesh", str(stepped), "--out", str(tmp_path / "small"), "--texture-size", "8"]) == 2
+    assert "mesh.texture_size" in capsys.readouterr().err and not (tmp_path / "small" / "mesh.json").exists()
+
+
 def test_a_failed_step_leaves_no_done_marker(stepped, tmp_path, monkeypatch):
     out = tmp_path / "render"
     assert main(["render", str(stepped), "--views", "1", "--resolution", "16", "--out", str(out), "--quiet"]) == 0

@@ -161,6 +161,10 @@ BAD_CONFIGS = {
         {"suites": {"bad": {"prior": "oracle", "methods": ["hifa"], "prompts": ["a green torus"], "seeds": [0, 1.0]}}},
         r"invalid config \(\S+\) at suites\.bad\.seeds\.1: 1\.0 is not an integer",
     ),
+    "texture too small": (
+        {"suites": {"bad": {"prior": "oracle", "methods": ["hifa"], "prompts": ["a green torus"], "mesh": {"texture_size": 8}}}},
+        r"invalid config \(\S+\) at suites\.bad\.mesh\.texture_size: 8 is less than the minimum of 16",
+    ),
     "slug collision": (
         {"suites": {"bad": {"prior": "oracle", "methods": ["hifa"], "prompts": ["a green torus", "A green torus!"]}}},
         r"invalid config \(\S+\) at suites\.bad\.prompts\.1: prompt 'A green torus!' has the slug 'a-green-torus' of 'a green torus'; give one of them an explicit slug",
@@ -188,6 +192,15 @@ def test_suites_are_checked_up_front_only_where_hifa_runs(tmp_path):
     proc = snakemake(["-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--configfile", str(path), "-n"], tmp_path, timeout=120)
     assert "workflow: could not check the suites up front (exit status 1); each job checks its own settings" in proc.stderr
     assert job_counts(proc.stdout)["train"] == 1
+
+
+def test_mesh_options_reach_hifa_mesh(tmp_path):
+    config = {"suites": {"ok": {"prior": "oracle", "methods": ["hifa"], "prompts": ["a green torus"],
+                                "mesh": {"resolution": 128, "texture_size": 2048}}}}
+    path = tmp_path / "ok.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = snakemake(["-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--configfile", str(path), "-n", "-p"], tmp_path, timeout=120)
+    assert "mesh results/ok/runs/hifa/a-green-torus --resolution 128 --texture-size 2048" in proc.stdout
 
 
 def workflow_functions(*names: str) -> dict:

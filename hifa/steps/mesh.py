@@ -44,12 +44,15 @@ def preview(mesh: Mesh | TexturedMesh, views: int = 4, resolution: int = 256) ->
     return torch.cat(list(shaded), dim=1)
 
 
-def mesh_run(run: str | Path, resolution: int | None = None, out: str | Path | None = None, preview_resolution: int = 256) -> dict:
+def mesh_run(
+    run: str | Path, resolution: int | None = None, out: str | Path | None = None, preview_resolution: int = 256, texture_size: int | None = None,
+) -> dict:
     """Extract, export .ply/.obj/.glb, a UV-textured .glb/.obj and preview.png into `out` (default R/mesh); mesh.json last."""
     t0 = time.perf_counter()
     run = run_dir(run)
     config, renderer, step = load_run(run)
     mesh_config = config.mesh if resolution is None else replace(config.mesh, resolution=resolution)
+    mesh_config = mesh_config if texture_size is None else replace(mesh_config, texture_size=texture_size)
     out = step_dir(run, "mesh", out)
     mesh = extract_mesh(renderer.field, mesh_config)
     for name in EXPORTS:
