@@ -138,3 +138,15 @@ class TrainConfig:
         require(0 <= self.random_background_rate <= 1, "random_background_rate", "must lie in [0, 1]")
         for name in ("checkpoint_every", "log_every", "val_every", "val_views", "val_resolution", "eval_views"):
             require(getattr(self, name) >= 1, name, "must be positive")
+
+
+def as_read_today(saved: dict) -> dict:
+    """A saved config (config.yaml, a checkpoint's) as this version reads it: keys an older file lacks take their
+    defaults, so a setting added since is no change; as saved when it no longer parses (a key since removed)."""
+    from hifa.configio import from_dict, to_dict
+    from hifa.errors import HifaError
+
+    try:
+        return to_dict(from_dict(TrainConfig, saved))
+    except (HifaError, TypeError, ValueError):
+        return saved

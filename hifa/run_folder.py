@@ -13,7 +13,7 @@ from urllib.request import url2pathname
 
 import torch
 
-from hifa.config import TrainConfig
+from hifa.config import TrainConfig, as_read_today
 from hifa.configio import from_dict, load_yaml, to_dict, trained_changes
 from hifa.errors import HifaError
 from hifa.io import remove_stale_temporaries, write_bytes_atomic
@@ -73,11 +73,10 @@ def config_drift(saved: object, config: TrainConfig) -> list[str]:
     """Dotted keys (tracking and mesh aside) where a file's saved config differs from the run's; [] when it saved none."""
     if not isinstance(saved, dict):
         return []
-    try:
-        saved_config = to_dict(from_dict(TrainConfig, saved))
-    except Exception:  # a config of another code version: nothing to compare key by key
+    read = as_read_today(saved)
+    if read is saved:  # a config of another code version: nothing to compare key by key
         return []
-    return trained_changes(saved_config, to_dict(config))
+    return trained_changes(read, to_dict(config))
 
 
 def write_weights(path: str | Path, renderer_state: dict, step: int, config: TrainConfig) -> Path:

@@ -111,14 +111,14 @@ def with_retry(fn: Callable[[], T], attempts: int = RETRIES) -> T:
     return fn()
 
 
-def locked_call(tracking_uri: str, fn: Callable[[], T]) -> T:
-    """Call fn under the store lock, with retries."""
+def locked_call(tracking_uri: str, fn: Callable[[], T], lock_timeout: float | None = None, attempts: int = RETRIES) -> T:
+    """Call fn under the store lock (waiting at most lock_timeout s for it, default LOCK_TIMEOUT), with retries."""
 
     def attempt() -> T:
-        with store_lock(tracking_uri):
+        with store_lock(tracking_uri, lock_timeout):
             return fn()
 
-    return with_retry(attempt)
+    return with_retry(attempt, attempts)
 
 
 def make_client(tracking_uri: str) -> MlflowClient:
@@ -248,9 +248,9 @@ class Tracker:
             if self.failures == 1:
                 log.warning("MLflow %s failed for run %s (%s); training goes on, later failures silent", what, self.run_id, exc)
 
-    def _write(self, what: str, fn: Callable[[], object]) -> None:
+    def _write(self, what: str, fn: Callable[[], object], lock_timeout: float | None = None, attempts: int = RETRIES) -> None:
         """Guarded fn under the store lock, with retries."""
-        self._guard(what, lambda: locked_call(self.tracking_uri, fn))
+        self._guard(what, lambda: locked_call(self.tracking_uri, fn, lock_timeout, attempts))
 
     def write_in_background(self) -> Tracker:
         """From now on queue metrics and write them from a background thread, so a training step never waits
@@ -303,12 +303,19 @@ class Tracker:
     def set_terminated(self, status: str = "FINISHED") -> None:
         """Write queued metrics, then mark the run FINISHED, FAILED or KILLED; later metrics are written directly.
 
-        A failed or killed training waits only briefly for its queue: a pre-empted job has seconds before SIGKILL."""
+        A failed or killed training spends at most STOP_FLUSH_TIMEOUT seconds on both, queue and mark: a pre-empted
+        job has seconds before SIGKILL."""
+        finished = status == "FINISHED"
+        deadline = time.monotonic() + (FLUSH_TIMEOUT if finished else STOP_FLUSH_TIMEOUT)
         if self._queue is not None:
-            self.flush(FLUSH_TIMEOUT if status == "FINISHED" else STOP_FLUSH_TIMEOUT)
+            self.flush(max(deadline - time.monotonic(), 0.0))
             self._queue.close(0)
             self._queue = None
-        self._write("set_terminated", lambda: self.client.set_terminated(self.run_id, status))
+        mark = lambda: self.client.set_terminated(self.run_id, status)  # noqa: E731
+        if finished:
+            self._write("set_terminated", mark)
+        else:
+            self._write("set_terminated", mark, lock_timeout=max(deadline - time.monotonic(), 1.0), attempts=1)
 
     def __enter__(self) -> Tracker:
         """The tracker itself."""

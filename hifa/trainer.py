@@ -16,8 +16,8 @@ from tqdm import tqdm
 from hifa import regularisers as reg
 from hifa.background import BackgroundMLP
 from hifa.cameras import Cameras, orbit_cameras, sample_cameras
-from hifa.config import TrainConfig
-from hifa.configio import changed_keys, dump_yaml, to_dict
+from hifa.config import TrainConfig, as_read_today
+from hifa.configio import UNTRAINED, changed_keys, dump_yaml, to_dict
 from hifa.depth import pearson_depth_loss, ssi_depth_loss
 from hifa.errors import HifaError, OutputError, Terminated, is_out_of_memory, shorten
 from hifa.stop_signals import catch_stop_signals
@@ -349,8 +349,10 @@ class Trainer:
         return self.time_offset + (time.perf_counter() - self.started if self.started is not None else 0.0)
 
     def check_resumable(self, saved: dict, path: Path) -> None:
-        """Refuse a checkpoint of another asset (prompt, method, seed, field, prior); warn about other changed settings."""
-        old, new, changed = changed_keys(saved, to_dict(self.config))
+        """Refuse a checkpoint of another asset (prompt, method, seed, field, prior); warn about other changed settings
+        (tracking and mesh settings aside: they change nothing a training makes)."""
+        old, new, changed = changed_keys(as_read_today(saved), to_dict(self.config))
+        changed = [k for k in changed if k.split(".", 1)[0] not in UNTRAINED]
         rank = lambda k: None if k in RESUME_COMPUTE else next(  # noqa: E731
             (i for i, key in enumerate(RESUME_IDENTITY) if k == key or k.startswith(key + ".")), None)
         identity = sorted((k for k in changed if rank(k) is not None), key=rank)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from hifa.cameras import orbit_cameras
-from hifa.config import PriorConfig, TrainConfig
+from hifa.config import PriorConfig, TrainConfig, as_read_today
 from hifa.configio import apply_overrides, from_dict, load_yaml, to_dict, trained_changes
 from hifa.errors import HifaError, Terminated, shorten
 from hifa.evaluate.image import masked_abs_error, psnr
@@ -117,11 +117,7 @@ def config_changes(config: TrainConfig, saved: str | Path) -> list[str]:
         old = load_yaml(saved)
     except HifaError:
         return ["(unreadable)"]
-    try:
-        old = to_dict(from_dict(TrainConfig, old))
-    except HifaError:  # a key this version no longer knows: compare as saved
-        pass
-    return trained_changes(old, to_dict(config))
+    return trained_changes(as_read_today(old), to_dict(config))
 
 
 def check_prompt(config: TrainConfig) -> None:

@@ -319,3 +319,23 @@ def test_background_writer_keeps_order_batches_and_survives_a_failing_write():
         assert "closed" in str(exc)
     else:
         raise AssertionError("put after close must fail")
+
+
+def test_a_killed_training_spends_one_short_deadline_on_queue_and_mark_together(tmp_path, monkeypatch):
+    import threading
+
+    monkeypatch.setattr(tracking, "STOP_FLUSH_TIMEOUT", 1.0)
+    uri = default_tracking_uri(tmp_path)
+    tracker = Tracker.start(uri, "suite", "bg", {"lr": 0.01}, None, tmp_path / "run").write_in_background()
+    held, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=hold_lock, args=(uri, held, release))
+    holder.start()
+    assert held.wait(10)
+    tracker.log_metrics({"loss": 0.5}, 7)
+    t0 = time.monotonic()
+    tracker.set_terminated("KILLED")  # the lock stays held: neither the queue nor the mark can be written
+    took = time.monotonic() - t0
+    release.set()
+    holder.join()
+    # 1 s for the queue, then at most what is left of it (but 1 s) for the mark: not the 120 s of LOCK_TIMEOUT.
+    assert took < 5.0 and tracker.failures >= 1

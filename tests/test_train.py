@@ -219,6 +219,22 @@ def test_same_config_takes_keys_an_older_config_lacks_as_their_defaults_and_igno
     assert capsys.readouterr().out.splitlines() == ["same config", "same config", "changed: renderer.chunk_rays"]
 
 
+def test_resume_reads_keys_an_older_checkpoint_lacks_as_defaults_and_ignores_mesh_settings(tmp_path, caplog):
+    import logging
+    from dataclasses import replace
+
+    config = tiny_config(tmp_path, extra=["tracking.enabled=false"])
+    run = tmp_path / "run"
+    Trainer(config, run, progress=False).train(until=3)
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    del state["config"]["field"]["normal_eps"], state["config"]["mesh"]["texture_size"]  # as a checkpoint of an older version
+    torch.save(state, run / "checkpoint.pt")
+    later = replace(config, mesh=replace(config.mesh, threshold=20.0))
+    with caplog.at_level(logging.WARNING, logger="hifa.trainer"):
+        assert Trainer(later, run, progress=False).train()["steps"] == config.iterations
+    assert "changed settings" not in caplog.text and "another asset" not in caplog.text
+
+
 def test_truncated_checkpoint_is_a_clear_error(tmp_path):
     config = tiny_config(tmp_path, extra=["tracking.enabled=false"])
     Trainer(config, tmp_path / "run", progress=False).train(until=3)
