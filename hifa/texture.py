@@ -16,7 +16,7 @@ import numpy as np
 from hifa.errors import HifaError
 from hifa.io import write_bytes_atomic
 from hifa.lazy import trimesh
-from hifa.uv_atlas import uv_atlas
+from hifa.uv_atlas import cell_layout, uv_atlas
 
 # Colours at surface points seen head-on: (points (N, 3), normals (N, 3)) -> (N, 3) in [0, 1].
 ColourFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -118,11 +118,29 @@ def bake_texture(
     return fill_empty(image, covered), float(covered.mean())
 
 
+def bake_cells(colour: ColourFn, vertices: np.ndarray, normals: np.ndarray, faces: np.ndarray, size: int) -> tuple[np.ndarray, float]:
+    """The texture of the one-cell-per-triangle layout (hifa.uv_atlas.triangle_charts): cell i flat in the colour
+    at face i's centroid; and the fraction of texels in a face's cell."""
+    per_side, cell = cell_layout(len(faces), size)
+    normal = normals[faces].sum(1)
+    normal /= np.maximum(np.linalg.norm(normal, axis=-1, keepdims=True), 1e-12)
+    grid = np.ones((per_side * per_side, 3))
+    grid[: len(faces)] = np.clip(colour(vertices[faces].mean(1), normal), 0.0, 1.0)
+    block = np.repeat(np.repeat(grid.reshape(per_side, per_side, 3), cell, axis=0), cell, axis=1)
+    image, covered = np.zeros((size, size, 3)), np.zeros((size, size), dtype=bool)
+    image[: len(block), : len(block)] = block
+    covered[: len(block), : len(block)] = True
+    return fill_empty(image, covered), len(faces) * cell * cell / size**2
+
+
 def texture_mesh(colour: ColourFn, vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray, size: int) -> TexturedMesh:
     """Atlas the mesh, split it along the seams and bake `colour` into an S x S texture."""
     atlas = uv_atlas(vertices, faces, size)
     split_vertices, split_normals = vertices[atlas.source], normals[atlas.source]
-    texture, coverage = bake_texture(colour, split_vertices, split_normals, atlas.faces, atlas.uvs, size)
+    if atlas.method == "per-triangle":
+        texture, coverage = bake_cells(colour, vertices, normals, faces, size)
+    else:
+        texture, coverage = bake_texture(colour, split_vertices, split_normals, atlas.faces, atlas.uvs, size)
     return TexturedMesh(split_vertices, atlas.faces, atlas.uvs, split_normals, texture, atlas.charts, coverage, atlas.method)
 
 

@@ -10,8 +10,8 @@ charts where xatlas made 218-561 (fewer seams), with the same mesh PSNR and abou
 from __future__ import annotations
 
 import importlib
+import json
 import logging
-import os
 import subprocess
 import sys
 import tempfile
@@ -33,7 +33,11 @@ CHILD_TIMEOUT = 600.0  # seconds for one atlas (xatlas took 20-30 s for 100k fac
 
 
 class ChildFailed(HifaError):
-    """The atlas process crashed, failed or hung."""
+    """The atlas process crashed, failed or hung; `unavailable` when its library could not be imported."""
+
+    def __init__(self, message: str, unavailable: bool = False):
+        super().__init__(message)
+        self.unavailable = unavailable
 
 
 @dataclass
@@ -75,41 +79,68 @@ def xatlas_charts(vertices: np.ndarray, faces: np.ndarray, size: int) -> Charts:
     return source.astype(np.int64), new_faces.astype(np.int64), uvs.astype(np.float64), int(atlas.chart_count)
 
 
-def triangle_charts(faces: np.ndarray, size: int) -> Charts:
-    """One chart per triangle: each face a right triangle in its own cell of a square grid (always works)."""
-    count = len(faces)
+def cell_layout(count: int, size: int) -> tuple[int, int]:
+    """(cells per side, texels per cell side) of the one-cell-per-triangle layout of `count` faces on S x S texels."""
     per_side = int(np.ceil(np.sqrt(count)))
-    cell = 1.0 / per_side
-    pad = min(0.5 / size, cell / 4)
+    cell = size // per_side
+    if cell < 1:
+        raise HifaError(f"a {size}x{size} texture has fewer texels than the mesh has faces ({count}); use a texture size of at least {per_side}")
+    return per_side, cell
+
+
+def triangle_charts(faces: np.ndarray, size: int) -> Charts:
+    """One chart per triangle: face i a right triangle inset half a texel in cell i of a texel-aligned grid.
+
+    Baked flat (`hifa.texture.bake_cells`: each cell the colour at its face's centroid), so a face smaller than a
+    texel keeps its own colour and bilinear filtering never reads a neighbouring cell.
+    """
+    count = len(faces)
+    per_side, cell = cell_layout(count, size)
     index = np.arange(count)
-    u0, v0 = (index % per_side) * cell, (index // per_side) * cell
-    corners = np.stack([
-        np.stack([u0 + pad, v0 + pad], -1),
-        np.stack([u0 + cell - pad, v0 + pad], -1),
-        np.stack([u0 + pad, v0 + cell - pad], -1),
-    ], axis=1)  # (F, 3, 2)
-    return np.asarray(faces).reshape(-1).astype(np.int64), np.arange(3 * count).reshape(count, 3), corners.reshape(-1, 2), count
+    x0, y0 = (index % per_side) * cell + 0.5, (index // per_side) * cell + 0.5  # texel centres: image x right, y down
+    x1, y1 = x0 + cell - 1, y0 + cell - 1
+    corners = np.stack([np.stack([x0, y1], -1), np.stack([x1, y1], -1), np.stack([x0, y0], -1)], axis=1)  # (F, 3, 2)
+    uvs = np.stack([corners[..., 0] / size, 1.0 - corners[..., 1] / size], axis=-1)
+    return np.asarray(faces).reshape(-1).astype(np.int64), np.arange(3 * count).reshape(count, 3), uvs.reshape(-1, 2), count
+
+
+# The child: put the parent's import path first, then chart (sys.path travels as JSON, not through PYTHONPATH,
+# whose separator may occur inside a path).
+CHILD = "import json, sys; sys.path[:0] = json.loads(sys.argv[1]); from hifa.uv_atlas import child_main; child_main(*sys.argv[2:5])"
+UNAVAILABLE = 3  # the child's exit status when the maker or its library cannot be imported
+
+
+def maker_target(maker: ChartMaker) -> str:
+    """'module:name' of a module-level function, for the child to import (a script's function by its module name)."""
+    module, name = getattr(maker, "__module__", None), getattr(maker, "__qualname__", "")
+    if module == "__main__":
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        module = spec.name if spec is not None else None
+    if not module or not name.isidentifier():
+        raise TypeError(f"an atlas maker must be a module-level function of an importable module, not {maker!r}")
+    return f"{module}:{name}"
 
 
 def in_child(maker: ChartMaker, vertices: np.ndarray, faces: np.ndarray, size: int, timeout: float = CHILD_TIMEOUT) -> Charts:
-    """maker(vertices, faces, size) in a fresh Python process (`python -m hifa.uv_atlas`); its crash raises ChildFailed.
+    """maker(vertices, faces, size) in a fresh Python process; its crash, error or hang raises ChildFailed.
 
     A plain subprocess, not multiprocessing: spawn re-imports the caller's __main__, which re-runs any script
     that calls this without an `if __name__ == "__main__"` guard.
     """
+    target = maker_target(maker)
     with tempfile.TemporaryDirectory(prefix="hifa-atlas-") as tmp:
         given, result = Path(tmp) / "mesh.npz", Path(tmp) / "charts.npz"
         write_npz_atomic(given, vertices=vertices, faces=faces, size=np.int64(size))
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        target = f"{maker.__module__}:{maker.__qualname__}"
         try:
-            proc = subprocess.run([sys.executable, "-m", "hifa.uv_atlas", target, str(given), str(result)],
-                                  capture_output=True, text=True, env=env, timeout=timeout)
+            proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(sys.path), target, str(given), str(result)],
+                                  capture_output=True, text=True, errors="replace", timeout=timeout)
         except subprocess.TimeoutExpired:
             raise ChildFailed(f"no atlas after {timeout:.0f} s") from None
+        except OSError as exc:
+            raise ChildFailed(f"cannot start {sys.executable!r}: {exc}") from None
         if proc.returncode != 0 or not result.is_file():
-            last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-            raise ChildFailed(f"exit status {proc.returncode}: {last[:200]}")
+            last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1][:200]
+            raise ChildFailed(last if proc.returncode == UNAVAILABLE else f"exit status {proc.returncode}: {last}", proc.returncode == UNAVAILABLE)
         with np.load(result) as out:
             return out["source"], out["faces"], out["uvs"], int(out["charts"])
 
@@ -117,10 +148,16 @@ def in_child(maker: ChartMaker, vertices: np.ndarray, faces: np.ndarray, size: i
 def child_main(target: str, given: str, result: str) -> None:
     """The child's side of `in_child`: import the maker, chart the mesh, write the charts."""
     module, name = target.split(":")
-    maker = getattr(importlib.import_module(module), name)
     with np.load(given) as mesh:
-        source, faces, uvs, charts = maker(mesh["vertices"], mesh["faces"], int(mesh["size"]))
-    write_npz_atomic(result, source=source, faces=faces, uvs=uvs, charts=np.int64(charts))
+        vertices, faces, size = mesh["vertices"], mesh["faces"], int(mesh["size"])
+    try:
+        maker = getattr(importlib.import_module(module), name)
+        charts = maker(vertices, faces, size)
+    except ImportError as exc:  # the library is missing: not this mesh's fault
+        print(f"{exc.__class__.__name__}: {exc}", file=sys.stderr)
+        sys.exit(UNAVAILABLE)
+    source, new_faces, uvs, count = charts
+    write_npz_atomic(result, source=source, faces=new_faces, uvs=uvs, charts=np.int64(count))
 
 
 def uv_atlas(vertices: np.ndarray, faces: np.ndarray, size: int, makers: Sequence[ChartMaker] = (uvatlas_charts, xatlas_charts)) -> Atlas:
@@ -133,15 +170,12 @@ def uv_atlas(vertices: np.ndarray, faces: np.ndarray, size: int, makers: Sequenc
         try:
             source, new_faces, uvs, charts = in_child(maker, vertices, faces, size)
         except ChildFailed as exc:  # a crashed child, or the library's own error: try the next
-            log.warning("mesh texture: %s failed on this mesh (%s); trying the next atlas", name, exc)
+            what = "is not available" if exc.unavailable else "failed on this mesh"
+            log.warning("mesh texture: %s %s (%s); trying the next atlas", name, what, exc)
             continue
         if len(new_faces) == len(faces) and np.array_equal(source[new_faces], faces):
             return Atlas(source, new_faces, np.clip(uvs, 0.0, 1.0), charts, name)
         log.warning("mesh texture: %s changed the mesh's faces; trying the next atlas", name)
-    log.warning("mesh texture: no atlas library charted this mesh; each triangle gets its own cell (coarser texture)")
+    log.warning("mesh texture: no atlas library charted this mesh; each triangle gets its own flat-coloured cell (coarser texture)")
     source, new_faces, uvs, charts = triangle_charts(faces, size)
     return Atlas(source, new_faces, uvs, charts, "per-triangle")
-
-
-if __name__ == "__main__":
-    child_main(*sys.argv[1:4])

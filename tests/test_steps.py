@@ -166,6 +166,7 @@ def test_evaluate_writes_schema_valid_metrics_and_logs_them(stepped):
     client = MlflowClient(record["tracking_uri"])
     logged = client.get_run(record["run_id"]).data.metrics
     assert logged["eval.psnr"] == pytest.approx(truth["psnr"]) and logged["eval.clip_score.tiny-clip"] == pytest.approx(tiny["clip_score"]["mean"])
+    assert logged["eval.clip_score_mesh.tiny-clip"] == pytest.approx(tiny["clip_score_mesh"]["mean"]) and logged["eval.mesh_psnr"] == pytest.approx(truth["mesh_psnr"])
     artifacts = {a.path for folder in ("render", "mesh", "eval") for a in client.list_artifacts(record["run_id"], folder)}
     assert {"render/contact_sheet.png", "render/turntable.mp4", "mesh/mesh.glb", "mesh/textured.glb", "mesh/preview.png", "eval/metrics.json"} <= artifacts
 
@@ -186,6 +187,18 @@ def test_render_defaults_fit_the_world_of_the_run(stepped, tmp_path):
     marker = load_json(tmp_path / "render" / "render.json")
     assert marker["cameras"]["views"] == 8 and marker["resolution"] == 96
     assert image_size(tmp_path / "render" / "rgb" / "000.png") == (96, 96)
+
+
+def test_evaluate_refuses_a_mesh_older_than_the_renders_in_the_oracle_world(stepped, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(stepped, run)
+    marker = load_json(run / "mesh" / "mesh.json")
+    (run / "mesh" / "mesh.json").write_text(json.dumps({**marker, "step": marker["step"] - 1}))
+    assert main(["evaluate", str(run), "--clip-models", "none"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"hifa: error: {run / 'mesh'} was made from step {marker['step'] - 1}, the renders from step {marker['step']}: run `hifa mesh {run}` again"
 
 
 def test_mesh_texture_size_option_overrides_the_run_s_and_is_checked(stepped, tmp_path, capsys):
@@ -318,12 +331,24 @@ def test_tiny_world_run_uses_dpt_and_scores_clip_without_truth(tmp_path):
         assert arrays["disparity"].shape == (2, 32, 32) and np.isfinite(arrays["disparity"]).all()
     assert main(["evaluate", str(run), "--clip-models", str(clip_path), "--quiet"]) == 0
     metrics = load_json(run / "eval" / "metrics.json")
-    assert "clip_score_mesh" not in metrics["clip"]["tiny-clip"] and any("no textured mesh" in n for n in metrics["notes"])
+    assert "clip_score_mesh" not in metrics["clip"]["tiny-clip"] and any("no mesh yet" in n for n in metrics["notes"])
     # With the mesh step done, the real world scores the exported asset too (no ground truth needed).
     assert main(["mesh", str(run), "--resolution", "24", "--preview-resolution", "32"]) == 0
     assert main(["evaluate", str(run), "--clip-models", str(clip_path), "--quiet"]) == 0
     metrics = load_json(run / "eval" / "metrics.json")
     jsonschema.validate(metrics, json.loads(SCHEMA_FILE.read_text()))
     assert -100 <= metrics["clip"]["tiny-clip"]["clip_score_mesh"]["mean"] <= 100
+    # A damaged textured mesh, or one older than the renders, costs the real world its mesh score, not its evaluation.
+    (run / "mesh" / "textured.glb").write_bytes(b"glTF broken")
+    assert main(["evaluate", str(run), "--clip-models", str(clip_path), "--quiet"]) == 0
+    metrics = load_json(run / "eval" / "metrics.json")
+    assert "clip_score_mesh" not in metrics["clip"]["tiny-clip"] and any("cannot read the textured mesh" in n for n in metrics["notes"])
+    marker = load_json(run / "mesh" / "mesh.json")
+    (run / "mesh" / "mesh.json").write_text(json.dumps({**marker, "step": marker["step"] + 5}))
+    assert main(["evaluate", str(run), "--clip-models", str(clip_path), "--quiet"]) == 0
+    assert any("was made from step" in n for n in load_json(run / "eval" / "metrics.json")["notes"])
+    assert main(["mesh", str(run), "--resolution", "24", "--preview-resolution", "32"]) == 0
+    assert main(["evaluate", str(run), "--clip-models", str(clip_path), "--quiet"]) == 0
+    metrics = load_json(run / "eval" / "metrics.json")
     assert metrics["groundtruth"] is None and metrics["prior"] == "stable-diffusion" and metrics["model_ids"]["prior"] == str(sd)
     assert metrics["clip"]["tiny-clip"]["r_precision"]["captions"] == 154 and metrics["depth_consistency"]["estimator"]["kind"] == "dpt"

@@ -119,6 +119,43 @@ def test_a_crashing_atlas_library_falls_through_to_the_next_and_then_to_one_cell
         uv_atlas(np.zeros((0, 3)), np.zeros((0, 3), int), 64)
 
 
+def needs_a_missing_library(vertices, faces, size):
+    import hifa_no_such_library  # noqa: F401
+
+
+def test_a_missing_library_is_named_as_such_and_a_maker_must_be_importable(caplog):
+    vertices, faces = NON_MANIFOLD
+    with caplog.at_level(logging.WARNING, logger="hifa.uv_atlas"):
+        atlas = uv_atlas(vertices, faces, 64, makers=(needs_a_missing_library, xatlas_charts))
+    assert atlas.method == "xatlas"
+    assert "needs_a_missing_library is not available (ModuleNotFoundError: No module named 'hifa_no_such_library')" in caplog.text
+
+    def nested(vertices, faces, size):
+        return xatlas_charts(vertices, faces, size)
+
+    for maker in (nested, lambda v, f, s: None):
+        with pytest.raises(TypeError, match="module-level function"):
+            uv_atlas(vertices, faces, 64, makers=(maker,))
+
+
+def test_the_one_cell_per_triangle_fallback_gives_every_face_its_own_colour(monkeypatch):
+    import functools
+
+    import hifa.texture
+
+    monkeypatch.setattr(hifa.texture, "uv_atlas", functools.partial(uv_atlas, makers=(crash,)))
+    sphere = trimesh.creation.icosphere(subdivisions=2)  # 320 faces: 18 x 18 cells of 3 texels at 64²
+    vertices, faces = np.asarray(sphere.vertices), np.asarray(sphere.faces)
+    mesh = texture_mesh(position_colour, vertices, faces, np.asarray(sphere.vertex_normals), 64)
+    assert mesh.atlas == "per-triangle" and mesh.charts == 320 and mesh.coverage == pytest.approx(320 * 9 / 64**2)
+    # Anywhere inside a face's triangle, even bilinearly filtered, the texture holds that face's centroid colour.
+    for weights in ((1 / 3, 1 / 3, 1 / 3), (0.8, 0.1, 0.1), (0.1, 0.1, 0.8)):
+        uv = np.einsum("k,fkc->fc", np.array(weights), mesh.uvs[mesh.faces])
+        assert np.allclose(sample_texture(mesh.texture, uv), position_colour(vertices[faces].mean(1), None))
+    with pytest.raises(HifaError, match="fewer texels than the mesh has faces .*at least 18"):
+        texture_mesh(position_colour, vertices, faces, np.asarray(sphere.vertex_normals), 16)
+
+
 def test_the_default_atlas_charts_a_non_manifold_mesh_that_crashes_uvatlas():
     vertices, faces = NON_MANIFOLD
     atlas = uv_atlas(vertices, faces, 64)  # UVAtlas's child dies on the shared edge; xatlas charts it

@@ -16,6 +16,10 @@ from hifa.io import to_uint8
 
 DEFAULT_BACKBONES = ("ViT-B/32", "ViT-B/16", "ViT-L/14")
 CLIP_SCORE_DEFINITION = "mean over views of 100 * cos(CLIP image embedding of the render, CLIP text embedding of the prompt); se = sample std / sqrt(views)"
+MESH_CLIP_SCORE_DEFINITION = (
+    "the CLIP score of views of the exported textured mesh (mesh/textured.glb ray-cast at the render cameras, unlit, on white) "
+    "in place of the renders"
+)
 R_PRECISION_DEFINITION = (
     "fraction of views whose top-1 text by CLIP cosine similarity, among the caption set (the suite's prompts and the "
     "Object-Centric COCO validation captions of Dream Fields, normalised and deduplicated, the run's prompt added if missing), "

@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from hifa.cameras import Cameras
 
 
-def textured_views(path: str | Path, cameras: Cameras, height: int, width: int) -> torch.Tensor:
-    """(V, H, W, 3) in [0, 1], rounded to 8 bits like the saved renders, of the mesh file at `path` (textured.glb)."""
+def textured_views(path: str | Path, cameras: Cameras, height: int, width: int) -> np.ndarray:
+    """(V, H, W, 3) uint8 views, like the saved renders, of the mesh file at `path` (textured.glb)."""
     from hifa.io import to_uint8
     from hifa.lazy import open3d as o3d
     from hifa.scenes import GroundTruthRenderer, Part, Scene
@@ -20,5 +19,4 @@ def textured_views(path: str | Path, cameras: Cameras, height: int, width: int) 
     mesh = load_textured(path)
     legacy = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(mesh.vertices), o3d.utility.Vector3iVector(mesh.faces))
     renderer = GroundTruthRenderer(Scene("mesh", "mesh", [Part(legacy, uvs=mesh.uvs, texture=mesh.texture)]))
-    views = [renderer.render(cameras[i : i + 1], height, width, 1.0).rgb[0] for i in range(len(cameras))]
-    return torch.from_numpy(to_uint8(torch.stack(views)).astype(np.float32) / 255.0)
+    return np.stack([to_uint8(renderer.render(cameras[i : i + 1], height, width, 1.0).rgb[0]) for i in range(len(cameras))])

@@ -68,7 +68,7 @@ def mesh_metrics(mesh_path: Path, scene, points: int, fscore_fraction: float, se
 
 def groundtruth_metrics(
     prompt: str, cameras: Cameras, rgb: torch.Tensor, depth: torch.Tensor, opacity: torch.Tensor,
-    mesh_path: Path, points: int = 100_000, fscore_fraction: float = 0.01, mesh_views: torch.Tensor | None = None,
+    mesh_path: Path, points: int = 100_000, fscore_fraction: float = 0.01, mesh_views: np.ndarray | None = None,
 ) -> dict:
     """Every oracle-world score of one run: image metrics at the render cameras, mesh geometry and appearance."""
     from hifa.guidance.oracle import scene_for_prompt
@@ -81,7 +81,7 @@ def groundtruth_metrics(
         "scene": scene.name,
         **image_metrics(rgb, depth, opacity, truth),
         **mesh_metrics(mesh_path, scene, points, fscore_fraction),
-        **({"mesh_psnr": psnr(mesh_views, truth.rgb)} if mesh_views is not None else {}),
+        **({"mesh_psnr": psnr(torch.from_numpy(mesh_views).float() / 255.0, truth.rgb)} if mesh_views is not None else {}),
         "fscore_fraction": fscore_fraction,
         "surface_points": points,
         "definitions": DEFINITIONS,

@@ -62,7 +62,7 @@ def finite(value):
 
 def clip_metrics(
     options: EvaluateOptions, prompt: str, texts: list[str], true_index: int, render_folder: Path, files: dict, progress: bool,
-    mesh_views: torch.Tensor | None = None,
+    mesh_views: np.ndarray | None = None,
 ) -> tuple[dict, dict]:
     """Per backbone: CLIP score (colour, textureless, and the textured mesh's views when given) and R-precision; and the model ids."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -79,7 +79,8 @@ def clip_metrics(
             "model": ids[key],
             "clip_score": {**clipm.clip_score(colour, prompt_emb), "definition": clipm.CLIP_SCORE_DEFINITION},
             "clip_score_textureless": clipm.clip_score(plain, prompt_emb),
-            **({"clip_score_mesh": clipm.clip_score(clipm.encode_images(model, preprocess, list(mesh_views.numpy()), device), prompt_emb)}
+            **({"clip_score_mesh": {**clipm.clip_score(clipm.encode_images(model, preprocess, list(mesh_views), device), prompt_emb),
+                                    "definition": clipm.MESH_CLIP_SCORE_DEFINITION}}
                if mesh_views is not None else {}),
             "r_precision": {
                 "colour": clipm.r_precision(colour, captions, true_index),
@@ -129,6 +130,8 @@ def metric_items(metrics: dict) -> dict[str, float]:
     clean = lambda text: re.sub(r"[^A-Za-z0-9_\-. /]", "_", text)  # noqa: E731
     for name, scores in metrics["clip"].items():
         flat[f"eval.clip_score.{clean(name)}"] = scores["clip_score"]["mean"]
+        if "clip_score_mesh" in scores:
+            flat[f"eval.clip_score_mesh.{clean(name)}"] = scores["clip_score_mesh"]["mean"]
         flat[f"eval.r_precision.{clean(name)}.colour"] = scores["r_precision"]["colour"]
         flat[f"eval.r_precision.{clean(name)}.textureless"] = scores["r_precision"]["textureless"]
     for key, value in (metrics["groundtruth"] or {}).items():
@@ -140,6 +143,31 @@ def metric_items(metrics: dict) -> dict[str, float]:
     return {k: float(v) for k, v in flat.items() if v is not None and math.isfinite(float(v))}
 
 
+def mesh_inputs(run: Path, step: int, oracle: bool, notes: list[str]) -> tuple[Path | None, Path | None]:
+    """(mesh.ply, textured.glb or None) of R/mesh, made from the same step as the renders. The oracle world scores the
+    mesh against the truth and needs it (an error otherwise); elsewhere a missing, older or damaged mesh is a note."""
+    try:
+        if not oracle and not (run / "mesh" / "mesh.json").is_file():
+            raise HifaError(f"no mesh yet (run `hifa mesh {run}` first)")
+        folder, marker = read_marker(run, "mesh")
+        made = marker.get("step", step)
+        if made != step:
+            raise HifaError(f"{folder} was made from step {made}, the renders from step {step}: run `hifa mesh {run}` again")
+        try:
+            ply = folder / marker["files"]["ply"]
+            textured = folder / marker["texture"]["files"]["glb"] if "texture" in marker else None
+        except (KeyError, TypeError):
+            raise HifaError(f"{folder / 'mesh.json'} does not list the mesh's files: run `hifa mesh {run}` again") from None
+    except HifaError as exc:
+        if oracle:
+            raise
+        notes.append(f"mesh scores left out: {exc}")
+        return None, None
+    if textured is None:
+        notes.append("the mesh has no texture (made before textured meshes): no mesh_psnr or clip_score_mesh; run `hifa mesh` again")
+    return ply, textured
+
+
 def evaluate_run(run: str | Path, options: EvaluateOptions, out: str | Path | None = None, progress: bool = True) -> dict:
     """Score a rendered run into `out` (default R/eval); metrics.json is written last, then logged to MLflow."""
     from hifa.tracking import Tracker
@@ -149,12 +177,8 @@ def evaluate_run(run: str | Path, options: EvaluateOptions, out: str | Path | No
     config = load_config(run)
     render_folder, marker = read_marker(run, "render")
     oracle = config.prior.kind == "oracle"
-    mesh_file = textured_file = None
-    if oracle or (run / "mesh" / "mesh.json").is_file():
-        mesh_folder, mesh_marker = read_marker(run, "mesh")
-        mesh_file = mesh_folder / mesh_marker["files"]["ply"]
-        if "texture" in mesh_marker:  # meshes made before textures existed have none
-            textured_file = mesh_folder / mesh_marker["texture"]["files"]["glb"]
+    notes: list[str] = []
+    mesh_file, textured_file = mesh_inputs(run, int(marker.get("step", 0)), oracle, notes)
     texts, true_index = [], 0
     if options.clip_models:
         suite = clipm.read_lines(options.prompts, "suite prompts") if options.prompts else []
@@ -162,12 +186,14 @@ def evaluate_run(run: str | Path, options: EvaluateOptions, out: str | Path | No
         for name in options.clip_models:  # fail before any work when a checkpoint is missing
             clipm.check_available(name, options.clip_dir)
     out = step_dir(run, "eval", out)
-    notes = []
     mesh_views = None
-    if textured_file is not None:
-        mesh_views = textured_views(textured_file, marker_cameras(marker), int(marker["resolution"]), int(marker["resolution"]))
-    else:
-        notes.append("no textured mesh (run `hifa mesh` first): no mesh_psnr or clip_score_mesh")
+    if textured_file is not None and (options.clip_models or oracle):
+        try:
+            mesh_views = textured_views(textured_file, marker_cameras(marker), int(marker["resolution"]), int(marker["resolution"]))
+        except HifaError as exc:
+            if oracle:
+                raise
+            notes.append(f"textured mesh scores left out: {exc}")
     clip_results, clip_ids = {}, {}
     if options.clip_models:
         clip_results, clip_ids = clip_metrics(options, config.prompt, texts, true_index, render_folder, marker["files"], progress, mesh_views)
