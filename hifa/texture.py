@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from hifa.errors import HifaError
-from hifa.io import write_bytes_atomic
+from hifa.io import to_uint8, write_bytes_atomic
 from hifa.lazy import trimesh
 from hifa.uv_atlas import cell_layout, uv_atlas
 
@@ -149,7 +149,7 @@ def png_bytes(texture: np.ndarray) -> bytes:
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.fromarray((np.clip(texture, 0, 1) * 255 + 0.5).astype(np.uint8)).save(buffer, format="PNG")
+    Image.fromarray(to_uint8(texture)).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -157,7 +157,7 @@ def to_trimesh(mesh: TexturedMesh) -> trimesh.Trimesh:
     """A trimesh with the texture as a matte PBR base colour."""
     from PIL import Image
 
-    image = Image.open(io.BytesIO(png_bytes(mesh.texture)))
+    image = Image.fromarray(to_uint8(mesh.texture))  # trimesh encodes it into the .glb
     material = trimesh.visual.material.PBRMaterial(name=MATERIAL, baseColorTexture=image, metallicFactor=0.0, roughnessFactor=1.0)
     visual = trimesh.visual.TextureVisuals(uv=mesh.uvs, material=material)
     return trimesh.Trimesh(mesh.vertices, mesh.faces, vertex_normals=mesh.normals, visual=visual, process=False)

@@ -8,9 +8,8 @@ import torch
 import trimesh
 
 from hifa.errors import HifaError
-from hifa.lazy import open3d as o3d
 from hifa.mesh import surface_albedo
-from hifa.scenes import GroundTruthRenderer, Part, Scene
+from hifa.scenes import GroundTruthRenderer, Scene, textured_part
 from hifa.cameras import orbit_cameras
 from hifa.texture import bake_texture, export_textured, fill_empty, load_textured, rasterize_uv, sample_texture, texture_mesh
 from hifa.uv_atlas import uv_atlas, xatlas_charts
@@ -200,9 +199,8 @@ def test_exports_round_trip_through_trimesh_with_the_baked_colours(sphere_export
 
 def test_a_textured_part_renders_its_texture(sphere_export):
     mesh, folder, _ = sphere_export
-    legacy = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(mesh.vertices), o3d.utility.Vector3iVector(mesh.faces))
     cams = orbit_cameras(3, polar_deg=70.0, radius=3.2, fovy_deg=40.0)
-    out = GroundTruthRenderer(Scene("s", "s", [Part(legacy, uvs=mesh.uvs, texture=mesh.texture)])).render(cams, 48, 48, 1.0)
+    out = GroundTruthRenderer(Scene("s", "s", [textured_part(mesh.vertices, mesh.faces, mesh.uvs, mesh.texture)])).render(cams, 48, 48, 1.0)
     origins, directions = cams.rays(48, 48)
     hit = out.mask.reshape(-1) > 0.5
     points = (origins.reshape(-1, 3) + out.depth.reshape(-1, 1) * directions.reshape(-1, 3))[hit].numpy()

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from hifa import tracking
@@ -242,18 +243,27 @@ def hold_lock(uri, held, release):
         release.wait(30)
 
 
-def test_background_metrics_never_wait_for_a_held_lock_and_arrive_in_few_batches(tmp_path):
+@pytest.fixture
+def locked_store(tmp_path):
+    """(uri, a tracker writing in the background, release): the store's lock is held by another open file until released."""
     import threading
 
     uri = default_tracking_uri(tmp_path)
     tracker = Tracker.start(uri, "suite", "bg", {"lr": 0.01}, None, tmp_path / "run").write_in_background()
-    sizes = []
-    real = tracker.client.log_batch
-    tracker.client.log_batch = lambda run_id, metrics=(), **kw: (sizes.append(len(metrics)), real(run_id, metrics=metrics, **kw))[1]
     held, release = threading.Event(), threading.Event()
     holder = threading.Thread(target=hold_lock, args=(uri, held, release))
     holder.start()
     assert held.wait(10)
+    yield uri, tracker, release
+    release.set()
+    holder.join()
+
+
+def test_background_metrics_never_wait_for_a_held_lock_and_arrive_in_few_batches(locked_store):
+    uri, tracker, release = locked_store
+    sizes = []
+    real = tracker.client.log_batch
+    tracker.client.log_batch = lambda run_id, metrics=(), **kw: (sizes.append(len(metrics)), real(run_id, metrics=metrics, **kw))[1]
     t0 = time.monotonic()
     for step in range(200):
         tracker.log_metrics({"loss": float(step), "psnr": 2.0 * step}, step)
@@ -261,7 +271,6 @@ def test_background_metrics_never_wait_for_a_held_lock_and_arrive_in_few_batches
     # Written synchronously, the first call would have waited for the holder (30 s); queued, none waits.
     assert queued_in < 5.0 and MlflowClient(uri).get_metric_history(tracker.run_id, "loss") == []
     release.set()
-    holder.join()
     assert tracker.flush(60)
     assert [(m.step, m.value) for m in MlflowClient(uri).get_metric_history(tracker.run_id, "psnr")] == [(s, 2.0 * s) for s in range(200)]
     # What queued while the lock was held went out together: at most one write before and one after.
@@ -270,22 +279,16 @@ def test_background_metrics_never_wait_for_a_held_lock_and_arrive_in_few_batches
     assert MlflowClient(uri).get_run(tracker.run_id).info.status == "FINISHED" and tracker.failures == 0
 
 
-def test_set_terminated_writes_queued_metrics_first_and_flush_gives_up_with_a_warning(tmp_path, caplog):
+def test_set_terminated_writes_queued_metrics_first_and_flush_gives_up_with_a_warning(locked_store, caplog):
     import threading
 
-    uri = default_tracking_uri(tmp_path)
-    tracker = Tracker.start(uri, "suite", "bg", {"lr": 0.01}, None, tmp_path / "run").write_in_background()
-    held, release = threading.Event(), threading.Event()
-    holder = threading.Thread(target=hold_lock, args=(uri, held, release))
-    holder.start()
-    assert held.wait(10)
+    uri, tracker, release = locked_store
     tracker.log_metrics({"loss": 0.5}, 7)
     with caplog.at_level(logging.WARNING, logger="hifa.tracking"):
         assert tracker.flush(0.3) is False
     assert "still unwritten after 0 s" in caplog.text and "train_log.csv" in caplog.text
     threading.Timer(0.5, release.set).start()
     tracker.set_terminated("KILLED")  # waits for the queue, then marks the run
-    holder.join()
     run = MlflowClient(uri).get_run(tracker.run_id)
     assert run.info.status == "KILLED" and run.data.metrics == {"loss": 0.5}
     tracker.log_metrics({"late": 1.0}, 8)  # after the end: written directly
@@ -321,21 +324,12 @@ def test_background_writer_keeps_order_batches_and_survives_a_failing_write():
         raise AssertionError("put after close must fail")
 
 
-def test_a_killed_training_spends_one_short_deadline_on_queue_and_mark_together(tmp_path, monkeypatch):
-    import threading
-
+def test_a_killed_training_spends_one_short_deadline_on_queue_and_mark_together(locked_store, monkeypatch):
     monkeypatch.setattr(tracking, "STOP_FLUSH_TIMEOUT", 1.0)
-    uri = default_tracking_uri(tmp_path)
-    tracker = Tracker.start(uri, "suite", "bg", {"lr": 0.01}, None, tmp_path / "run").write_in_background()
-    held, release = threading.Event(), threading.Event()
-    holder = threading.Thread(target=hold_lock, args=(uri, held, release))
-    holder.start()
-    assert held.wait(10)
+    uri, tracker, release = locked_store
     tracker.log_metrics({"loss": 0.5}, 7)
     t0 = time.monotonic()
     tracker.set_terminated("KILLED")  # the lock stays held: neither the queue nor the mark can be written
     took = time.monotonic() - t0
-    release.set()
-    holder.join()
     # 1 s for the queue, then at most what is left of it (but 1 s) for the mark: not the 120 s of LOCK_TIMEOUT.
     assert took < 5.0 and tracker.failures >= 1

@@ -2,7 +2,7 @@
 
 from hifa.scenes.catalogue import CATALOGUE, SceneSpec, get_scene, scene_names
 from hifa.scenes.groundtruth import GroundTruth, GroundTruthRenderer
-from hifa.scenes.scene import Part, Scene, scene_from_mesh_file, slugify
+from hifa.scenes.scene import Part, Scene, scene_from_mesh_file, slugify, textured_part
 
 __all__ = [
     "CATALOGUE",
@@ -15,4 +15,5 @@ __all__ = [
     "scene_from_mesh_file",
     "scene_names",
     "slugify",
+    "textured_part",
 ]

@@ -32,6 +32,12 @@ class Part:
         return np.tile(np.asarray(self.color or DEFAULT_COLOR, dtype=np.float64), (len(self.mesh.vertices), 1))
 
 
+def textured_part(vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, texture: np.ndarray) -> Part:
+    """A Part of a UV-textured mesh (hifa.texture's convention)."""
+    mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(vertices), o3d.utility.Vector3iVector(faces))
+    return Part(mesh, uvs=uvs, texture=texture)
+
+
 @dataclass
 class Scene:
     """Ground-truth geometry and albedo of an object centred at the origin inside [-1, 1]^3."""

@@ -12,7 +12,7 @@ import torch
 
 from hifa.cameras import orbit_cameras
 from hifa.io import save_image, write_json_atomic
-from hifa.mesh import Mesh, albedo_colours, export_mesh, extract_mesh
+from hifa.mesh import albedo_colours, export_mesh, extract_mesh
 from hifa.run_folder import load_run, log_artifacts, run_dir, step_dir
 from hifa.texture import TexturedMesh, export_textured, texture_mesh
 
@@ -21,17 +21,11 @@ EXPORTS = ("mesh.ply", "mesh.obj", "mesh.glb")
 TEXTURED = "textured"  # textured.glb, and textured.obj with its .mtl and .png
 
 
-def preview(mesh: Mesh | TexturedMesh, views: int = 4, resolution: int = 256) -> torch.Tensor:
-    """Ray-cast (open3d, CPU) shaded renders of the mesh with its texture or vertex colours: a row of `views` images (H, W*views, 3)."""
-    from hifa.lazy import open3d as o3d
-    from hifa.scenes import GroundTruthRenderer, Part, Scene
+def preview(mesh: TexturedMesh, views: int = 4, resolution: int = 256) -> torch.Tensor:
+    """Ray-cast (open3d, CPU) shaded renders of the textured mesh: a row of `views` images (H, W*views, 3)."""
+    from hifa.scenes import GroundTruthRenderer, Scene, textured_part
 
-    if isinstance(mesh, TexturedMesh):
-        legacy = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(mesh.vertices), o3d.utility.Vector3iVector(mesh.faces))
-        part = Part(legacy, uvs=mesh.uvs, texture=mesh.texture)
-    else:
-        part = Part(mesh.to_open3d(), None if mesh.colors is not None else (0.7, 0.7, 0.7))
-    scene = Scene("mesh", "mesh", [part])
+    scene = Scene("mesh", "mesh", [textured_part(mesh.vertices, mesh.faces, mesh.uvs, mesh.texture)])
     fovy = 20.0  # frame the mesh's bounding sphere (about the origin, where the cameras look)
     reach = float(np.linalg.norm(mesh.vertices, axis=1).max()) if len(mesh.vertices) else 1.0
     cams = orbit_cameras(views, polar_deg=70.0, radius=max(1.15 * reach / math.sin(math.radians(fovy / 2)), 1e-3), fovy_deg=fovy, start_azimuth_deg=30.0)
