@@ -37,7 +37,7 @@ def test_every_declared_output_exists(suite):
                  report / "figures" / "curves.png", suite / "metrics.json", paper / "table_main.tex", paper / "table_main.csv",
                  paper / "per_prompt.csv"):
         assert path.is_file() and path.stat().st_size > 0, path
-    for name in ("qualitative", "metrics", "training_curves"):
+    for name in ("qualitative", "meshes", "metrics", "training_curves"):
         assert (paper / f"{name}.pdf").read_bytes().startswith(b"%PDF")
         assert Image.open(paper / f"{name}.png").size[0] > 200
     assert not (paper / "table_ablation.tex").exists()  # no ablation in this suite
@@ -227,3 +227,16 @@ def test_chromium_screenshot_and_dom(suite, tmp_path):
     dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}", "--dump-dom",
                           (suite / "report" / "index.html").as_uri()], capture_output=True, text=True, timeout=180).stdout
     assert "<table" in dom and dom.count("<img") >= 48 and "missing: depth" in dom
+
+
+def test_mesh_strip_takes_the_first_views_of_the_textured_mesh_preview(tmp_path):
+    from hifa.report.figures import mesh_strip
+    from hifa.report.run import Run
+
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]
+    preview = np.concatenate([np.full((64, 64, 3), c, dtype=np.uint8) for c in colours], axis=1)  # hifa mesh's row of 4 views
+    Image.fromarray(preview).save(tmp_path / "preview.png")
+    strip = mesh_strip(Run("hifa", "a-cat", tmp_path, mesh_preview=tmp_path / "preview.png"), views=2, size=32)
+    assert strip.shape == (32, 64, 3)
+    assert tuple(strip[16, 8]) == colours[0] and tuple(strip[16, 56]) == colours[1]
+    assert mesh_strip(Run("hifa", "a-cat", tmp_path), views=2) is None  # no mesh yet: the grid marks the cell missing

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import math
 import textwrap
+from collections.abc import Callable
 
 import matplotlib
 
@@ -149,19 +150,34 @@ def run_strip(run: Run, views: int = 2, size: int = 192) -> np.ndarray | None:
     return np.concatenate(images, axis=1) if images else None
 
 
+def mesh_strip(run: Run, views: int = 2, size: int = 192) -> np.ndarray | None:
+    """The first `views` of the run's textured-mesh preview (a row of 4 square views), as uint8 RGB."""
+    if run.mesh_preview is None:
+        return None
+    try:
+        with Image.open(run.mesh_preview) as im:
+            im = im.convert("RGB")
+            side = im.height
+            im = im.crop((0, 0, min(im.width, views * side), side))
+            return np.asarray(im.resize((max(1, round(im.width * size / side)), size), Image.Resampling.LANCZOS))
+    except OSError:
+        return None
+
+
 def shown_run(suite: Suite, method: str, slug: str) -> Run:
     """The run a grid shows for (method, prompt): the first complete seed's, else the first seed's."""
     runs = suite.seed_runs(method, slug)
     return next((run for run in runs if run.status == "complete"), runs[0])
 
 
-def grid_figure(suite: Suite, methods: list[str], views: int = 2) -> Figure | None:
+def grid_figure(suite: Suite, methods: list[str], views: int = 2, strip_of: Callable[[Run, int], np.ndarray | None] = run_strip) -> Figure | None:
     """Qualitative grid: a row per prompt, a column per method (with seeds: the first seed whose run is
-    complete, named in the cell); marked when missing or failed."""
+    complete, named in the cell); marked when missing or failed. `strip_of` gives a cell's images (the renders,
+    or `mesh_strip`: the textured mesh)."""
     if not methods:
         return None
     shown = {(s, m): shown_run(suite, m, s) for s in suite.slugs for m in methods}
-    strips = {key: run_strip(run, views) for key, run in shown.items()}
+    strips = {key: strip_of(run, views) for key, run in shown.items()}
     aspect = max((a.shape[1] / a.shape[0] for a in strips.values() if a is not None), default=float(views))
     cell_w, cell_h = 1.6 * aspect, 1.6
     fig = Figure(figsize=(cell_w * len(methods) + 1.6, cell_h * len(suite.slugs) + 0.5), layout="constrained")

@@ -12,7 +12,7 @@ from pathlib import Path
 from hifa.io import write_bytes_atomic
 from hifa.report.catalog import is_ablation, latex_escape, method_label, metric_for
 from hifa.report.collect import Suite
-from hifa.report.figures import curves_figure, grid_figure, metrics_figure, save
+from hifa.report.figures import curves_figure, grid_figure, mesh_strip, metrics_figure, save
 from hifa.report.paired import PairedTable, paired_csv, paired_table
 from hifa.report.tables import Table, headline, summary_table, table_keys
 
@@ -135,7 +135,8 @@ def write_paper(suite: Suite, out: Path) -> list[Path]:
                                                     f"Mean $\\pm$ standard error of the differences; in brackets the prompts where the method "
                                                     f"is better / worse than {against}; $^*$: exact two-sided sign test $p < 0.05$.",
                                              _label(suite, "paired")))
-    figures = {"qualitative": grid_figure(suite, main), "ablation": grid_figure(suite, ablations) if ablations else None,
+    figures = {"qualitative": grid_figure(suite, main), "meshes": grid_figure(suite, main, strip_of=mesh_strip),
+               "ablation": grid_figure(suite, ablations) if ablations else None,
                "metrics": metrics_figure(suite, headline(suite.metric_keys)), "training_curves": curves_figure(suite)}
     for name, fig in figures.items():
         if fig is not None:
