@@ -54,13 +54,13 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         "seed": args.seed,
     }
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
-    if args.mesh_resolution is not None:
-        config = replace(config, mesh=replace(config.mesh, resolution=args.mesh_resolution))
+    mesh = {"resolution": args.mesh_resolution, "texture_size": args.texture_size}
+    config = replace(config, mesh=replace(config.mesh, **{k: v for k, v in mesh.items() if v is not None}))
     for scene in scenes:
         out_dir = Path(args.out) / scene.name
         metrics = reconstruct(scene, config, out_dir, progress=not args.quiet)
         print(summary_line(metrics))
-        print(f"  wrote {out_dir}/metrics.json, comparison.png, mesh.ply/.obj/.glb")
+        print(f"  wrote {out_dir}/metrics.json, comparison.png, mesh.ply/.obj/.glb, textured.glb/.obj")
     return 0
 
 
@@ -232,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--views", type=positive_int, help="number of training views")
     rec.add_argument("--batch-rays", type=positive_int, help="rays per step")
     rec.add_argument("--mesh-resolution", type=positive_int, help="marching-cubes grid resolution over [-1, 1]")
+    rec.add_argument("--texture-size", type=positive_int, help="side of the textured mesh's albedo texture (default 1024)")
     rec.add_argument("--seed", type=int)
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
     rec.set_defaults(func=cmd_reconstruct)

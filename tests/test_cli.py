@@ -79,14 +79,15 @@ def test_scenes_render_writes_truth(tmp_path):
 
 def test_tiny_reconstruction_writes_all_outputs(tmp_path):
     args = ["reconstruct", "--scene", "green-torus", "--out", str(tmp_path), "--steps", "20", "--resolution", "24",
-            "--eval-resolution", "24", "--views", "6", "--batch-rays", "256", "--mesh-resolution", "48", "--quiet"]
+            "--eval-resolution", "24", "--views", "6", "--batch-rays", "256", "--mesh-resolution", "48", "--texture-size", "64", "--quiet"]
     assert main(args) == 0
     run = tmp_path / "green-torus"
-    for name in ("metrics.json", "train_log.csv", "comparison.png", "mesh.ply", "mesh.obj", "mesh.glb", "field.pt"):
+    for name in ("metrics.json", "train_log.csv", "comparison.png", "mesh.ply", "mesh.obj", "mesh.glb", "field.pt",
+                 "textured.glb", "textured.obj", "textured.mtl", "textured.png"):
         assert (run / name).is_file(), name
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["steps"] == 20 and metrics["scene"] == "green-torus"
-    for key in ("psnr", "chamfer", "fscore", "chamfer_fraction_of_extent", "mesh_threshold", "depth_mae"):
+    assert metrics["steps"] == 20 and metrics["scene"] == "green-torus" and metrics["texture"]["size"] == 64
+    for key in ("psnr", "chamfer", "fscore", "chamfer_fraction_of_extent", "mesh_threshold", "depth_mae", "mesh_psnr"):
         assert isinstance(metrics[key], float), key
     assert len((run / "train_log.csv").read_text().strip().splitlines()) == 21
 
