@@ -132,6 +132,7 @@ def test_mesh_exports_loadable_files_and_a_preview(stepped):
     texture = result["texture"]
     assert texture["files"] == {"glb": "textured.glb", "obj": "textured.obj", "mtl": "textured.mtl", "png": "textured.png"}
     assert texture["size"] == 512 and 0.2 < texture["coverage"] < 1 and texture["charts"] >= 1
+    assert texture["content"].startswith("albedo seen head-on: composited along -n from 0.02 outside to 0.1 inside")
     for name in ("textured.glb", "textured.obj"):
         loaded = trimesh.load(out / name, force="mesh", process=False)
         assert len(loaded.faces) == result["faces"] and len(loaded.vertices) == texture["vertices"] >= result["vertices"]

@@ -38,6 +38,13 @@ def preview(mesh: TexturedMesh, views: int = 4, resolution: int = 256) -> torch.
     return torch.cat(list(shaded), dim=1)
 
 
+def colour_note(depth: float) -> str:
+    """What the mesh's colours are, for mesh.json (mesh.colour_depth)."""
+    if depth <= 0:
+        return "albedo at the surface point"
+    return f"albedo seen head-on: composited along -n from {0.2 * depth:g} outside to {depth:g} inside the surface (x field.bound)"
+
+
 def mesh_run(
     run: str | Path, resolution: int | None = None, out: str | Path | None = None, preview_resolution: int = 256, texture_size: int | None = None,
 ) -> dict:
@@ -70,14 +77,14 @@ def mesh_run(
         "vertices": int(len(mesh.vertices)),
         "faces": int(len(mesh.faces)),
         "bounds": {"min": [float(v) for v in lo], "max": [float(v) for v in hi]},
-        "vertex_colors": "albedo viewed head-on" if mesh.colors is not None else None,
+        "vertex_colors": colour_note(mesh_config.colour_depth) if mesh.colors is not None else None,
         "texture": {
             "size": mesh_config.texture_size,
             "atlas": textured.atlas,
             "charts": textured.charts,
             "coverage": textured.coverage,
             "vertices": int(len(textured.vertices)),
-            "content": "albedo viewed head-on, baked per texel; texels outside the charts take the nearest chart's colour",
+            "content": f"{colour_note(mesh_config.colour_depth)}, baked per texel; texels outside the charts take the nearest chart's colour",
             "files": textured_files,
             "wall_time_s": t_texture,
         },
