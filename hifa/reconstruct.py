@@ -23,11 +23,12 @@ from hifa.encoding import HashGridConfig
 from hifa.errors import require
 from hifa.evaluate.geometry import compare_points, sample_mesh_surface
 from hifa.evaluate.image import masked_abs_error, psnr
+from hifa.evaluate.mesh_views import render_textured
 from hifa.field import FieldConfig, NeRFField
 from hifa.io import save_image, write_bytes_atomic, write_json_atomic
 from hifa.mesh import MeshConfig, albedo_colours, export_mesh, extract_mesh
 from hifa.renderer import RayOptions, Renderer, RendererConfig
-from hifa.scenes import GroundTruthRenderer, Scene, get_scene, textured_part
+from hifa.scenes import GroundTruthRenderer, Scene, get_scene
 from hifa.texture import TexturedMesh, export_textured, texture_mesh
 
 
@@ -150,8 +151,7 @@ def reconstruct(scene: Scene | str, config: ReconstructConfig, out_dir: Path | N
     colours = albedo_colours(renderer.field, config.mesh.colour_depth * renderer.field.config.bound)
     textured = texture_mesh(colours, mesh.vertices, mesh.faces, mesh.normals, config.mesh.texture_size)
     # The asset as exported, against the held-out truth: what meshing and texturing lose from the field's renders.
-    mesh_views = GroundTruthRenderer(Scene("mesh", "mesh", [textured_part(textured.vertices, textured.faces, textured.uvs, textured.texture)]))
-    mesh_render = mesh_views.render(eval_cams, config.eval_resolution, config.eval_resolution, background=1.0)
+    mesh_render = torch.from_numpy(render_textured(textured, eval_cams, config.eval_resolution, config.eval_resolution)).float() / 255.0
     extent = scene.extent()
     tau = config.fscore_fraction * extent
     geo = compare_points(
@@ -173,7 +173,7 @@ def reconstruct(scene: Scene | str, config: ReconstructConfig, out_dir: Path | N
         "fscore_tau": tau,
         "extent": extent,
         "extent_definition": "bounding-box diagonal of the ground-truth mesh",
-        "mesh_psnr": psnr(mesh_render.rgb, images["truth"].rgb),
+        "mesh_psnr": psnr(mesh_render, images["truth"].rgb),
         "mesh_threshold": mesh.threshold,
         "mesh_faces": int(len(mesh.faces)),
         "texture": {"size": config.mesh.texture_size, "atlas": textured.atlas, "charts": textured.charts},
@@ -183,7 +183,7 @@ def reconstruct(scene: Scene | str, config: ReconstructConfig, out_dir: Path | N
         "config": asdict(config),
     }
     if out_dir is not None:
-        write_outputs(Path(out_dir), metrics, history, {**images, "mesh": mesh_render.rgb}, mesh, textured, renderer)
+        write_outputs(Path(out_dir), metrics, history, {**images, "mesh": mesh_render}, mesh, textured, renderer)
     return metrics
 
 
