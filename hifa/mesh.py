@@ -14,6 +14,7 @@ from skimage import measure
 
 from hifa.errors import HifaError, require
 from hifa.field import NeRFField
+from hifa.texture import TexturedMesh, texture_mesh
 from hifa.volume import alpha_weights, composite
 from hifa.io import write_bytes_atomic
 from hifa.lazy import open3d as o3d, trimesh
@@ -172,6 +173,12 @@ def surface_albedo(field: NeRFField, points: np.ndarray, normals: np.ndarray, de
 def albedo_colours(field: NeRFField, depth: float) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """`surface_albedo` of the field as a function of (points, normals)."""
     return functools.partial(surface_albedo, field, depth=depth)
+
+
+def texture_extracted(field: NeRFField, mesh: Mesh, config: MeshConfig) -> TexturedMesh:
+    """The extracted mesh UV-textured with the field's albedo seen head-on (config's texture_size and colour_depth)."""
+    colours = albedo_colours(field, config.colour_depth * field.config.bound)
+    return texture_mesh(colours, mesh.vertices, mesh.faces, mesh.normals, config.texture_size)
 
 
 @torch.no_grad()

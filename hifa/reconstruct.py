@@ -26,10 +26,10 @@ from hifa.evaluate.image import masked_abs_error, psnr
 from hifa.evaluate.mesh_views import render_textured
 from hifa.field import FieldConfig, NeRFField
 from hifa.io import save_image, write_bytes_atomic, write_json_atomic
-from hifa.mesh import MeshConfig, albedo_colours, export_mesh, extract_mesh
+from hifa.mesh import MeshConfig, export_mesh, extract_mesh, texture_extracted
 from hifa.renderer import RayOptions, Renderer, RendererConfig
 from hifa.scenes import GroundTruthRenderer, Scene, get_scene
-from hifa.texture import TexturedMesh, export_textured, texture_mesh
+from hifa.texture import TexturedMesh, export_textured
 
 
 @dataclass(frozen=True)
@@ -148,8 +148,7 @@ def reconstruct(scene: Scene | str, config: ReconstructConfig, out_dir: Path | N
     eval_cams = orbit_cameras(config.eval_views, start_azimuth_deg=180.0 / config.eval_views)
     view_metrics, images = evaluate_views(renderer, gt, eval_cams, config.eval_resolution)
     mesh = extract_mesh(renderer.field, config.mesh)
-    colours = albedo_colours(renderer.field, config.mesh.colour_depth * renderer.field.config.bound)
-    textured = texture_mesh(colours, mesh.vertices, mesh.faces, mesh.normals, config.mesh.texture_size)
+    textured = texture_extracted(renderer.field, mesh, config.mesh)
     # The asset as exported, against the held-out truth: what meshing and texturing lose from the field's renders.
     mesh_render = torch.from_numpy(render_textured(textured, eval_cams, config.eval_resolution, config.eval_resolution)).float() / 255.0
     extent = scene.extent()

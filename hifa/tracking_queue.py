@@ -34,11 +34,6 @@ class BackgroundWriter(Generic[T]):
             self._pending.extend(items)
             self._cond.notify_all()
 
-    def pending(self) -> int:
-        """Items queued or being written."""
-        with self._cond:
-            return len(self._pending) + (1 if self._busy else 0)
-
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued item has been handed to `write`; False if `timeout` seconds passed first."""
         with self._cond:

@@ -12,9 +12,9 @@ import torch
 
 from hifa.cameras import orbit_cameras
 from hifa.io import save_image, write_json_atomic
-from hifa.mesh import albedo_colours, export_mesh, extract_mesh
+from hifa.mesh import export_mesh, extract_mesh, texture_extracted
 from hifa.run_folder import load_run, log_artifacts, run_dir, step_dir
-from hifa.texture import TexturedMesh, export_textured, texture_mesh
+from hifa.texture import TexturedMesh, export_textured
 
 SCHEMA = "hifa.mesh/1"
 EXPORTS = ("mesh.ply", "mesh.obj", "mesh.glb")
@@ -59,7 +59,7 @@ def mesh_run(
     for name in EXPORTS:
         export_mesh(mesh, out / name)
     t_texture = time.perf_counter()
-    textured = texture_mesh(albedo_colours(renderer.field, mesh_config.colour_depth * renderer.field.config.bound), mesh.vertices, mesh.faces, mesh.normals, mesh_config.texture_size)
+    textured = texture_extracted(renderer.field, mesh, mesh_config)
     textured_files = {kind: path.name for kind, path in export_textured(textured, out, TEXTURED).items()}
     t_texture = time.perf_counter() - t_texture
     save_image(preview(textured, resolution=preview_resolution), out / "preview.png")
