@@ -59,12 +59,14 @@ def peak_memory(device: torch.device, reset: bool = False) -> float | None:
 def section(results: dict, name: str, fn: Callable[[], dict]) -> None:
     """Run one benchmark section, recording its figures or its error."""
     print(f"bench: {name} ...", flush=True)
+    started = time.perf_counter()
     try:
         results[name] = fn()
     except Exception as exc:  # noqa: BLE001 - recorded, the next section still runs
         results[name] = {"error": f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:300]}"}
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+    results[name]["wall_s"] = round(time.perf_counter() - started, 1)  # set-up and compiles included
     print(f"bench: {name}: {results[name]}", flush=True)
 
 
@@ -235,25 +237,37 @@ def bench_train_step(device: torch.device, preset_name: str, model: str, depth_m
         return out
 
 
-def profile_train_step(device: torch.device, preset_name: str, model: str, depth_model: str, overrides: list[str], out: Path) -> dict:
-    """torch.profiler over two training steps after two warm-ups: the top ops by device time, table into `out`."""
+def profile_train_step(device: torch.device, preset_name: str, model: str, depth_model: str, overrides: list[str], out: Path,
+                       tag: str = "") -> dict:
+    """torch.profiler over two training steps after three warm-ups: the top ops by device time, table into `out`.
+
+    Also the two steps' wall time, and the device's busy time over it: a step whose wall time is well above
+    the busy time waits for the host (kernel launches, syncs), not for the GPU.
+    """
     from torch.profiler import ProfilerActivity, profile
 
     with bench_trainer(preset_name, model, depth_model, overrides) as trainer:
-        for step in (1, 2):
+        for step in (1, 2, 3):
             trainer.training_step(step)
         sync(device)
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
         with profile(activities=activities) as prof:
-            for step in (3, 4):
+            t0 = time.perf_counter()
+            for step in (4, 5):
                 trainer.training_step(step)
             sync(device)
+            wall = time.perf_counter() - t0
     key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    table = prof.key_averages().table(sort_by=key, row_limit=40)
+    averages = prof.key_averages()
+    table = averages.table(sort_by=key, row_limit=50)
     out.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(out / f"profile-{preset_name}.txt", table.encode())
-    events = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)[:12]
-    return {e.key[:60]: getattr(e, key) / 2e3 for e in events}  # ms per step (two steps profiled)
+    write_bytes_atomic(out / f"profile-{preset_name}{tag}.txt", table.encode())
+    events = sorted(averages, key=lambda e: getattr(e, key), reverse=True)[:16]
+    result = {e.key[:60]: round(getattr(e, key) / 2e3, 2) for e in events}  # ms per step (two steps profiled)
+    # Kernels only (their names carry no aten:: prefix and no CPU time): summed, the device's busy time.
+    busy = sum(e.self_device_time_total for e in averages if e.self_cpu_time_total == 0 and e.device_type.name == "CUDA")
+    result.update(profiled_wall_ms_per_step=round(1000 * wall / 2, 1), device_busy_ms_per_step=round(busy / 2e3, 1))
+    return result
 
 
 def cuda_plan(device: torch.device, models: Path, warmup: int, repeat: int, out: Path) -> dict[str, Callable[[], dict]]:
@@ -268,13 +282,20 @@ def cuda_plan(device: torch.device, models: Path, warmup: int, repeat: int, out:
     fp32 = "field.mlp_precision=fp32"  # the default, 'auto', runs the field's MLPs in bf16 on CUDA
     step = lambda p, over, mean=0: lambda: bench_train_step(device, p, sd(), dpt(), over, 2, 5, mean)  # noqa: E731 - steps are long: fewer repeats
     rays = 1 << 14
+    enc, depthc = "prior.compile_encoder=true", "depth.compile=true"
+    fast = [occ, comp, graphs]  # the fastest combination measured so far
     plan: dict[str, Callable[[], dict]] = {
-        # Issue 7's rows first: the defaults, the occupancy grid, the compiled prior (a one-off minute per run).
+        # Issue 7's open rows first: 'hifa-fast' (run means over 16 strata), then 'hifa' on this GPU.
+        "train_step_hifa-fast+occupancy+compile@cuda-graphs": step("hifa-fast", fast, 16),
+        "train_step_hifa-fast+occupancy+compile@cuda-graphs+encoder+depth": step("hifa-fast", [*fast, enc, depthc], 16),
+        "train_step_hifa+occupancy+compile": step("hifa", [occ, comp], 8),
+        "profile_hifa-fast_ms_per_step": lambda: profile_train_step(device, "hifa-fast", sd(), dpt(), [*fast, enc, depthc], out, "-fast-options"),
+        "train_step_hifa+occupancy+compile@cuda-graphs+encoder+depth": step("hifa", [*fast, enc, depthc], 8),
+        "train_step_hifa-fast+occupancy+compile@cuda-graphs+encoder": step("hifa-fast", [*fast, enc], 16),
+        "train_step_hifa-fast+occupancy+compile@cuda-graphs+depth": step("hifa-fast", [*fast, depthc], 16),
+        "train_step_hifa-fast+occupancy+compile": step("hifa-fast", [occ, comp], 16),
         "train_step_hifa": step("hifa", [], 8),
         "train_step_hifa+occupancy": step("hifa", [occ], 8),
-        "train_step_hifa-fast+occupancy+compile@cuda-graphs": step("hifa-fast", [occ, comp, graphs], 8),
-        "train_step_hifa+occupancy+compile": step("hifa", [occ, comp], 8),
-        "train_step_hifa-fast+occupancy+compile": step("hifa-fast", [occ, comp], 8),
         "train_step_hifa+occupancy+compile@cuda-graphs": step("hifa", [occ, comp, graphs], 8),
         # A bigger object fills more cells (a trained one, not the start's blob): how much of the grid's gain stays.
         "train_step_hifa+occupancy+compile@blob-0.5": step("hifa", [occ, comp, "field.blob_radius=0.5"], 8),

@@ -33,6 +33,7 @@ class PriorConfig:
     # The UNet's torch.compile mode: 'reduce-overhead' replays it as CUDA graphs (HiFA K = 4 guidance: 122 -> 98 ms
     # on an H200); the VAE decoder stays in the default mode, its output outlives the next replay.
     compile_mode: CompileMode = "default"
+    compile_encoder: bool = False  # with compile: the VAE encoder too, forward and backward (measured in benchmarks/results)
     oracle: OracleConfig = default(default_factory=OracleConfig)
 
     def __post_init__(self) -> None:
@@ -46,6 +47,7 @@ class DepthConfig:
     weight: float = 0.1
     loss: Literal["ssi", "pearson"] = "ssi"
     model: str = DEFAULT_DEPTH_MODEL
+    compile: bool = False  # CUDA only: torch.compile the depth model (fixed input size, so one compile)
 
     def __post_init__(self) -> None:
         require(self.weight >= 0, "depth.weight", "must be >= 0")

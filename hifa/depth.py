@@ -90,10 +90,19 @@ def _target_size(images: torch.Tensor, size: tuple[int, int] | None) -> tuple[in
     return (int(images.shape[-2]), int(images.shape[-1])) if size is None else (int(size[0]), int(size[1]))
 
 
+# transformers' torchvision-backed image processors: 'TorchvisionBackend' from 5.2x, 'BaseImageProcessorFast' before.
+TORCH_PROCESSOR_BASES = ("TorchvisionBackend", "BaseImageProcessorFast")
+
+
+def takes_device_tensors(processor) -> bool:
+    """Whether an image processor resizes and normalises torch tensors on a given device (not PIL on the host)."""
+    return any(base.__name__ in TORCH_PROCESSOR_BASES for base in type(processor).__mro__)
+
+
 class DPTDepthEstimator:
     """transformers `DPTForDepthEstimation` with its own image processor; fp16 on CUDA, fp32 on CPU."""
 
-    def __init__(self, model: str = DEFAULT_DEPTH_MODEL, device: str | torch.device | None = None):
+    def __init__(self, model: str = DEFAULT_DEPTH_MODEL, device: str | torch.device | None = None, compile: bool = False):
         from transformers import AutoImageProcessor, DPTForDepthEstimation
 
         from hifa.hub import load_component
@@ -105,13 +114,19 @@ class DPTDepthEstimator:
         self.processor = load_component(AutoImageProcessor, model, None, what)
         self.model = load_component(DPTForDepthEstimation, model, None, what, dtype=self.dtype)
         self.model.to(self.device).eval().requires_grad_(False)
+        self.on_device = takes_device_tensors(self.processor)
+        if compile and self.device.type == "cuda":
+            self.model.compile()
 
     @torch.no_grad()
     def estimate(self, images: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         """8-bit truncated input -> predicted relative disparity, resized bicubically to `size` (default input size)."""
         out_size = _target_size(images, size)
-        quantised = (images.detach().float() * 255).to(torch.uint8).cpu()  # truncation, as the reference
-        inputs = self.processor(images=list(quantised), return_tensors="pt")
+        quantised = (images.detach().float() * 255).to(torch.uint8)  # truncation, as the reference
+        if self.on_device:  # no wait for the GPU and no copy to the host mid-step
+            inputs = self.processor(images=list(quantised.to(self.device)), return_tensors="pt", device=self.device)
+        else:
+            inputs = self.processor(images=list(quantised.cpu()), return_tensors="pt")
         pixels = inputs["pixel_values"].to(self.device, self.dtype)
         predicted = self.model(pixel_values=pixels).predicted_depth.float()
         resized = F.interpolate(predicted[:, None], size=out_size, mode="bicubic", align_corners=False)

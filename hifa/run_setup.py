@@ -16,7 +16,8 @@ def build_prior(config: PriorConfig, device: torch.device | str | None = None):
     from hifa.guidance.stable_diffusion import StableDiffusionConfig, StableDiffusionPrior
 
     return StableDiffusionPrior(StableDiffusionConfig(model=config.model, precision=config.precision, device=None if device is None else str(device),
-                                                        channels_last=config.channels_last, compile=config.compile, compile_mode=config.compile_mode))
+                                                        channels_last=config.channels_last, compile=config.compile, compile_mode=config.compile_mode,
+                                                        compile_encoder=config.compile_encoder))
 
 
 def build_estimator(config: TrainConfig, prior, device: torch.device | str | None = None):
@@ -25,4 +26,4 @@ def build_estimator(config: TrainConfig, prior, device: torch.device | str | Non
 
     if config.prior.kind == "oracle":
         return OracleDepthEstimator(prior)
-    return DPTDepthEstimator(config.depth.model, device=device)
+    return DPTDepthEstimator(config.depth.model, device=device, compile=config.depth.compile)

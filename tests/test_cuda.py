@@ -180,8 +180,9 @@ def test_fast_paths_on_cuda_match_the_pytorch_one_pass_render():
     assert torch.allclose(grad, ref_grad, atol=1e-4, rtol=1e-3)
 
 
-@pytest.mark.parametrize("options", [{"channels_last": True}, {"compile": True}, {"compile": True, "compile_mode": "reduce-overhead"}],
-                         ids=["channels_last", "compile", "compile-cuda-graphs"])
+@pytest.mark.parametrize("options", [{"channels_last": True}, {"compile": True}, {"compile": True, "compile_mode": "reduce-overhead"},
+                                     {"compile": True, "compile_encoder": True}],
+                         ids=["channels_last", "compile", "compile-cuda-graphs", "compile-encoder"])
 def test_prior_speed_options_on_cuda_give_the_same_noise_prediction(models, options):
     """channels_last / torch.compile (CUDA graphs too) of the UNet and the VAE: same epsilon, decode and encoder gradient as the plain prior."""
     from hifa.guidance.stable_diffusion import StableDiffusionConfig, StableDiffusionPrior
@@ -209,6 +210,23 @@ def test_prior_speed_options_on_cuda_give_the_same_noise_prediction(models, opti
         encoded.append((z.detach(), x.grad))
     for a, b in zip(*encoded):
         torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+def test_depth_estimator_on_cuda_preprocesses_on_the_gpu_and_matches_cpu(models, compile):
+    """DPT on CUDA (fp16, the processor's resize on the GPU, optionally compiled) against the fp32 CPU estimate."""
+    from hifa.depth import DPTDepthEstimator
+
+    _, dpt = models
+    cpu = DPTDepthEstimator(str(dpt), device="cpu")
+    gpu = DPTDepthEstimator(str(dpt), device="cuda", compile=compile)
+    assert gpu.on_device and gpu.dtype == torch.float16
+    for seed in (0, 1):  # a compiled model's second call too
+        images = torch.rand(1, 3, 48, 48, generator=torch.Generator().manual_seed(seed))
+        ref = cpu.estimate(images, size=(24, 24))
+        out = gpu.estimate(images.cuda(), size=(24, 24))
+        assert out.is_cuda and out.shape == ref.shape == (1, 24, 24)
+        torch.testing.assert_close(out.cpu(), ref, atol=2e-2 * float(ref.abs().max()), rtol=0)
 
 
 def test_oracle_prior_on_cuda_matches_cpu():

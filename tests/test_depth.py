@@ -213,3 +213,20 @@ def test_oracle_estimator_resizes_the_last_disparity_bilinearly(tmp_path):
     assert torch.equal(estimator.estimate(torch.rand(2, 3, 16, 16)), prior.last_disparity)
     with pytest.raises(HifaError, match="2 images"):
         estimator.estimate(torch.rand(1, 3, 16, 16))
+
+
+def test_dpt_estimator_preprocesses_on_the_device_with_a_torchvision_processor_and_on_the_host_with_a_pil_one(tiny_dpt):
+    """transformers' torchvision processor takes device tensors (no host copy mid-step); a PIL one gets CPU images."""
+    from transformers import DPTImageProcessor
+    from transformers.models.dpt.image_processing_pil_dpt import DPTImageProcessorPil
+
+    estimator = DPTDepthEstimator(str(tiny_dpt), device="cpu")
+    assert isinstance(estimator.processor, DPTImageProcessor) and estimator.on_device
+    images = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(0))
+    on_device = estimator.estimate(images)
+    estimator.processor = DPTImageProcessorPil(size={"height": 32, "width": 32})
+    estimator.on_device = False
+    on_host = estimator.estimate(images)
+    # Two resize implementations (torchvision's and PIL's bicubic) of the same 8-bit image: the same depth to rounding.
+    assert on_host.shape == on_device.shape == (1, 40, 40)
+    assert torch.allclose(on_host, on_device, atol=2e-2 * float(on_device.abs().max()))

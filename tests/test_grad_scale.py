@@ -69,3 +69,21 @@ def test_without_gradients_the_section_runs_as_it_is():
     with torch.no_grad():
         assert torch.equal(scaled_section(lambda t: t * 2, torch.ones(2), scaler), torch.full((2,), 2.0))
     assert scaler.good_steps == 0
+
+
+def test_the_backward_defers_its_overflow_check_until_the_scale_is_read():
+    """No host sync inside the backward: an overflow is recorded, and settled by the next forward or read."""
+    scaler = GradientScale(scale=2.0**16)
+    huge = lambda t: (t.half() * 60000).float()  # noqa: E731
+    for _ in range(2):
+        x = torch.ones(4, requires_grad=True)
+        scaled_section(huge, x, scaler).sum().backward()
+        assert torch.equal(x.grad, torch.zeros(4))  # dropped at once, whatever the settling
+    # The second forward settled the first overflow (its S is 2^15); the second one is recorded, not applied yet.
+    assert len(scaler._pending) == 1 and scaler._scale == 2.0**15
+    assert scaler.scale == 2.0**14 and scaler.overflows == 2 and not scaler._pending
+    x = torch.ones(4, requires_grad=True)
+    scaled_section(lambda t: t * 3, x, scaler).sum().backward()
+    assert scaler.state() == {"scale": 2.0**14, "good_steps": 1, "overflows": 2}
+    scaler.load({"scale": 4.0, "good_steps": 0, "overflows": 0})
+    assert scaler.scale == 4.0 and not scaler._pending

@@ -11,31 +11,63 @@ overflow-free steps double it, as torch.amp.GradScaler does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 
-@dataclass
 class GradientScale:
-    """The scale S and its schedule (torch.amp.GradScaler's defaults)."""
+    """The scale S and its schedule (torch.amp.GradScaler's defaults).
 
-    scale: float = 2.0**16
-    growth_factor: float = 2.0
-    backoff_factor: float = 0.5
-    growth_interval: int = 2000
-    good_steps: int = 0
-    overflows: int = 0
+    The backward only records whether its gradient was finite (a device tensor): reading S, the counters or
+    the state settles what is pending, so a CUDA backward never waits for the GPU in the middle (the next
+    forward through the section, or a checkpoint, settles it once that step's work is done anyway).
+    """
+
+    def __init__(self, scale: float = 2.0**16, growth_factor: float = 2.0, backoff_factor: float = 0.5, growth_interval: int = 2000,
+                 good_steps: int = 0, overflows: int = 0):
+        self._scale, self._good_steps, self._overflows = float(scale), int(good_steps), int(overflows)
+        self.growth_factor, self.backoff_factor, self.growth_interval = growth_factor, backoff_factor, growth_interval
+        self._pending: list[torch.Tensor] = []
+
+    def defer(self, finite: torch.Tensor) -> None:
+        """Record one backward's finiteness (a 0-dim bool tensor) to be applied by the next settle()."""
+        self._pending.append(finite)
+
+    def settle(self) -> None:
+        """Apply the recorded backwards, in order (one host sync for all of them)."""
+        if self._pending:
+            pending, self._pending = torch.stack(self._pending).tolist(), []
+            for finite in pending:
+                self.update(bool(finite))
+
+    @property
+    def scale(self) -> float:
+        self.settle()
+        return self._scale
+
+    @scale.setter
+    def scale(self, value: float) -> None:
+        self.settle()
+        self._scale = float(value)
+
+    @property
+    def good_steps(self) -> int:
+        self.settle()
+        return self._good_steps
+
+    @property
+    def overflows(self) -> int:
+        self.settle()
+        return self._overflows
 
     def update(self, finite: bool) -> None:
         """After one backward through the section: back off on an overflow, grow after a run of clean steps."""
         if not finite:
-            self.scale = max(self.scale * self.backoff_factor, 1.0)
-            self.good_steps, self.overflows = 0, self.overflows + 1
+            self._scale = max(self._scale * self.backoff_factor, 1.0)
+            self._good_steps, self._overflows = 0, self._overflows + 1
             return
-        self.good_steps += 1
-        if self.good_steps >= self.growth_interval:
-            self.scale, self.good_steps = self.scale * self.growth_factor, 0
+        self._good_steps += 1
+        if self._good_steps >= self.growth_interval:
+            self._scale, self._good_steps = self._scale * self.growth_factor, 0
 
     def state(self) -> dict:
         """What a checkpoint keeps (a resumed run scales exactly as an uninterrupted one)."""
@@ -43,7 +75,8 @@ class GradientScale:
 
     def load(self, state: dict) -> None:
         """Restore state() output."""
-        self.scale, self.good_steps, self.overflows = float(state["scale"]), int(state["good_steps"]), int(state["overflows"])
+        self._pending = []
+        self._scale, self._good_steps, self._overflows = float(state["scale"]), int(state["good_steps"]), int(state["overflows"])
 
 
 class _ScaleUp(torch.autograd.Function):
@@ -70,9 +103,9 @@ class _ScaleDown(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         grad = grad.float() / ctx.scale
-        finite = bool(torch.isfinite(grad).all())
-        ctx.scaler.update(finite)
-        return (grad if finite else torch.zeros_like(grad)), None
+        finite = torch.isfinite(grad).all()
+        ctx.scaler.defer(finite)
+        return torch.where(finite, grad, torch.zeros_like(grad)), None
 
 
 def scaled_section(section, x: torch.Tensor, scaler: GradientScale) -> torch.Tensor:
