@@ -157,9 +157,11 @@ class Trainer:
             terms["sample_entropy"] = rw.sample_entropy * r * reg.sample_entropy_loss(out["weights"])
         if rw.orientation > 0:
             terms["orientation"] = rw.orientation * reg.orientation_loss(out["orient"])
-        info = {"t": float(guided.t.float().mean()), "opacity": float(out["opacity"].detach().mean())}
+        # Device values stay tensors until the step's end: reading one here would make the host wait for the
+        # forward pass before it could launch the backward.
+        info = {"t": float(guided.t.float().mean()), "opacity": out["opacity"].detach().mean()}
         if self.renderer.occupancy is not None:
-            info["occupied"] = self.renderer.occupancy.occupancy()
+            info["occupied"] = self.renderer.occupancy.occupied.float().mean()
         return terms, info
 
     def training_step(self, step: int) -> dict[str, float]:
@@ -182,6 +184,7 @@ class Trainer:
         # if it overflows, which is a divergence worth skipping too.
         grad_norm = gradient_norm(params)
         finite = bool(torch.isfinite(total.detach()) & torch.isfinite(grad_norm))
+        info = {k: float(v) for k, v in info.items()}  # read once the step's sync above has happened (see loss_terms)
         if not finite:
             bad = [k for k, v in terms.items() if not torch.isfinite(v)] or ["gradients"]
             if cfg.nan_policy == "stop":

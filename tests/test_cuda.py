@@ -112,6 +112,7 @@ def test_training_on_cuda_runs_the_prior_in_half_precision(models, tmp_path, met
 
 def test_a_cuda_training_s_weights_load_on_a_cpu_machine(models, tmp_path):
     """weights.pt of a CUDA run (what DVC versions) holds CPU tensors and gives the same renderer as its checkpoint."""
+    pytest.importorskip("mlflow", reason="`hifa train` imports the tracker (mlflow is a dependency; the GPU machine here lacks it)")
     from hifa.run_folder import CHECKPOINT_FILE, load_run
     from hifa.training import run_training
 
@@ -218,19 +219,25 @@ def test_prior_speed_options_on_cuda_give_the_same_noise_prediction(models, opti
 
 @pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
 def test_depth_estimator_on_cuda_preprocesses_on_the_gpu_and_matches_cpu(models, compile):
-    """DPT on CUDA (fp16, the processor's resize on the GPU, optionally compiled) against the fp32 CPU estimate."""
+    """DPT on CUDA (the processor's resize on the GPU, optionally compiled) against the CPU estimate.
+
+    In fp32: the tiny random DPT's disparities are ~1e-10, below fp16's range (the fp16 model runs in the
+    training tests)."""
     from hifa.depth import DPTDepthEstimator
 
     _, dpt = models
     cpu = DPTDepthEstimator(str(dpt), device="cpu")
     gpu = DPTDepthEstimator(str(dpt), device="cuda", compile=compile)
     assert gpu.on_device and gpu.dtype == torch.float16
+    gpu.model.float()
+    gpu.dtype = torch.float32
     for seed in (0, 1):  # a compiled model's second call too
         images = torch.rand(1, 3, 48, 48, generator=torch.Generator().manual_seed(seed))
         ref = cpu.estimate(images, size=(24, 24))
         out = gpu.estimate(images.cuda(), size=(24, 24))
         assert out.is_cuda and out.shape == ref.shape == (1, 24, 24)
-        torch.testing.assert_close(out.cpu(), ref, atol=2e-2 * float(ref.abs().max()), rtol=0)
+        assert ref.abs().max() > 0
+        torch.testing.assert_close(out.cpu(), ref, atol=1e-3 * float(ref.abs().max()), rtol=1e-3)
 
 
 def test_oracle_prior_on_cuda_matches_cpu():
@@ -289,3 +296,22 @@ def test_head_on_mesh_colours_and_texture_on_cuda_match_cpu():
     texture_cpu, _ = bake_texture(albedo_colours(field, 0.1), square, up, faces, uvs, 32)
     texture_gpu, _ = bake_texture(albedo_colours(gpu_field, 0.1), square, up, faces, uvs, 32)
     assert np.allclose(texture_gpu, texture_cpu, atol=1e-4)
+
+
+def test_host_noise_reaches_the_gpu_unchanged_without_a_stream_sync():
+    """hifa.transfer.to_device: a pinned, non-blocking copy gives the host's values, also while the GPU is busy."""
+    from hifa.transfer import to_device
+
+    busy = torch.randn(4096, 4096, device="cuda")
+    torch.cuda.synchronize()
+    for i in range(3):
+        busy = busy @ busy / 64  # queued work the copy must not wait for, nor overtake
+        host = torch.randn(4, 4, 64, 64, generator=torch.Generator().manual_seed(i))
+        torch.cuda.set_sync_debug_mode("error")  # a synchronising copy raises
+        try:
+            moved = to_device(host, "cuda")
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        del host  # the pinned staging block must outlive the copy
+        assert torch.equal(moved.cpu(), torch.randn(4, 4, 64, 64, generator=torch.Generator().manual_seed(i)))
+

@@ -8,6 +8,8 @@ from typing import Literal
 
 import torch
 
+from hifa.transfer import to_device
+
 DenoiseMode = Literal["ddim", "x0"]
 EpsFn = Callable[[torch.Tensor, int], torch.Tensor]
 
@@ -59,6 +61,6 @@ def denoise(
         if var > 0:
             # Drawn where the generator lives (the trainer's is on the CPU), then moved to the latents.
             where = generator.device if generator is not None else z.device
-            z = z + var**0.5 * torch.randn(z.shape, generator=generator, device=where, dtype=z.dtype).to(z.device)
+            z = z + var**0.5 * to_device(torch.randn(z.shape, generator=generator, device=where, dtype=z.dtype), z.device)
         tau = nxt
     return DenoiseResult(z if mode == "ddim" else x0, visited, x0)

@@ -18,6 +18,7 @@ from hifa.guidance import losses
 from hifa.guidance.denoise import DenoiseMode, denoise
 from hifa.guidance.prior import VIEW_MODES, DiffusionPrior, ViewMode, guided_noise
 from hifa.guidance.schedules import TIMESTEP_SCHEDULES, TimestepSchedule, sample_timesteps, t_min_from_percent
+from hifa.transfer import to_device
 
 Method = Literal["hifa", "sds"]
 
@@ -57,7 +58,7 @@ class GuidanceOutput:
     """Named loss terms (summed by the trainer) and diagnostics for logging and depth supervision."""
 
     terms: dict[str, torch.Tensor]
-    t: torch.Tensor
+    t: torch.Tensor  # on the host
     weight: torch.Tensor
     x_hat: torch.Tensor | None = None  # denoised estimate in image space, (B, 3, S, S)
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -84,32 +85,34 @@ class Guidance:
         cond = self.prior.conditions(prompt, cameras, cfg.view_mode)
         x = to_prior_size(images, self.prior.image_size)
         latents = self.prior.encode(x, generator)
-        batch = latents.shape[0]
-        t = sample_timesteps(cfg.schedule, step, total_steps, batch, t_min_from_percent(cfg.min_percent), generator=generator)
-        t = t.to(latents.device)
-        alpha, sigma = (v.to(latents.dtype).view(-1, 1, 1, 1) for v in losses.alpha_sigma(self.prior.alphas_cumprod, t))
-        noise = torch.randn(latents.shape, generator=generator, dtype=latents.dtype).to(latents.device)
+        batch, device = latents.shape[0], latents.device
+        # t and everything drawn or indexed by it are made on the host and copied without a stream sync (hifa.transfer):
+        # the host reads t for the schedule and the weights without waiting for the GPU.
+        t_host = sample_timesteps(cfg.schedule, step, total_steps, batch, t_min_from_percent(cfg.min_percent), generator=generator)
+        t = to_device(t_host, device)
+        alpha, sigma = (to_device(v.to(latents.dtype), device).view(-1, 1, 1, 1) for v in losses.alpha_sigma(self.prior.alphas_cumprod, t_host))
+        noise = to_device(torch.randn(latents.shape, generator=generator, dtype=latents.dtype), device)
         noisy = alpha * latents.detach() + sigma * noise
         if cfg.method == "sds":
-            return self._sds(latents, noise, noisy, t, cond)
-        return self._hifa(images, x, latents, noisy, t, cond, generator)
+            return self._sds(latents, noise, noisy, t, t_host, cond)
+        return self._hifa(images, x, latents, noisy, t, t_host, cond, generator)
 
-    def _sds(self, latents, noise, noisy, t, cond) -> GuidanceOutput:
+    def _sds(self, latents, noise, noisy, t, t_host, cond) -> GuidanceOutput:
         eps_hat = guided_noise(self.prior, noisy, t, cond, self.config.guidance_scale)
-        weight = losses.sds_weight(self.prior.alphas_cumprod, t.cpu(), self.config.sds_weighting).to(latents.device)
+        weight = to_device(losses.sds_weight(self.prior.alphas_cumprod, t_host, self.config.sds_weighting), latents.device)
         grad = losses.sds_gradient(eps_hat, noise, weight)
-        return GuidanceOutput({"sds": losses.target_trick_loss(latents, grad)}, t, weight)
+        return GuidanceOutput({"sds": losses.target_trick_loss(latents, grad)}, t_host, weight)
 
-    def _hifa(self, images, x, latents, noisy, t, cond, generator) -> GuidanceOutput:
+    def _hifa(self, images, x, latents, noisy, t, t_host, cond, generator) -> GuidanceOutput:
         cfg = self.config
-        tau0 = int(t[0])  # one timestep per step for the whole batch (method.md §4.3)
+        tau0 = int(t_host[0])  # one timestep per step for the whole batch (method.md §4.3)
 
         def eps_fn(z: torch.Tensor, tau: int) -> torch.Tensor:
             return guided_noise(self.prior, z, torch.full_like(t, tau), cond, cfg.guidance_scale)
 
         result = denoise(eps_fn, noisy, tau0, self.prior.alphas_cumprod, cfg.denoising_steps, cfg.denoise_mode, cfg.eta, generator)
         s_res = losses.resolution_scale(images.shape[-2], images.shape[-1], self.prior.image_size)
-        weight = cfg.omega * s_res * losses.hifa_weight_factor(self.prior.alphas_cumprod, t.cpu(), cfg.hifa_weighting).to(latents.device)
+        weight = cfg.omega * s_res * to_device(losses.hifa_weight_factor(self.prior.alphas_cumprod, t_host, cfg.hifa_weighting), latents.device)
         latent_gain, image_gain = self.prior.residual_gains
         terms = {"latent": losses.residual_loss(latents, result.z_hat, cfg.lambda_latent * latent_gain * weight)}
         x_hat = None
@@ -117,4 +120,4 @@ class Guidance:
             x_hat = self.prior.decode(result.z_hat)
             terms["image"] = losses.residual_loss(x, x_hat, cfg.lambda_rgb * image_gain * weight)
         extras = {"denoise_calls": torch.tensor(len(result.visited))}
-        return GuidanceOutput(terms, t, weight, x_hat, extras)
+        return GuidanceOutput(terms, t_host, weight, x_hat, extras)

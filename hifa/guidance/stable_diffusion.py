@@ -14,6 +14,7 @@ from hifa.guidance.grad_scale import GradientScale, scaled_section
 from hifa.guidance.prior import VIEW_MODES, Conditioning, ViewMode
 from hifa.guidance.views import perpneg_plan, view_prompt
 from hifa.hub import load_component, resolve_model
+from hifa.transfer import to_device
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,16 @@ def resolve_dtype(precision: Precision, device: torch.device) -> torch.dtype:
     if precision == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     return {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[precision]
+
+
+def posterior_sample(posterior, generator: torch.Generator | None) -> torch.Tensor:
+    """`posterior.sample(generator)` (diffusers' DiagonalGaussianDistribution) with a host generator's noise copied
+    to the device without a stream sync: the same draw (on the host, in the posterior's dtype), the same sum."""
+    mean = posterior.mean
+    if generator is None or generator.device.type != "cpu" or mean.device.type != "cuda":
+        return posterior.sample(generator=generator)
+    noise = torch.randn(mean.shape, generator=generator, dtype=posterior.parameters.dtype)
+    return mean + posterior.std * to_device(noise, mean.device)
 
 
 class StableDiffusionPrior:
@@ -83,6 +94,7 @@ class StableDiffusionPrior:
                     self.vae.encoder.compile()
         # The reference indexes the scheduler's float32 table (method.md §10); keep its values.
         self.alphas_cumprod = scheduler.alphas_cumprod.to(torch.float64)
+        self.alphas_cumprod_on_device = self.alphas_cumprod.to(self.device)
         self.prediction_type = scheduler.config.prediction_type
         require(self.prediction_type in ("epsilon", "v_prediction"), "prior.model", f"unsupported prediction type {self.prediction_type!r}")
         self.scaling_factor = float(self.vae.config.scaling_factor)
@@ -123,7 +135,7 @@ class StableDiffusionPrior:
 
         def latents_of(x: torch.Tensor) -> torch.Tensor:
             posterior = self.vae.encode((2 * x - 1).to(self.device, self.dtype)).latent_dist
-            return (posterior.sample(generator=generator) * self.scaling_factor).float()
+            return (posterior_sample(posterior, generator) * self.scaling_factor).float()
 
         if self.dtype == torch.float16:  # fp16's range would round the small latent gradients away (grad_scale.py)
             return scaled_section(latents_of, images.to(self.device), self.grad_scale)
@@ -152,7 +164,7 @@ class StableDiffusionPrior:
         plans = [perpneg_plan(float(a)) for a in cameras.azimuth_deg]
         positive = torch.cat([r0 * views[v0] + r1 * views[v1] for (v0, r0), (v1, r1) in (p.positive for p in plans)])
         negatives = [torch.cat([views[p.negatives[j]] for p in plans]) for j in range(2)]
-        weights = torch.tensor([p.weights for p in plans], dtype=torch.float32, device=self.device)
+        weights = to_device(torch.tensor([p.weights for p in plans], dtype=torch.float32), self.device)
         return Conditioning(uncond, positive, negatives, weights)
 
     @torch.no_grad()
@@ -165,6 +177,6 @@ class StableDiffusionPrior:
         out = self.unet(z, steps, encoder_hidden_states=context).sample.float()
         if self.prediction_type == "v_prediction":
             # eps = alpha v + sigma z_t with the full-precision z_t the denoiser divides back out, not its fp16 copy.
-            abar = self.alphas_cumprod.to(self.device)[steps].float().view(-1, 1, 1, 1)
+            abar = self.alphas_cumprod_on_device[steps].float().view(-1, 1, 1, 1)
             out = abar.sqrt() * out + (1 - abar).sqrt() * latents.float().to(self.device).repeat(n, 1, 1, 1)
         return list(out.chunk(n))
