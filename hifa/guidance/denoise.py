@@ -42,7 +42,7 @@ def denoise(
     """z-hat from z_t at integer t with K = `steps`: stride 1000 // K, calls at t, t - S, ... >= 0."""
     if steps < 1:
         raise ValueError(f"denoising steps must be >= 1, got {steps}")
-    abar = [float(a) for a in alphas_cumprod]
+    abar = alphas_cumprod.tolist()  # one conversion, not one .item() per timestep (1000 a step)
     if steps == 1:
         eps = eps_fn(z_t, t)
         x0 = x0_from_eps(z_t, eps, abar[t])
