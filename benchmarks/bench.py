@@ -350,7 +350,19 @@ def cpu_plan(device: torch.device, models: Path, warmup: int, repeat: int, out: 
     }
     for name, over in train.items():
         plan[f"train_step_{name}"] = lambda p=name.split("+")[0], over=over: bench_train_step(device, p, sd(), dpt(), over, warmup, repeat)
+    # The host's share of a GPU step: operator dispatches per phase (the counts do not depend on the size).
+    plan["dispatches_hifa-fast+occupancy"] = lambda: dispatch_counts(device, "hifa-fast", sd(), dpt(), [*small[1:], "resolution=16", "renderer.occupancy.resolution=16"])
     return plan
+
+
+def dispatch_counts(device: torch.device, preset_name: str, model: str, depth_model: str, overrides: list[str]) -> dict:
+    """Operator dispatches per phase of the third training step (benchmarks/dispatch.py)."""
+    from benchmarks.dispatch import dispatches_per_phase
+
+    with bench_trainer(preset_name, model, depth_model, overrides) as trainer:
+        for step in (1, 2):
+            trainer.training_step(step)
+        return dispatches_per_phase(trainer, 3)
 
 
 def write_report(out: Path, device: torch.device, sections: dict) -> dict:

@@ -1,0 +1,30 @@
+"""Operator dispatches per phase of a training step (benchmarks/dispatch.py), on a tiny real-world trainer."""
+
+import pytest
+
+from benchmarks.bench import bench_trainer
+from benchmarks.dispatch import dispatches_per_phase
+from tests.tinyworld import build_tiny_dpt, build_tiny_stable_diffusion
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    return str(build_tiny_stable_diffusion(root / "sd")), str(build_tiny_dpt(root / "dpt"))
+
+
+def test_dispatches_are_counted_by_phase_and_the_trainer_is_left_as_it_was(models):
+    sd, dpt = models
+    small = ["resolution=16", "renderer.num_coarse=8", "renderer.num_fine=4", "field.grid.log2_hashmap_size=12", "field.grid.finest_resolution=64"]
+    with bench_trainer("hifa", sd, dpt, small) as trainer:
+        trainer.training_step(1)
+        counts = dispatches_per_phase(trainer, 2)
+        for phase in ("render", "guidance", "prior networks", "depth", "backward", "optimizer", "other"):
+            assert counts.get(phase, 0) > 0, (phase, counts)
+        assert counts["total"] == sum(v for k, v in counts.items() if k != "total")
+        # The labels were instance attributes over the class methods: all removed again.
+        assert "forward" not in vars(trainer.renderer) and "loss" not in vars(trainer.guidance)
+        assert "forward" not in vars(trainer.prior.unet) and "estimate" not in vars(trainer.estimator)
+        # The same step again: the same timestep, so the same denoising calls (the render's branches follow the
+        # step's random draws, such as a solid or a learned background).
+        assert dispatches_per_phase(trainer, 2)["prior networks"] == counts["prior networks"]
