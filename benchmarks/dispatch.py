@@ -1,7 +1,7 @@
 """Operator dispatches per phase of one training step: the host's share of a GPU step, counted on any machine.
 
-A 'hifa-fast' step on an H100 keeps the GPU busy 87 ms of its 130 ms (benchmarks/results/bench-cuda.md,
-session 14): the rest is the host dispatching operators one by one. Each eager operator costs the host
+A 'hifa-fast' step on an H100 runs about 85 ms of kernels in its 130 ms (benchmarks/results/bench-cuda.md,
+session 14): the rest is host time, dispatching operators one by one and waiting. Each eager operator costs the host
 ~10-20 us on CUDA whatever its size, so the count per phase is a machine-independent measure of that
 overhead. The diffusion networks' forward passes are counted apart ('prior networks'): the fast set
 compiles them on CUDA, where they dispatch far fewer operators than their eager count here.
@@ -52,16 +52,21 @@ def _phases(trainer, counter: _Counter) -> Iterator[None]:
         for part in ((module,) if name == "unet" else (getattr(module, "encoder", None), getattr(module, "decoder", None))):
             if part is not None:
                 targets.append((part, "forward", "prior networks"))
-    for obj, attr, name in targets:
-        setattr(obj, attr, _labelled(counter, name, getattr(obj, attr)))
+    missing = object()
+    saved = [(obj, attr, vars(obj).get(attr, missing)) for obj, attr, _ in targets]  # an instance's own attribute, if any
     backward = torch.Tensor.backward
-    torch.Tensor.backward = _labelled(counter, "backward", backward)
     try:
+        for obj, attr, name in targets:
+            setattr(obj, attr, _labelled(counter, name, getattr(obj, attr)))
+        torch.Tensor.backward = _labelled(counter, "backward", backward)
         yield
     finally:
         torch.Tensor.backward = backward
-        for obj, attr, _ in targets:
-            delattr(obj, attr)  # the instance attribute shadowed the class's method
+        for obj, attr, before in saved:
+            if before is missing:
+                vars(obj).pop(attr, None)  # back to the class's method
+            else:
+                setattr(obj, attr, before)
 
 
 def dispatches_per_phase(trainer, step: int) -> dict[str, int]:

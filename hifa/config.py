@@ -38,6 +38,7 @@ class PriorConfig:
 
     def __post_init__(self) -> None:
         require(self.compile_mode in COMPILE_MODES, "prior.compile_mode", f"must be one of {COMPILE_MODES}, got {self.compile_mode!r}")
+        require(self.compile or not self.compile_encoder, "prior.compile_encoder", "needs prior.compile=true (it compiles the encoder too)")
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,11 @@ def takes_device_tensors(processor) -> bool:
 
 
 class DPTDepthEstimator:
-    """transformers `DPTForDepthEstimation` with its own image processor; fp16 on CUDA, fp32 on CPU."""
+    """transformers `DPTForDepthEstimation` with its own image processor; fp16 on CUDA, fp32 on CPU.
+
+    A torchvision-backed processor resizes on the model's device: in 8 bits on the CPU, in float on CUDA, so
+    the two devices' inputs differ by up to one 8-bit level on smooth renders (benchmarks/results/bench-cuda.md).
+    """
 
     def __init__(self, model: str = DEFAULT_DEPTH_MODEL, device: str | torch.device | None = None, compile: bool = False):
         from transformers import AutoImageProcessor, DPTForDepthEstimation

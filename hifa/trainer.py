@@ -126,7 +126,7 @@ class Trainer:
         )
         return camera, options
 
-    def loss_terms(self, step: int) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    def loss_terms(self, step: int) -> tuple[dict[str, torch.Tensor], dict[str, float | torch.Tensor]]:
         """All weighted loss terms of step `step` (1-based) and diagnostics."""
         cfg, n = self.config, self.config.iterations
         camera, options = self._camera_and_options()
@@ -185,6 +185,8 @@ class Trainer:
         grad_norm = gradient_norm(params)
         finite = bool(torch.isfinite(total.detach()) & torch.isfinite(grad_norm))
         info = {k: float(v) for k, v in info.items()}  # read once the step's sync above has happened (see loss_terms)
+        if (scale := getattr(self.prior, "grad_scale", None)) is not None:
+            scale.settle()  # the encoder's overflow record, ready now: no wait in the next step's forward
         if not finite:
             bad = [k for k, v in terms.items() if not torch.isfinite(v)] or ["gradients"]
             if cfg.nan_policy == "stop":

@@ -17,9 +17,9 @@ import torch
 class GradientScale:
     """The scale S and its schedule (torch.amp.GradScaler's defaults).
 
-    The backward only records whether its gradient was finite (a device tensor): reading S, the counters or
-    the state settles what is pending, so a CUDA backward never waits for the GPU in the middle (the next
-    forward through the section, or a checkpoint, settles it once that step's work is done anyway).
+    The backward only records whether its gradient was finite (a device tensor), so a CUDA backward does not
+    wait for the GPU in the middle. The trainer settles the record after its end-of-step sync, when the value
+    is ready; reading S, the counters or the state settles anything still pending (one host wait then).
     """
 
     def __init__(self, scale: float = 2.0**16, growth_factor: float = 2.0, backoff_factor: float = 0.5, growth_interval: int = 2000,
