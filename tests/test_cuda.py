@@ -128,13 +128,18 @@ def test_a_cuda_training_s_weights_load_on_a_cpu_machine(models, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_training_on_cuda_with_the_unet_replayed_as_cuda_graphs(models, tmp_path):
-    """prior.compile_mode=reduce-overhead through the trainer: no CUDA graph output is read after the next replay."""
-    config = tiny_cuda_config(models, extra=["iterations=4", "prior.compile=true", "prior.compile_mode=reduce-overhead"])
+def test_training_on_cuda_with_the_fast_set(models, tmp_path):
+    """The README's fast set through the trainer in fp16: no CUDA graph output is read after the next replay, and
+    the compiled encoder's backward runs under the gradient scale (settled every step, no overflow)."""
+    config = tiny_cuda_config(models, extra=["iterations=4", "prior.compile=true", "prior.compile_mode=reduce-overhead",
+                                             "prior.compile_encoder=true", "depth.compile=true", "renderer.occupancy.resolution=16"])
     trainer = Trainer(config, tmp_path / "graphs", progress=False)
+    assert trainer.prior.dtype == torch.float16
     trainer.train()
     assert trainer.step == 4 and trainer.skipped_steps == 0
     assert all(torch.isfinite(p).all() for p in trainer.renderer.parameters())
+    scale = trainer.prior.grad_scale
+    assert not scale._pending and scale.good_steps + scale.overflows == 4
 
 
 def test_resume_on_cuda_restores_the_exact_state(models, tmp_path):
