@@ -1,13 +1,15 @@
 """Engine acceptance run: `hifa reconstruct` on catalogue scenes, figures to benchmarks/results/.
 
 Usage: python benchmarks/reconstruct.py [--scenes NAME ...] [--out benchmarks/results]
-Writes reconstruct-<device>.json (machine, versions, per-scene metrics) and a Markdown table.
+Writes reconstruct-<device>.json (machine, versions, per-scene metrics) and a Markdown table; a run of some
+scenes replaces their rows and keeps the others' (each row names the date and commit it was measured at).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import subprocess
@@ -52,6 +54,20 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def earlier_rows(path: Path, rerun: list[str]) -> list[dict]:
+    """The rows of an earlier run's JSON for scenes this run does not redo (a rerun of some scenes keeps the rest)."""
+    if not path.is_file():
+        return []
+    return [row for row in json.loads(path.read_text()).get("scenes", []) if row.get("scene") not in rerun]
+
+
+def merged(rows: list[dict], row: dict) -> list[dict]:
+    """`rows` with `row` added (replacing the same scene's), in the catalogue's order."""
+    order = {name: i for i, name in enumerate(scene_names())}
+    rows = [r for r in rows if r.get("scene") != row["scene"]] + [row]
+    return sorted(rows, key=lambda r: order.get(r.get("scene"), len(order)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenes", nargs="+", default=scene_names())
@@ -59,13 +75,15 @@ def main() -> None:
     parser.add_argument("--runs", default="results/reconstruct", help="where each scene's outputs go")
     args = parser.parse_args()
     config = ReconstructConfig()
-    rows = []
     device = "cuda" if torch.cuda.is_available() else "cpu"
     out = Path(args.out)
+    rows = earlier_rows(out / f"reconstruct-{device}.json", args.scenes)
     for name in args.scenes:
         metrics = reconstruct(get_scene(name), config, Path(args.runs) / name, progress=False)
         print(summary_line(metrics), flush=True)
-        rows.append({k: v for k, v in metrics.items() if k not in ("config", "psnr_per_view")})
+        when = machine()
+        row = {k: v for k, v in metrics.items() if k not in ("config", "psnr_per_view")}
+        rows = merged(rows, {**row, "measured": {"date": when["date"], "commit": when["commit"]}})
         # Written after every scene, so an interrupted benchmark keeps what it measured.
         payload = {"benchmark": "reconstruct", "targets": TARGETS, "machine": machine(), "config": metrics["config"], "scenes": rows}
         write_json_atomic(out / f"reconstruct-{device}.json", payload)
