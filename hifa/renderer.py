@@ -188,8 +188,9 @@ class Renderer(nn.Module):
             sigma, feat = self.field.density_features(points, exact)
             return sigma.view(z.shape), self.field.albedo(feat, view_dirs, z.shape[1], exact).view(*z.shape, 3), None
         occupied = self.occupancy.occupied_at(points)
-        if not occupied.any():  # some backends (tiny-cuda-nn) reject empty batches; one evaluated sample is exact
-            occupied[0] = True
+        # Some backends (tiny-cuda-nn) reject empty batches; one evaluated sample is exact. Set on the device: an
+        # `if` here would make the host wait for the GPU once more per pass (nonzero below waits anyway).
+        occupied[0] |= ~occupied.any()
         keep = occupied.nonzero().squeeze(-1)
         sigma_kept, feat_kept = self.field.density_features(points[keep], exact)
         rgb_kept = self.field.albedo(feat_kept, view_dirs, torch.div(keep, z.shape[1], rounding_mode="floor"), exact)

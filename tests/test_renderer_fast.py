@@ -197,6 +197,18 @@ def test_evaluation_renders_and_a_fresh_grid_skip_nothing():
     assert calls == [64 * 16, 64 * 8] * 2
 
 
+def test_an_empty_grid_evaluates_one_sample_per_pass_and_renders_nothing():
+    """All cells empty: one sample per pass still goes to the field (tiny-cuda-nn rejects empty batches), the rest is 0."""
+    field = blob_field()
+    renderer = Renderer(field, BackgroundMLP(), RendererConfig(num_coarse=16, num_fine=8, occupancy=OccupancyConfig(resolution=8)))
+    renderer.occupancy.occupied.zero_()
+    origins, dirs = rays(8)
+    calls = count_points(field, "density_features")
+    out = renderer(origins, dirs, RayOptions(training=True, background=torch.ones(3), generator=torch.Generator().manual_seed(0)))
+    assert calls == [1, 1]  # coarse and fine
+    assert int((out["sigmas"].detach() != 0).sum()) <= 2 and float(out["opacity"].detach().max()) < 1e-3
+
+
 class Ball(nn.Module):
     """Density 10 inside |x| < 0.5, 0 outside."""
 
