@@ -264,8 +264,8 @@ def profile_train_step(device: torch.device, preset_name: str, model: str, depth
     write_bytes_atomic(out / f"profile-{preset_name}{tag}.txt", table.encode())
     events = sorted(averages, key=lambda e: getattr(e, key), reverse=True)[:16]
     result = {e.key[:60]: round(getattr(e, key) / 2e3, 2) for e in events}  # ms per step (two steps profiled)
-    # Kernels only (no CPU time, not a user annotation): summed, the device's kernel time (an upper bound on its
-    # busy time: one stream here, so kernels do not overlap).
+    # Kernels only (no CPU time, not a user annotation): summed, the device's kernel time (its busy time, or more
+    # where kernels on several streams overlap).
     kernels = sum(e.self_device_time_total for e in averages
                   if e.self_cpu_time_total == 0 and e.device_type.name == "CUDA" and not getattr(e, "is_user_annotation", False))
     result.update(profiled_wall_ms_per_step=round(1000 * wall / 2, 1), device_kernel_ms_per_step=round(kernels / 2e3, 1))

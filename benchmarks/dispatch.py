@@ -1,8 +1,8 @@
 """Operator dispatches per phase of one training step: the host's share of a GPU step, counted on any machine.
 
 A 'hifa-fast' step on an H100 runs about 85 ms of kernels in its 130 ms (benchmarks/results/bench-cuda.md,
-session 14): the rest is host time, dispatching operators one by one and waiting. Each eager operator costs the host
-~10-20 us on CUDA whatever its size, so the count per phase is a machine-independent measure of that
+session 14): the rest is host time, dispatching operators one by one and waiting. An eager operator's host cost
+on CUDA hardly depends on its size, so the count per phase is a machine-independent measure of that
 overhead. The diffusion networks' forward passes are counted apart ('prior networks'): the fast set
 compiles them on CUDA, where they dispatch far fewer operators than their eager count here.
 """

@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/reconstruct.py [--scenes NAME ...] [--out benchmarks/results]
 Writes reconstruct-<device>.json (machine, versions, per-scene metrics) and a Markdown table; a run of some
-scenes replaces their rows and keeps the others' (each row names the date and commit it was measured at).
+scenes replaces their rows as each is measured and keeps the others' (each row names its date and commit).
 """
 
 from __future__ import annotations
@@ -54,11 +54,9 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def earlier_rows(path: Path, rerun: list[str]) -> list[dict]:
-    """The rows of an earlier run's JSON for scenes this run does not redo (a rerun of some scenes keeps the rest)."""
-    if not path.is_file():
-        return []
-    return [row for row in json.loads(path.read_text()).get("scenes", []) if row.get("scene") not in rerun]
+def earlier_rows(path: Path) -> list[dict]:
+    """The rows of an earlier run's JSON (each is replaced when its scene is measured again)."""
+    return json.loads(path.read_text()).get("scenes", []) if path.is_file() else []
 
 
 def merged(rows: list[dict], row: dict) -> list[dict]:
@@ -77,7 +75,7 @@ def main() -> None:
     config = ReconstructConfig()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     out = Path(args.out)
-    rows = earlier_rows(out / f"reconstruct-{device}.json", args.scenes)
+    rows = earlier_rows(out / f"reconstruct-{device}.json")
     for name in args.scenes:
         metrics = reconstruct(get_scene(name), config, Path(args.runs) / name, progress=False)
         print(summary_line(metrics), flush=True)
@@ -85,7 +83,7 @@ def main() -> None:
         row = {k: v for k, v in metrics.items() if k not in ("config", "psnr_per_view")}
         rows = merged(rows, {**row, "measured": {"date": when["date"], "commit": when["commit"]}})
         # Written after every scene, so an interrupted benchmark keeps what it measured.
-        payload = {"benchmark": "reconstruct", "targets": TARGETS, "machine": machine(), "config": metrics["config"], "scenes": rows}
+        payload = {"benchmark": "reconstruct", "targets": TARGETS, "machine": when, "config": metrics["config"], "scenes": rows}
         write_json_atomic(out / f"reconstruct-{device}.json", payload)
         header = f"# hifa reconstruct on {device} ({payload['machine']['cpu_count']} cores, {payload['machine']['date']})\n\n"
         write_bytes_atomic(out / f"reconstruct-{device}.md", (header + table(rows)).encode())
