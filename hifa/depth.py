@@ -20,59 +20,62 @@ MASK_THRESHOLD = 0.5
 _TINY = 1e-30  # only guards exact zeros (constant d or y), never changes a regular value
 
 
-def _per_image(loss_fn, depth: torch.Tensor, opacity: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
-    """Apply a per-image loss to (H, W) or (B, H, W) inputs; a batch averages the per-image losses."""
+def _flat_masked(depth: torch.Tensor, opacity: torch.Tensor, estimate: torch.Tensor):
+    """(B, N) depth, opacity, estimate (unmasked pixels set to safe constants), mask weights and pixel counts (B, 1).
+
+    Masked sums over every pixel replace `x[mask]`: boolean indexing has a data-dependent size, so on CUDA the
+    host would wait for the whole forward pass (the diffusion networks included) before it could go on.
+    """
     if not (depth.shape == opacity.shape == estimate.shape) or depth.dim() not in (2, 3):
         raise HifaError(
             f"depth loss: depth, opacity and estimate must all be (H, W) or (B, H, W); "
             f"got {tuple(depth.shape)}, {tuple(opacity.shape)}, {tuple(estimate.shape)}"
         )
-    if depth.dim() == 2:
-        return loss_fn(depth, opacity, estimate)
-    return torch.stack([loss_fn(d, o, e) for d, o, e in zip(depth, opacity, estimate)]).mean()
-
-
-def _masked(depth: torch.Tensor, opacity: torch.Tensor, estimate: torch.Tensor):
-    """Mask M = {O > 0.5} (no grad) and the values on it; None when fewer than 2 pixels are masked."""
+    batch = 1 if depth.dim() == 2 else depth.shape[0]
+    depth, opacity, estimate = (t.reshape(batch, -1) for t in (depth, opacity, estimate.detach()))
     mask = opacity.detach() > MASK_THRESHOLD
-    if int(mask.sum()) < 2:
-        return None
-    return depth[mask], opacity[mask], estimate.detach()[mask].to(depth.dtype)
+    # Constants where unmasked, so no 0/0 there can reach the loss or (as 0 * inf) its gradient.
+    z = torch.where(mask, depth, torch.ones_like(depth))
+    o = torch.where(mask, opacity, torch.ones_like(opacity))
+    y = torch.where(mask, estimate.to(depth.dtype), torch.ones_like(depth))
+    return z, o, y, mask.to(depth.dtype), mask.sum(-1, keepdim=True)
 
 
-def _ssi_single(depth: torch.Tensor, opacity: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
-    picked = _masked(depth, opacity, estimate)
-    if picked is None:
-        return depth.sum() * 0.0
-    z, o, y = picked
-    d = o / z  # 1 / (depth / O)
-    y_hat = (y - y.mean()) / y.std(unbiased=True).clamp(min=_TINY)
-    p = d - d.mean()
-    c = (p * y_hat).sum() / (p * p).sum().clamp(min=_TINY)  # not detached
-    r = c * p - y_hat
-    return (r * r).mean()
+def _centred(x: torch.Tensor, m: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """x minus its mean over the mask, zero off the mask."""
+    return (x - (x * m).sum(-1, keepdim=True) / n.clamp(min=1)) * m
+
+
+def _per_image_mean(loss: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """Per-image losses (B, 1), zero (with a gradient path) where fewer than 2 pixels are masked; their batch mean."""
+    return torch.where(n >= 2, loss, torch.zeros_like(loss)).mean()
 
 
 def ssi_depth_loss(depth: torch.Tensor, opacity: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
-    """mean_M((c·p - ŷ)²) on M = {O > 0.5}: least-squares affine fit of disparity O/depth to the standardised estimate."""
-    return _per_image(_ssi_single, depth, opacity, estimate)
+    """mean_M((c·p - ŷ)²) on M = {O > 0.5}: least-squares affine fit of disparity O/depth to the standardised estimate.
 
-
-def _pearson_single(depth: torch.Tensor, opacity: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
-    picked = _masked(depth, opacity, estimate)
-    if picked is None:
-        return depth.sum() * 0.0
-    z, o, y = picked
-    a = z / o
-    b = 1.0 / y.clamp(min=1e-6)  # estimated depth from relative disparity (assumed positive on M)
-    a, b = a - a.mean(), b - b.mean()
-    rho = (a * b).sum() / ((a * a).sum() * (b * b).sum()).sqrt().clamp(min=_TINY)
-    return 1.0 - rho
+    (B, H, W) inputs average the per-image losses; an image with fewer than 2 masked pixels contributes 0.
+    """
+    z, o, y, m, n = _flat_masked(depth, opacity, estimate)
+    d = o / z  # 1 / (depth / O)
+    y_c = _centred(y, m, n)
+    y_hat = y_c / ((y_c * y_c).sum(-1, keepdim=True) / (n - 1).clamp(min=1)).sqrt().clamp(min=_TINY)
+    p = _centred(d, m, n)
+    c = (p * y_hat).sum(-1, keepdim=True) / (p * p).sum(-1, keepdim=True).clamp(min=_TINY)  # not detached
+    r = c * p - y_hat  # zero off the mask
+    return _per_image_mean((r * r).sum(-1, keepdim=True) / n.clamp(min=1), n)
 
 
 def pearson_depth_loss(depth: torch.Tensor, opacity: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
     """1 - Pearson(depth/O, 1/y) on M = {O > 0.5}: the ablation variant of §5.1."""
-    return _per_image(_pearson_single, depth, opacity, estimate)
+    z, o, y, m, n = _flat_masked(depth, opacity, estimate)
+    a = _centred(z / o, m, n)
+    b = _centred(1.0 / y.clamp(min=1e-6), m, n)  # estimated depth from relative disparity (assumed positive on M)
+    norms = (a * a).sum(-1, keepdim=True) * (b * b).sum(-1, keepdim=True)
+    # sqrt(0)'s infinite derivative would turn an unused image's zero gradient into NaN: 1 there instead.
+    norms = torch.where(n >= 2, norms, torch.ones_like(norms))
+    rho = (a * b).sum(-1, keepdim=True) / norms.sqrt().clamp(min=_TINY)
+    return _per_image_mean(1.0 - rho, n)
 
 
 @runtime_checkable

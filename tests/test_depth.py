@@ -12,6 +12,7 @@ from hifa.depth import DepthEstimator, DPTDepthEstimator, OracleDepthEstimator, 
 from hifa.errors import HifaError
 from hifa.guidance.oracle import OracleConfig, OraclePrior
 from hifa.guidance.schedules import depth_weight_factor
+from tests.host_reads import HostReads
 
 ROOT = Path(__file__).resolve().parents[1]
 D = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0], dtype=torch.float64)
@@ -142,6 +143,64 @@ def test_pearson_variant():
     # depth proportional to the estimated depth 1/y: perfect correlation whatever the scale
     assert pearson_depth_loss((o * 3.0 / y)[None], o[None], y[None]).item() == pytest.approx(0.0, abs=1e-12)
     assert pearson_depth_loss((o * -3.0 / y)[None], o[None], y[None]).item() == pytest.approx(2.0, abs=1e-12)
+
+
+def _indexed_reference(depth, opacity, y, kind):
+    """The §5.1 losses written with boolean indexing, image by image (the form before masked sums)."""
+    losses = []
+    for d_img, o_img, y_img in zip(depth, opacity, y):
+        mask = o_img.detach() > 0.5
+        if int(mask.sum()) < 2:
+            losses.append(d_img.sum() * 0.0)
+            continue
+        z, o, e = d_img[mask], o_img[mask], y_img[mask]
+        if kind == "ssi":
+            d = o / z
+            e_hat = (e - e.mean()) / e.std(unbiased=True)
+            p = d - d.mean()
+            c = (p * e_hat).sum() / (p * p).sum()
+            losses.append(((c * p - e_hat) ** 2).mean())
+        else:
+            a, b = z / o, 1.0 / e
+            a, b = a - a.mean(), b - b.mean()
+            losses.append(1.0 - (a * b).sum() / ((a * a).sum() * (b * b).sum()).sqrt())
+    return torch.stack(losses).mean()
+
+
+@pytest.mark.parametrize("kind,fn", [("ssi", ssi_depth_loss), ("pearson", pearson_depth_loss)])
+def test_masked_sums_equal_boolean_indexing_in_value_and_gradient(kind, fn):
+    g = torch.Generator().manual_seed(6)
+    opacity = torch.rand(4, 9, 11, generator=g, dtype=torch.float64)
+    opacity[1] = 0.2  # no masked pixel
+    opacity[2] = 0.3
+    opacity[2, 4, 5] = 0.9  # one masked pixel
+    depth = opacity * (torch.rand(4, 9, 11, generator=g, dtype=torch.float64) + 2.0)
+    depth[opacity < 0.5] = 0.0  # empty rays render depth 0: no 0/0 may leak from them
+    y = torch.rand(4, 9, 11, generator=g, dtype=torch.float64) + 0.1
+    grads = []
+    for loss_fn in (lambda d, o: fn(d, o, y), lambda d, o: _indexed_reference(d, o, y, kind)):
+        d, o = depth.clone().requires_grad_(True), opacity.clone().requires_grad_(True)
+        loss = loss_fn(d, o)
+        loss.backward()
+        grads.append((loss.detach(), d.grad, o.grad))
+    (loss, d_grad, o_grad), (ref, d_ref, o_ref) = grads
+    assert ref > 0.01
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-12)
+    assert torch.allclose(d_grad, d_ref, rtol=1e-10, atol=1e-14) and torch.allclose(o_grad, o_ref, rtol=1e-10, atol=1e-14)
+    assert torch.isfinite(d_grad).all() and d_grad[1].abs().max() == 0 and d_grad[2].abs().max() == 0
+
+
+@pytest.mark.parametrize("fn", [ssi_depth_loss, pearson_depth_loss])
+def test_depth_losses_never_read_device_values_on_the_host(fn):
+    g = torch.Generator().manual_seed(7)
+    opacity = torch.rand(2, 8, 8, generator=g)
+    depth = (opacity * 3.0).requires_grad_(True)
+    with HostReads() as reads:
+        fn(depth, opacity, torch.rand(2, 8, 8, generator=g)).backward()
+    assert reads.ops == []  # on CUDA such a read would wait for the whole forward pass, diffusion networks included
+    with HostReads() as reads:  # the recorder sees what it must
+        _indexed_reference(depth, opacity, torch.rand(2, 8, 8), "ssi")
+    assert "aten._local_scalar_dense.default" in reads.ops and "aten.index.Tensor[bool]" in reads.ops
 
 
 # ---------------------------------------------------------------- estimators
