@@ -128,11 +128,14 @@ def test_a_cuda_training_s_weights_load_on_a_cpu_machine(models, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+FAST_SET = ["prior.compile=true", "prior.compile_mode=reduce-overhead", "prior.compile_encoder=true", "depth.compile=true",
+            "renderer.occupancy.resolution=16"]
+
+
 def test_training_on_cuda_with_the_fast_set(models, tmp_path):
     """The README's fast set through the trainer in fp16: no CUDA graph output is read after the next replay, and
     the compiled encoder's backward runs under the gradient scale (settled every step, no overflow)."""
-    config = tiny_cuda_config(models, extra=["iterations=4", "prior.compile=true", "prior.compile_mode=reduce-overhead",
-                                             "prior.compile_encoder=true", "depth.compile=true", "renderer.occupancy.resolution=16"])
+    config = tiny_cuda_config(models, extra=["iterations=4", *FAST_SET])
     trainer = Trainer(config, tmp_path / "graphs", progress=False)
     assert trainer.prior.dtype == torch.float16
     trainer.train()
@@ -140,6 +143,32 @@ def test_training_on_cuda_with_the_fast_set(models, tmp_path):
     assert all(torch.isfinite(p).all() for p in trainer.renderer.parameters())
     scale = trainer.prior.grad_scale
     assert not scale._pending and scale.good_steps + scale.overflows == 4
+
+
+def test_a_fast_set_step_waits_for_the_gpu_only_at_the_grid_s_compaction_before_its_end(models, tmp_path):
+    """Mid-step the host waits only for the occupancy grid's sample compaction (early in the render, little queued);
+    its next wait is the end-of-step finiteness check, so it queues the losses and the backward behind the networks."""
+    import linecache
+    import warnings
+    from pathlib import Path
+
+    trainer = Trainer(tiny_cuda_config(models, extra=["iterations=4", *FAST_SET]), tmp_path / "waits", progress=False)
+    for step in (1, 2):  # compiles and CUDA-graph recording
+        trainer.training_step(step)
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            trainer.training_step(3)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    sites = [(Path(w.filename).name, w.lineno, linecache.getline(w.filename, w.lineno).strip())
+             for w in caught if "synchroniz" in str(w.message)]
+    end = next((i for i, site in enumerate(sites) if "finite = bool(" in site[2]), None)
+    assert end is not None, sites
+    assert all(name == "renderer.py" and "nonzero" in line for name, _, line in sites[:end]), sites[:end]
+    assert len(sites[:end]) == 2, sites[:end]  # coarse and fine samples
 
 
 def test_resume_on_cuda_restores_the_exact_state(models, tmp_path):
