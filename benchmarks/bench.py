@@ -287,9 +287,11 @@ def cuda_plan(device: torch.device, models: Path, warmup: int, repeat: int, out:
     enc, depthc = "prior.compile_encoder=true", "depth.compile=true"
     fast = [occ, comp, graphs]  # with enc and depthc: the README's fast set
     plan: dict[str, Callable[[], dict]] = {
-        # Issue 7's rows first: 'hifa-fast' and 'hifa' with the README's fast set (run means over 16 / 8 strata),
-        # the profile that says whether a step waits on the host, then the fast set's parts.
+        # Issue 7's rows first: 'hifa-fast' with the README's fast set, then with the render and loss math compiled
+        # too, and 'hifa' (run means over 16 / 8 strata); the profile that says whether a step waits on the host;
+        # then the fast set's parts.
         "train_step_hifa-fast+occupancy+compile@cuda-graphs+encoder+depth": step("hifa-fast", [*fast, enc, depthc], 16),
+        "train_step_hifa-fast+occupancy+compile@cuda-graphs+encoder+depth+render": step("hifa-fast", [*fast, enc, depthc, "renderer.compile=true"], 16),
         "train_step_hifa+occupancy+compile@cuda-graphs+encoder+depth": step("hifa", [*fast, enc, depthc], 8),
         "profile_hifa-fast_ms_per_step": lambda: profile_train_step(device, "hifa-fast", sd(), dpt(), [*fast, enc, depthc], out, "-fast-options"),
         "train_step_hifa-fast+occupancy+compile@cuda-graphs": step("hifa-fast", fast, 16),

@@ -13,10 +13,13 @@ from torch.utils.checkpoint import checkpoint
 from hifa import volume
 from hifa.background import BackgroundMLP
 from hifa.cameras import Cameras
+from hifa.compiled import RayMath
 from hifa.errors import require
 from hifa.field import SHADINGS, NeRFField, Shading, shade
 from hifa.occupancy import OccupancyConfig, OccupancyGrid
-from hifa.sampling import SMOOTHINGS, Smoothing, bin_pmf, fine_u, invert_cdf
+from hifa.sampling import SMOOTHINGS, Smoothing, fine_u
+
+EAGER_MATH = RayMath()
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,9 @@ class RendererConfig:
     checkpoint_chunk_rays: int = 0
     # Training renders skip the field at samples in empty cells (weights, z, pdf stay dense); resolution 0: off.
     occupancy: OccupancyConfig = default(default_factory=OccupancyConfig)
+    # torch.compile the per-sample math of training renders (fine-sample placement, merging, weights, compositing)
+    # and the trainer's regularisers and depth loss: fewer operators for the host to dispatch (a one-off compile).
+    compile: bool = False
 
     def __post_init__(self) -> None:
         require(self.checkpoint_chunk_rays >= 0, "renderer.checkpoint_chunk_rays", "must be >= 0 (0: off)")
@@ -102,6 +108,7 @@ class Renderer(nn.Module):
         self.field, self.background, self.config = field, background, config
         grid = config.occupancy
         self.occupancy = OccupancyGrid(grid, field.config.bound) if grid.resolution else None
+        self.compiled_math = RayMath.compile() if config.compile else EAGER_MATH
 
     def forward(self, origins: torch.Tensor, directions: torch.Tensor, options: RayOptions) -> dict[str, torch.Tensor]:
         """Render (R, 3) rays with autograd: one pass, or checkpointed chunks (same outputs) when configured.
@@ -152,6 +159,8 @@ class Renderer(nn.Module):
     def _render(self, origins: torch.Tensor, directions: torch.Tensor, options: RayOptions, draws: RayDraws) -> dict[str, torch.Tensor]:
         """One pass over (R, 3) rays with the given draws."""
         cfg, bound = self.config, self.field.config.bound
+        # Compiled math for training renders only: their shapes are fixed, evaluation renders' chunks are not.
+        math = self.compiled_math if options.training else EAGER_MATH
         near, far = volume.near_far(origins, bound)
         T = cfg.num_coarse
         skip = self.occupancy is not None and options.training
@@ -161,20 +170,15 @@ class Renderer(nn.Module):
         sigma_c, rgb_c, occ_c = self._density(origins, directions, z_coarse, skip, options.view_dependent, exact)
         z_all, sigma_all, rgb_all, occ_all = z_coarse, sigma_c, rgb_c, occ_c
         if cfg.num_fine > 0:
-            delta_c = volume.deltas(z_coarse, interval).detach()
-            _, w_c = volume.alpha_weights(sigma_c.detach(), delta_c)
             with torch.no_grad():
-                z_fine = invert_cdf(*bin_pmf(z_coarse.detach(), delta_c, w_c, cfg.smoothing), draws.fine_u)
+                z_fine = math.fine_z(z_coarse.detach(), sigma_c.detach(), interval, cfg.smoothing, draws.fine_u)
             sigma_f, rgb_f, occ_f = self._density(origins, directions, z_fine, skip, options.view_dependent, exact)
-            z_all, order = torch.sort(torch.cat([z_coarse, z_fine], dim=-1), dim=-1)
-            sigma_all = torch.cat([sigma_c, sigma_f], dim=-1).gather(-1, order)
-            rgb_all = torch.cat([rgb_c, rgb_f], dim=1).gather(1, order[..., None].expand(-1, -1, 3))
-            if skip:
-                occ_all = torch.cat([occ_c, occ_f], dim=-1).gather(-1, order)
-        delta = volume.deltas(z_all, interval)
-        _, weights = volume.alpha_weights(sigma_all, delta)
+            coarse, fine = (sigma_c, rgb_c, *((occ_c,) if skip else ())), (sigma_f, rgb_f, *((occ_f,) if skip else ()))
+            z_all, merged = math.merge(z_coarse, z_fine, coarse, fine)
+            sigma_all, rgb_all, occ_all = merged[0], merged[1], merged[2] if skip else None
+        delta, weights = math.weigh(z_all, sigma_all, interval)
         samples = (z_all, sigma_all, rgb_all, delta, weights, occ_all)
-        return self._outputs(origins, directions, samples, near, far, options, draws.orient_rays)
+        return self._outputs(origins, directions, samples, near, far, options, draws.orient_rays, math)
 
     def _density(self, origins, directions, z, skip: bool, view_dependent: bool, exact: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Density, albedo and (when skipping) occupancy of the samples; skipped ones get density 0, albedo 0.
@@ -198,7 +202,7 @@ class Renderer(nn.Module):
         rgb = rgb_kept.new_zeros(points.shape[0], 3).index_copy(0, keep, rgb_kept)
         return sigma.view(z.shape), rgb.view(*z.shape, 3), occupied.view(z.shape)
 
-    def _outputs(self, origins, directions, samples, near, far, options: RayOptions, orient_rays) -> dict[str, torch.Tensor]:
+    def _outputs(self, origins, directions, samples, near, far, options: RayOptions, orient_rays, math: RayMath) -> dict[str, torch.Tensor]:
         z, sigma, albedo, delta, weights, occupied = samples
         R, K = z.shape
         albedo = albedo.reshape(R * K, 3)
@@ -216,21 +220,8 @@ class Renderer(nn.Module):
             bg = self.background(directions)
         else:
             bg = options.background.to(z).expand(R, 3)
-        opacity = weights.sum(-1)
-        out = {
-            "image": volume.composite(weights, color, bg).clamp(0.0, 1.0),
-            "depth": volume.expected_depth(weights, z),
-            "opacity": opacity,
-            "weights": weights,
-            "z_vals": z,
-            "sigmas": sigma,
-            "deltas": delta,
-            "pdf": volume.sample_pdf_density(weights, delta),
-            "near": near,
-            "far": far,
-            "z_variance": volume.z_variance(weights, z),
-            "background": bg,
-        }
+        out = math.outputs(weights, z, delta, color, bg)
+        out.update(weights=weights, z_vals=z, sigmas=sigma, deltas=delta, near=near, far=far, background=bg)
         if normals is not None:
             n = normals.view(R, K, 3)
             out["normals"] = volume.composite(weights, (n + 1.0) / 2.0, bg)

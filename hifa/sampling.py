@@ -6,6 +6,8 @@ from typing import Literal
 
 import torch
 
+from hifa import volume
+
 Smoothing = Literal["boxcar", "trapezoid", "naive"]
 SMOOTHINGS = ("boxcar", "trapezoid", "naive")
 KERNELS = {"boxcar": (1 / 3, 1 / 3, 1 / 3), "trapezoid": (1 / 8, 3 / 4, 1 / 8)}
@@ -67,3 +69,10 @@ def importance_samples(
     """F fine z values per ray drawn from the smoothed coarse weights (no gradient)."""
     edges, pmf = bin_pmf(z, delta, weights, kind)
     return invert_cdf(edges, pmf, fine_u(z.shape[0], count, deterministic, z, generator))
+
+
+def fine_z(z_coarse: torch.Tensor, sigma_coarse: torch.Tensor, last: torch.Tensor, kind: Smoothing, u: torch.Tensor) -> torch.Tensor:
+    """Fine z values (R, F) at CDF values u from the smoothed weights of the coarse samples (no gradient wanted)."""
+    delta = volume.deltas(z_coarse, last)
+    _, weights = volume.alpha_weights(sigma_coarse, delta)
+    return invert_cdf(*bin_pmf(z_coarse, delta, weights, kind), u)

@@ -16,9 +16,9 @@ from tqdm import tqdm
 from hifa import regularisers as reg
 from hifa.background import BackgroundMLP
 from hifa.cameras import Cameras, orbit_cameras, sample_cameras
+from hifa.compiled import LossMath
 from hifa.config import TrainConfig, as_read_today
 from hifa.configio import UNTRAINED, changed_keys, dump_yaml, to_dict
-from hifa.depth import pearson_depth_loss, ssi_depth_loss
 from hifa.errors import HifaError, OutputError, Terminated, is_out_of_memory, shorten
 from hifa.stop_signals import catch_stop_signals
 from hifa.field import NeRFField
@@ -81,6 +81,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.device = resolve_device(config.device)
         self.renderer = build_renderer(config).to(self.device)
+        self.loss_math = LossMath.compile() if config.renderer.compile else LossMath()
         # The models sit where the field does (device=cuda:1 puts all of them on GPU 1, device=cpu keeps them off the GPU).
         self.prior = prior if prior is not None else build_prior(config.prior, self.device)
         self.guidance = Guidance(self.prior, config.guidance)
@@ -141,20 +142,20 @@ class Trainer:
         rw = cfg.regularisers
         if cfg.depth.weight > 0 and self.estimator is not None:
             estimate = self.estimator.estimate(to_prior_size(image.detach(), self.prior.image_size), size=(res, res))
-            loss_fn = ssi_depth_loss if cfg.depth.loss == "ssi" else pearson_depth_loss
+            loss_fn = self.loss_math.ssi_depth if cfg.depth.loss == "ssi" else self.loss_math.pearson_depth
             depth_term = loss_fn(out["depth"].view(1, res, res), out["opacity"].view(1, res, res), estimate.detach())
             scale = DEPTH_SCALE if cfg.depth.loss == "ssi" else 1.0
             terms["depth"] = cfg.depth.weight * depth_weight_factor(step, n) * scale * depth_term
         if rw.zvar > 0:
-            terms["zvar"] = rw.zvar * r * reg.zvar_loss(out["weights"], out["z_vals"], out["opacity"])
+            terms["zvar"] = rw.zvar * r * self.loss_math.zvar(out["weights"], out["z_vals"], out["opacity"])
         if rw.z_entropy > 0:
-            terms["z_entropy"] = rw.z_entropy * r * reg.z_entropy_loss(out["weights"], out["deltas"])
+            terms["z_entropy"] = rw.z_entropy * r * self.loss_math.z_entropy(out["weights"], out["deltas"])
         if rw.monotonicity > 0:
-            terms["monotonicity"] = rw.monotonicity * reg.monotonicity_loss(out["weights"], out["deltas"])
+            terms["monotonicity"] = rw.monotonicity * self.loss_math.monotonicity(out["weights"], out["deltas"])
         if rw.opacity_entropy > 0:
-            terms["opacity_entropy"] = rw.opacity_entropy * reg.opacity_entropy_loss(out["opacity"])
+            terms["opacity_entropy"] = rw.opacity_entropy * self.loss_math.opacity_entropy(out["opacity"])
         if rw.sample_entropy > 0:
-            terms["sample_entropy"] = rw.sample_entropy * r * reg.sample_entropy_loss(out["weights"])
+            terms["sample_entropy"] = rw.sample_entropy * r * self.loss_math.sample_entropy(out["weights"])
         if rw.orientation > 0:
             terms["orientation"] = rw.orientation * reg.orientation_loss(out["orient"])
         # Device values stay tensors until the step's end: reading one here would make the host wait for the

@@ -60,3 +60,30 @@ def z_variance(weights: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     w_hat = weights / weights.sum(-1, keepdim=True).clamp(min=1e-5)
     mean = (w_hat * z).sum(-1, keepdim=True)
     return (w_hat * (z - mean) ** 2).sum(-1)
+
+
+def merge_samples(z_a: torch.Tensor, z_b: torch.Tensor, values_a: tuple[torch.Tensor, ...], values_b: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """Two sample sets of each ray merged in z order: sorted z (R, Ka + Kb) and each (R, K, ...) value gathered alike."""
+    z, order = torch.sort(torch.cat([z_a, z_b], dim=-1), dim=-1)
+    merged = []
+    for a, b in zip(values_a, values_b):
+        both = torch.cat([a, b], dim=1)
+        merged.append(both.gather(1, order.view(*order.shape, *([1] * (both.dim() - 2))).expand_as(both)))
+    return z, tuple(merged)
+
+
+def ray_weights(z: torch.Tensor, sigma: torch.Tensor, last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Intervals delta (last one `last`) and weights w of samples (R, K)."""
+    delta = deltas(z, last)
+    return delta, alpha_weights(sigma, delta)[1]
+
+
+def ray_outputs(weights: torch.Tensor, z: torch.Tensor, delta: torch.Tensor, color: torch.Tensor, background: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-ray image (clamped to [0, 1]) over a background (R, 3), depth, opacity, z variance, and the per-sample pdf."""
+    return {
+        "image": composite(weights, color, background).clamp(0.0, 1.0),
+        "depth": expected_depth(weights, z),
+        "opacity": weights.sum(-1),
+        "pdf": sample_pdf_density(weights, delta),
+        "z_variance": z_variance(weights, z),
+    }

@@ -171,6 +171,25 @@ def test_a_fast_set_step_waits_for_the_gpu_only_at_the_grid_s_compaction_before_
     assert len(sites[:end]) == 2, sites[:end]  # coarse and fine samples
 
 
+def test_compiled_render_and_loss_math_on_cuda_match_eager(models, tmp_path):
+    """renderer.compile on CUDA (Triton kernels from inductor): the loss terms and gradients of eager, same draws."""
+    results = []
+    for compiled in ("false", "true"):
+        config = tiny_cuda_config(models, extra=["prior.precision=float32", "renderer.occupancy.resolution=16", "field.mlp_precision=fp32",
+                                                 f"renderer.compile={compiled}"])
+        trainer = Trainer(config, tmp_path / compiled, progress=False)
+        terms, _ = trainer.loss_terms(1)
+        sum(terms.values()).backward()
+        results.append(({k: v.item() for k, v in terms.items()}, [p.grad.clone() for p in trainer.renderer.parameters() if p.grad is not None]))
+        trainer.training_step(2)  # and a whole step runs
+    (eager_terms, eager_grads), (terms, grads) = results
+    assert terms.keys() == eager_terms.keys()
+    for key in terms:
+        assert terms[key] == pytest.approx(eager_terms[key], rel=1e-3, abs=1e-9), key
+    for g, e in zip(grads, eager_grads, strict=True):
+        assert torch.allclose(g, e, rtol=1e-3, atol=1e-4 * e.abs().max().item()), (g - e).abs().max()
+
+
 def test_resume_on_cuda_restores_the_exact_state(models, tmp_path):
     """Two resumes of one checkpoint take the same next step (forward and RNG restored exactly).
 

@@ -78,3 +78,14 @@ def test_pdf_is_weight_over_interval():
     w = torch.tensor([[0.2, 0.4]])
     delta = torch.tensor([[0.5, 0.0]])
     assert volume.sample_pdf_density(w, delta)[0].tolist() == pytest.approx([0.4, 0.4 / 1e-5])
+
+
+def test_merge_samples_sorts_z_and_carries_each_value_along():
+    g = torch.Generator().manual_seed(0)
+    z_a, z_b = torch.rand(5, 4, generator=g), torch.rand(5, 3, generator=g)
+    sigma_a, sigma_b = z_a * 10, z_b * 10  # a value that is a function of z
+    rgb_a, rgb_b = torch.stack([z_a, -z_a, 2 * z_a], -1), torch.stack([z_b, -z_b, 2 * z_b], -1)
+    z, (sigma, rgb) = volume.merge_samples(z_a, z_b, (sigma_a, rgb_a), (sigma_b, rgb_b))
+    assert z.shape == (5, 7) and (z[:, 1:] >= z[:, :-1]).all()
+    assert torch.equal(z, torch.sort(torch.cat([z_a, z_b], -1), -1).values)
+    assert torch.equal(sigma, z * 10) and torch.equal(rgb, torch.stack([z, -z, 2 * z], -1))
