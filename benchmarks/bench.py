@@ -356,7 +356,9 @@ def cpu_plan(device: torch.device, models: Path, warmup: int, repeat: int, out: 
     for name, over in train.items():
         plan[f"train_step_{name}"] = lambda p=name.split("+")[0], over=over: bench_train_step(device, p, sd(), dpt(), over, warmup, repeat)
     # The host's share of a GPU step: operator dispatches per phase (the counts do not depend on the size).
-    plan["dispatches_hifa-fast+occupancy"] = lambda: dispatch_counts(device, "hifa-fast", sd(), dpt(), [*small[1:], "resolution=16", "renderer.occupancy.resolution=16"])
+    tiny_fast = [*small[1:], "resolution=16", "renderer.occupancy.resolution=16"]
+    plan["dispatches_hifa-fast+occupancy"] = lambda: dispatch_counts(device, "hifa-fast", sd(), dpt(), tiny_fast)
+    plan["dispatches_hifa-fast+occupancy+render-compile"] = lambda: dispatch_counts(device, "hifa-fast", sd(), dpt(), [*tiny_fast, "renderer.compile=true"])
     return plan
 
 

@@ -3,7 +3,9 @@
 A 'hifa-fast' step on an H100 runs about 85 ms of kernels in its 130 ms (benchmarks/results/bench-cuda.md,
 session 14): the rest is host time, dispatching operators one by one and waiting. An eager operator's host cost
 on CUDA hardly depends on its size, so the count per phase is a machine-independent measure of that
-overhead. The diffusion networks' forward passes are counted apart ('prior networks'): the fast set
+overhead. Counted: the aten operators called from Python or from autograd, not those they call in turn, read
+off the profiler, so torch.compiled code counts the operators its generated code calls (matmuls, sorts), not
+its fused kernels. The diffusion networks' forward passes are counted apart ('prior networks'): the fast set
 compiles them on CUDA, where they dispatch far fewer operators than their eager count here.
 """
 
@@ -14,34 +16,19 @@ import contextlib
 from collections.abc import Callable, Iterator
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+
+LABEL = "phase:"  # prefix of the profiler ranges that name a phase
 
 
-class _Counter(TorchDispatchMode):
-    """Counts every aten operator call under the current phase label."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.phase = "other"
-        self.counts: collections.Counter[str] = collections.Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.counts[self.phase] += 1
-        return func(*args, **(kwargs or {}))
-
-
-def _labelled(counter: _Counter, name: str, fn: Callable) -> Callable:
+def _labelled(name: str, fn: Callable) -> Callable:
     def call(*args, **kwargs):
-        outer, counter.phase = counter.phase, name
-        try:
+        with torch.profiler.record_function(LABEL + name):
             return fn(*args, **kwargs)
-        finally:
-            counter.phase = outer
     return call
 
 
 @contextlib.contextmanager
-def _phases(trainer, counter: _Counter) -> Iterator[None]:
+def _phases(trainer) -> Iterator[None]:
     """Label the trainer's render, guidance, depth, backward and optimiser calls for the duration."""
     targets = [(trainer.renderer, "forward", "render"), (trainer.guidance, "loss", "guidance"), (trainer.optimizer, "step", "optimizer")]
     if trainer.estimator is not None:
@@ -57,8 +44,8 @@ def _phases(trainer, counter: _Counter) -> Iterator[None]:
     backward = torch.Tensor.backward
     try:
         for obj, attr, name in targets:
-            setattr(obj, attr, _labelled(counter, name, getattr(obj, attr)))
-        torch.Tensor.backward = _labelled(counter, "backward", backward)
+            setattr(obj, attr, _labelled(name, getattr(obj, attr)))
+        torch.Tensor.backward = _labelled("backward", backward)
         yield
     finally:
         torch.Tensor.backward = backward
@@ -70,8 +57,18 @@ def _phases(trainer, counter: _Counter) -> Iterator[None]:
 
 
 def dispatches_per_phase(trainer, step: int) -> dict[str, int]:
-    """Operator dispatches of `trainer.training_step(step)` by phase, and their total."""
-    counter = _Counter()
-    with _phases(trainer, counter), counter:
+    """Operator dispatches of `trainer.training_step(step)` by phase (the innermost label), and their total."""
+    with _phases(trainer), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         trainer.training_step(step)
-    return {**dict(counter.counts.most_common()), "total": sum(counter.counts.values())}
+    counts: collections.Counter[str] = collections.Counter()
+    for event in prof.events():
+        if not event.name.startswith("aten::"):
+            continue
+        phase, parent = None, event.cpu_parent
+        while parent is not None and not parent.name.startswith("aten::"):
+            if phase is None and parent.name.startswith(LABEL):
+                phase = parent.name[len(LABEL):]
+            parent = parent.cpu_parent
+        if parent is None:  # called from Python or autograd, not from another operator
+            counts[phase or "other"] += 1
+    return {**dict(counts.most_common()), "total": sum(counts.values())}
