@@ -286,14 +286,18 @@ def cuda_plan(device: torch.device, models: Path, warmup: int, repeat: int, out:
     rays = 1 << 14
     enc, depthc = "prior.compile_encoder=true", "depth.compile=true"
     fast = [occ, comp, graphs]  # with enc and depthc: the README's fast set
+    s15 = ["renderer.compile=true", "prior.vae_attention=math"]  # session 15's options, not measured on a GPU yet
     plan: dict[str, Callable[[], dict]] = {
-        # Issue 7's rows first: 'hifa-fast' with the README's fast set, then with the render and loss math compiled
-        # too, and 'hifa' (run means over 16 / 8 strata); the profile that says whether a step waits on the host;
-        # then the fast set's parts.
+        # Issue 7's rows first: 'hifa-fast' with the README's fast set plus session 15's options (the render and loss
+        # math compiled, the VAE's plain attention), then the fast set alone, 'hifa' with everything (run means over
+        # 16 / 8 strata), the profile that says whether a step still waits on the host, then each option's share.
+        "train_step_hifa-fast+occupancy+compile@cuda-graphs+encoder+depth+render+vae-math": step("hifa-fast", [*fast, enc, depthc, *s15], 16),
         "train_step_hifa-fast+occupancy+compile@cuda-graphs+encoder+depth": step("hifa-fast", [*fast, enc, depthc], 16),
-        "train_step_hifa-fast+occupancy+compile@cuda-graphs+encoder+depth+render": step("hifa-fast", [*fast, enc, depthc, "renderer.compile=true"], 16),
+        "train_step_hifa+occupancy+compile@cuda-graphs+encoder+depth+render+vae-math": step("hifa", [*fast, enc, depthc, *s15], 8),
+        "profile_hifa-fast_ms_per_step": lambda: profile_train_step(device, "hifa-fast", sd(), dpt(), [*fast, enc, depthc, *s15], out, "-fast-options"),
+        "train_step_hifa-fast+occupancy+compile@cuda-graphs+encoder+depth+render": step("hifa-fast", [*fast, enc, depthc, s15[0]], 16),
+        "train_step_hifa-fast+occupancy+compile@cuda-graphs+encoder+depth+vae-math": step("hifa-fast", [*fast, enc, depthc, s15[1]], 16),
         "train_step_hifa+occupancy+compile@cuda-graphs+encoder+depth": step("hifa", [*fast, enc, depthc], 8),
-        "profile_hifa-fast_ms_per_step": lambda: profile_train_step(device, "hifa-fast", sd(), dpt(), [*fast, enc, depthc], out, "-fast-options"),
         "train_step_hifa-fast+occupancy+compile@cuda-graphs": step("hifa-fast", fast, 16),
         "train_step_hifa+occupancy+compile": step("hifa", [occ, comp], 8),
         "train_step_hifa-fast+occupancy+compile@cuda-graphs+encoder": step("hifa-fast", [*fast, enc], 16),

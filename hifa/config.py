@@ -12,7 +12,7 @@ from hifa.errors import require
 from hifa.field import FieldConfig
 from hifa.guidance.guidance import GuidanceConfig
 from hifa.guidance.oracle import OracleConfig
-from hifa.guidance.stable_diffusion import COMPILE_MODES, DEFAULT_MODEL, CompileMode, Precision
+from hifa.guidance.stable_diffusion import COMPILE_MODES, DEFAULT_MODEL, VAE_ATTENTIONS, CompileMode, Precision, VaeAttention
 from hifa.mesh import MeshConfig
 from hifa.renderer import RendererConfig
 
@@ -34,11 +34,14 @@ class PriorConfig:
     # on an H200); the VAE decoder stays in the default mode, its output outlives the next replay.
     compile_mode: CompileMode = "default"
     compile_encoder: bool = False  # with compile: the VAE encoder too, forward and backward (measured in benchmarks/results)
+    # The VAE's attention (one head, 512 wide): 'sdpa' (PyTorch's fused kernels) or 'math' (softmax(QK^T)V, three kernels).
+    vae_attention: VaeAttention = "sdpa"
     oracle: OracleConfig = default(default_factory=OracleConfig)
 
     def __post_init__(self) -> None:
         require(self.compile_mode in COMPILE_MODES, "prior.compile_mode", f"must be one of {COMPILE_MODES}, got {self.compile_mode!r}")
         require(self.compile or not self.compile_encoder, "prior.compile_encoder", "needs prior.compile=true (it compiles the encoder too)")
+        require(self.vae_attention in VAE_ATTENTIONS, "prior.vae_attention", f"must be one of {VAE_ATTENTIONS}, got {self.vae_attention!r}")
 
 
 @dataclass(frozen=True)

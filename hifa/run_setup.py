@@ -17,7 +17,7 @@ def build_prior(config: PriorConfig, device: torch.device | str | None = None):
 
     return StableDiffusionPrior(StableDiffusionConfig(model=config.model, precision=config.precision, device=None if device is None else str(device),
                                                         channels_last=config.channels_last, compile=config.compile, compile_mode=config.compile_mode,
-                                                        compile_encoder=config.compile_encoder))
+                                                        compile_encoder=config.compile_encoder, vae_attention=config.vae_attention))
 
 
 def build_estimator(config: TrainConfig, prior, device: torch.device | str | None = None):

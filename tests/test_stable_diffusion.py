@@ -88,6 +88,30 @@ def test_the_vae_posterior_draws_from_the_run_s_generator(prior):
     assert torch.equal(a, b) and not torch.equal(a, prior.encode(x, torch.Generator().manual_seed(8)))
 
 
+def test_the_vae_s_plain_attention_encodes_decodes_and_backpropagates_as_the_fused_one(tiny_sd, prior):
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    plain = StableDiffusionPrior(StableDiffusionConfig(model=str(tiny_sd), vae_attention="math"))
+    processors = plain.vae.attn_processors
+    assert processors and all(isinstance(p, AttnProcessor) for p in processors.values())  # the tiny VAE has its mid-block attention
+    assert all(isinstance(p, AttnProcessor2_0) for p in prior.vae.attn_processors.values())
+    images = torch.rand(2, 3, prior.image_size, prior.image_size, generator=torch.Generator().manual_seed(0))
+    results = []
+    for model in (prior, plain):
+        x = images.clone().requires_grad_(True)
+        z = model.encode(x, torch.Generator().manual_seed(1))
+        (z * torch.linspace(-1, 1, z.numel()).view_as(z)).sum().backward()
+        results.append((z.detach(), x.grad, model.decode(z.detach())))
+    for fused, math in zip(*results):
+        assert fused.abs().max() > 0
+        torch.testing.assert_close(math, fused, atol=1e-5, rtol=1e-4)
+
+
+def test_an_unknown_vae_attention_is_a_clear_error():
+    with pytest.raises(HifaError, match="prior.vae_attention"):
+        StableDiffusionConfig(vae_attention="flash")
+
+
 def test_missing_model_offline_is_one_clear_line(tmp_path):
     code = (
         "from hifa.guidance.stable_diffusion import StableDiffusionPrior, StableDiffusionConfig\n"
