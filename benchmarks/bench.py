@@ -347,7 +347,8 @@ def cpu_plan(device: torch.device, models: Path, warmup: int, repeat: int, out: 
     dpt = functools.cache(lambda: str(build_tiny_dpt(models / "tiny-dpt")))
     small = ["resolution=32", "renderer.num_coarse=16", "renderer.num_fine=8", "field.grid.log2_hashmap_size=14", "field.grid.finest_resolution=256"]
     train = {"hifa": small, "hifa-fast": small[1:] + ["resolution=16"], "dreamfusion": small[1:] + ["resolution=16"],
-             "hifa+checkpoint": small + ["renderer.checkpoint_chunk_rays=256"]}
+             "hifa+checkpoint": small + ["renderer.checkpoint_chunk_rays=256"],
+             "hifa-fast+render-compile": small[1:] + ["resolution=16", "renderer.compile=true"]}
     rays = 1 << 9
     plan: dict[str, Callable[[], dict]] = {
         "encoding": lambda: bench_encoding(device, 1 << 15, warmup, repeat),

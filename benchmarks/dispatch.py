@@ -5,8 +5,11 @@ session 14): the rest is host time, dispatching operators one by one and waiting
 on CUDA hardly depends on its size, so the count per phase is a machine-independent measure of that
 overhead. Counted: the aten operators called from Python or from autograd, not those they call in turn, read
 off the profiler, so torch.compiled code counts the operators its generated code calls (matmuls, sorts), not
-its fused kernels. The diffusion networks' forward passes are counted apart ('prior networks'): the fast set
-compiles them on CUDA, where they dispatch far fewer operators than their eager count here.
+its fused kernels. Not counted: a compiled function's own host cost (guards, its wrapper, its kernel
+launches), so fewer operators bound the saving from above rather than measure it. The diffusion networks'
+forward passes are counted apart ('prior networks'): the fast set compiles them on CUDA, where they dispatch
+far fewer operators than their eager count here. CPU only: on CUDA, autograd runs the backward on its own
+threads, whose operators the profiler does not nest under the 'backward' label.
 """
 
 from __future__ import annotations

@@ -48,6 +48,8 @@ def ratios(sections: dict) -> dict:
         for k in (1, 4):
             if f"hifa_k{k}_ms" in other and f"hifa_k{k}_ms" in g:
                 out[f"guidance hifa K={k}, {label} / default"] = other[f"hifa_k{k}_ms"] / g[f"hifa_k{k}_ms"]
+    if "train_step_hifa-fast+render-compile" in steps and "train_step_hifa-fast" in steps:
+        out["train step hifa-fast, compiled render and loss math / eager"] = steps["train_step_hifa-fast+render-compile"] / steps["train_step_hifa-fast"]
     for name in ("hifa", "hifa-fast"):
         if f"train_step_{name}+compile" in steps and f"train_step_{name}" in steps:
             out[f"train step {name}, compiled prior / default"] = steps[f"train_step_{name}+compile"] / steps[f"train_step_{name}"]

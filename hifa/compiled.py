@@ -1,7 +1,10 @@
-"""The dense math of a training step, eager or torch.compiled (renderer.compile).
+"""torch.compile for the small dense math of a training step (renderer.compile), and the renderer's share of it.
 
-Each function runs on fixed shapes within a run (rays x samples, pixels), so each compiles once: its forward
+Each function runs on shapes fixed within a run (rays x samples, pixels), so each compiles once: its forward
 and backward each become a few fused kernels instead of tens of operators, each dispatched by the host.
+A new shape or tensor property compiles one more graph: a checkpointed render's last, shorter chunk, or a solid
+background (no gradient) after the learned one. Past torch._dynamo's limit of graphs per function (8 by
+default, shared by every trainer in a process) the function runs eagerly, with a warning.
 """
 
 from __future__ import annotations
@@ -11,8 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hifa import regularisers, sampling, volume
-from hifa.depth import pearson_depth_loss, ssi_depth_loss
+from hifa import sampling, volume
 
 
 def compiled(fn: Callable) -> Callable:
@@ -32,25 +34,5 @@ class RayMath:
     @classmethod
     def compile(cls) -> RayMath:
         """Each function compiled."""
-        return cls(compiled(sampling.fine_z), compiled(volume.merge_samples), compiled(volume.ray_weights), compiled(volume.ray_outputs))
-
-
-@dataclass(frozen=True)
-class LossMath:
-    """The trainer's regularisers and depth losses on a render's outputs."""
-
-    zvar: Callable = regularisers.zvar_loss
-    z_entropy: Callable = regularisers.z_entropy_loss
-    monotonicity: Callable = regularisers.monotonicity_loss
-    opacity_entropy: Callable = regularisers.opacity_entropy_loss
-    sample_entropy: Callable = regularisers.sample_entropy_loss
-    ssi_depth: Callable = ssi_depth_loss
-    pearson_depth: Callable = pearson_depth_loss
-
-    @classmethod
-    def compile(cls) -> LossMath:
-        """Each function compiled."""
-        return cls(*(compiled(fn) for fn in (
-            regularisers.zvar_loss, regularisers.z_entropy_loss, regularisers.monotonicity_loss, regularisers.opacity_entropy_loss,
-            regularisers.sample_entropy_loss, ssi_depth_loss, pearson_depth_loss,
-        )))
+        return cls(compiled(sampling.fine_z), compiled(volume.merge_samples), compiled(volume.ray_weights),
+                   compiled(volume.ray_outputs))

@@ -20,7 +20,7 @@ MASK_THRESHOLD = 0.5
 _TINY = 1e-30  # only guards exact zeros (constant d or y), never changes a regular value
 
 
-def _flat_masked(depth: torch.Tensor, opacity: torch.Tensor, estimate: torch.Tensor):
+def _flat_masked(depth: torch.Tensor, opacity: torch.Tensor, estimate: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """(B, N) depth, opacity, estimate (unmasked pixels set to safe constants), mask weights and pixel counts (B, 1).
 
     Masked sums over every pixel replace `x[mask]`: boolean indexing has a data-dependent size, so on CUDA the
@@ -32,12 +32,14 @@ def _flat_masked(depth: torch.Tensor, opacity: torch.Tensor, estimate: torch.Ten
             f"got {tuple(depth.shape)}, {tuple(opacity.shape)}, {tuple(estimate.shape)}"
         )
     batch = 1 if depth.dim() == 2 else depth.shape[0]
-    depth, opacity, estimate = (t.reshape(batch, -1) for t in (depth, opacity, estimate.detach()))
+    # At least fp32: _TINY is 0 in fp16, and an image without masked pixels would then give 0/0.
+    dtype = torch.promote_types(depth.dtype, torch.float32)
+    depth, opacity, estimate = (t.reshape(batch, -1).to(dtype) for t in (depth, opacity, estimate.detach()))
     mask = opacity.detach() > MASK_THRESHOLD
     # Constants where unmasked, so no 0/0 there can reach the loss or (as 0 * inf) its gradient.
     z = torch.where(mask, depth, torch.ones_like(depth))
     o = torch.where(mask, opacity, torch.ones_like(opacity))
-    y = torch.where(mask, estimate.to(depth.dtype), torch.ones_like(depth))
+    y = torch.where(mask, estimate, torch.ones_like(depth))
     return z, o, y, mask.to(depth.dtype), mask.sum(-1, keepdim=True)
 
 

@@ -159,8 +159,9 @@ class Renderer(nn.Module):
     def _render(self, origins: torch.Tensor, directions: torch.Tensor, options: RayOptions, draws: RayDraws) -> dict[str, torch.Tensor]:
         """One pass over (R, 3) rays with the given draws."""
         cfg, bound = self.config, self.field.config.bound
-        # Compiled math for training renders only: their shapes are fixed, evaluation renders' chunks are not.
-        math = self.compiled_math if options.training else EAGER_MATH
+        # Compiled math for training renders only: their shapes are fixed within a run (a checkpointed render's last
+        # chunk adds one more graph), evaluation renders' chunks are not.
+        ray_math = self.compiled_math if options.training else EAGER_MATH
         near, far = volume.near_far(origins, bound)
         T = cfg.num_coarse
         skip = self.occupancy is not None and options.training
@@ -171,14 +172,14 @@ class Renderer(nn.Module):
         z_all, sigma_all, rgb_all, occ_all = z_coarse, sigma_c, rgb_c, occ_c
         if cfg.num_fine > 0:
             with torch.no_grad():
-                z_fine = math.fine_z(z_coarse.detach(), sigma_c.detach(), interval, cfg.smoothing, draws.fine_u)
+                z_fine = ray_math.fine_z(z_coarse.detach(), sigma_c.detach(), interval, cfg.smoothing, draws.fine_u)
             sigma_f, rgb_f, occ_f = self._density(origins, directions, z_fine, skip, options.view_dependent, exact)
             coarse, fine = (sigma_c, rgb_c, *((occ_c,) if skip else ())), (sigma_f, rgb_f, *((occ_f,) if skip else ()))
-            z_all, merged = math.merge(z_coarse, z_fine, coarse, fine)
+            z_all, merged = ray_math.merge(z_coarse, z_fine, coarse, fine)
             sigma_all, rgb_all, occ_all = merged[0], merged[1], merged[2] if skip else None
-        delta, weights = math.weigh(z_all, sigma_all, interval)
+        delta, weights = ray_math.weigh(z_all, sigma_all, interval)
         samples = (z_all, sigma_all, rgb_all, delta, weights, occ_all)
-        return self._outputs(origins, directions, samples, near, far, options, draws.orient_rays, math)
+        return self._outputs(origins, directions, samples, near, far, options, draws.orient_rays, ray_math)
 
     def _density(self, origins, directions, z, skip: bool, view_dependent: bool, exact: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Density, albedo and (when skipping) occupancy of the samples; skipped ones get density 0, albedo 0.
@@ -202,7 +203,7 @@ class Renderer(nn.Module):
         rgb = rgb_kept.new_zeros(points.shape[0], 3).index_copy(0, keep, rgb_kept)
         return sigma.view(z.shape), rgb.view(*z.shape, 3), occupied.view(z.shape)
 
-    def _outputs(self, origins, directions, samples, near, far, options: RayOptions, orient_rays, math: RayMath) -> dict[str, torch.Tensor]:
+    def _outputs(self, origins, directions, samples, near, far, options: RayOptions, orient_rays, ray_math: RayMath) -> dict[str, torch.Tensor]:
         z, sigma, albedo, delta, weights, occupied = samples
         R, K = z.shape
         albedo = albedo.reshape(R * K, 3)
@@ -220,7 +221,7 @@ class Renderer(nn.Module):
             bg = self.background(directions)
         else:
             bg = options.background.to(z).expand(R, 3)
-        out = math.outputs(weights, z, delta, color, bg)
+        out = ray_math.outputs(weights, z, delta, color, bg)
         out.update(weights=weights, z_vals=z, sigmas=sigma, deltas=delta, near=near, far=far, background=bg)
         if normals is not None:
             n = normals.view(R, K, 3)

@@ -71,7 +71,9 @@ def importance_samples(
     return invert_cdf(edges, pmf, fine_u(z.shape[0], count, deterministic, z, generator))
 
 
-def fine_z(z_coarse: torch.Tensor, sigma_coarse: torch.Tensor, last: torch.Tensor, kind: Smoothing, u: torch.Tensor) -> torch.Tensor:
+def fine_z(
+    z_coarse: torch.Tensor, sigma_coarse: torch.Tensor, last: torch.Tensor, kind: Smoothing, u: torch.Tensor
+) -> torch.Tensor:
     """Fine z values (R, F) at CDF values u from the smoothed weights of the coarse samples (no gradient wanted)."""
     delta = volume.deltas(z_coarse, last)
     _, weights = volume.alpha_weights(sigma_coarse, delta)

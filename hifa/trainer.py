@@ -16,7 +16,7 @@ from tqdm import tqdm
 from hifa import regularisers as reg
 from hifa.background import BackgroundMLP
 from hifa.cameras import Cameras, orbit_cameras, sample_cameras
-from hifa.compiled import LossMath
+from hifa.loss_math import LossMath
 from hifa.config import TrainConfig, as_read_today
 from hifa.configio import UNTRAINED, changed_keys, dump_yaml, to_dict
 from hifa.errors import HifaError, OutputError, Terminated, is_out_of_memory, shorten

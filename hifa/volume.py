@@ -62,7 +62,9 @@ def z_variance(weights: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return (w_hat * (z - mean) ** 2).sum(-1)
 
 
-def merge_samples(z_a: torch.Tensor, z_b: torch.Tensor, values_a: tuple[torch.Tensor, ...], values_b: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+def merge_samples(
+    z_a: torch.Tensor, z_b: torch.Tensor, values_a: tuple[torch.Tensor, ...], values_b: tuple[torch.Tensor, ...]
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
     """Two sample sets of each ray merged in z order: sorted z (R, Ka + Kb) and each (R, K, ...) value gathered alike."""
     z, order = torch.sort(torch.cat([z_a, z_b], dim=-1), dim=-1)
     merged = []
@@ -78,7 +80,9 @@ def ray_weights(z: torch.Tensor, sigma: torch.Tensor, last: torch.Tensor) -> tup
     return delta, alpha_weights(sigma, delta)[1]
 
 
-def ray_outputs(weights: torch.Tensor, z: torch.Tensor, delta: torch.Tensor, color: torch.Tensor, background: torch.Tensor) -> dict[str, torch.Tensor]:
+def ray_outputs(
+    weights: torch.Tensor, z: torch.Tensor, delta: torch.Tensor, color: torch.Tensor, background: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """Per-ray image (clamped to [0, 1]) over a background (R, 3), depth, opacity, z variance, and the per-sample pdf."""
     return {
         "image": composite(weights, color, background).clamp(0.0, 1.0),

@@ -133,8 +133,8 @@ FAST_SET = ["prior.compile=true", "prior.compile_mode=reduce-overhead", "prior.c
 
 
 def test_training_on_cuda_with_the_fast_set(models, tmp_path):
-    """The README's fast set through the trainer in fp16: no CUDA graph output is read after the next replay, and
-    the compiled encoder's backward runs under the gradient scale (settled every step, no overflow)."""
+    """The README's fast set, plus renderer.compile and the VAE's plain attention, through the trainer in fp16: no CUDA
+    graph output is read after the next replay, and the compiled encoder's backward runs under the gradient scale."""
     config = tiny_cuda_config(models, extra=["iterations=4", *FAST_SET])
     trainer = Trainer(config, tmp_path / "graphs", progress=False)
     assert trainer.prior.dtype == torch.float16

@@ -167,27 +167,56 @@ def _indexed_reference(depth, opacity, y, kind):
     return torch.stack(losses).mean()
 
 
-@pytest.mark.parametrize("kind,fn", [("ssi", ssi_depth_loss), ("pearson", pearson_depth_loss)])
-def test_masked_sums_equal_boolean_indexing_in_value_and_gradient(kind, fn):
+def _edge_batch(dtype=torch.float64):
+    """Depth, opacity and estimate (4, 9, 11): two full images, one without and one with a single masked pixel."""
     g = torch.Generator().manual_seed(6)
-    opacity = torch.rand(4, 9, 11, generator=g, dtype=torch.float64)
+    opacity = torch.rand(4, 9, 11, generator=g, dtype=dtype)
     opacity[1] = 0.2  # no masked pixel
     opacity[2] = 0.3
     opacity[2, 4, 5] = 0.9  # one masked pixel
-    depth = opacity * (torch.rand(4, 9, 11, generator=g, dtype=torch.float64) + 2.0)
+    depth = opacity * (torch.rand(4, 9, 11, generator=g, dtype=dtype) + 2.0)
     depth[opacity < 0.5] = 0.0  # empty rays render depth 0: no 0/0 may leak from them
-    y = torch.rand(4, 9, 11, generator=g, dtype=torch.float64) + 0.1
-    grads = []
-    for loss_fn in (lambda d, o: fn(d, o, y), lambda d, o: _indexed_reference(d, o, y, kind)):
-        d, o = depth.clone().requires_grad_(True), opacity.clone().requires_grad_(True)
-        loss = loss_fn(d, o)
-        loss.backward()
-        grads.append((loss.detach(), d.grad, o.grad))
-    (loss, d_grad, o_grad), (ref, d_ref, o_ref) = grads
+    return depth, opacity, torch.rand(4, 9, 11, generator=g, dtype=dtype) + 0.1
+
+
+def _value_and_grads(loss_fn, depth, opacity):
+    d, o = depth.clone().requires_grad_(True), opacity.clone().requires_grad_(True)
+    loss = loss_fn(d, o)
+    loss.backward()
+    return loss.detach(), d.grad, o.grad
+
+
+@pytest.mark.parametrize("kind,fn", [("ssi", ssi_depth_loss), ("pearson", pearson_depth_loss)])
+def test_masked_sums_equal_boolean_indexing_in_value_and_gradient(kind, fn):
+    depth, opacity, y = _edge_batch()
+    loss, d_grad, o_grad = _value_and_grads(lambda d, o: fn(d, o, y), depth, opacity)
+    ref, d_ref, o_ref = _value_and_grads(lambda d, o: _indexed_reference(d, o, y, kind), depth, opacity)
     assert ref > 0.01
     assert loss.item() == pytest.approx(ref.item(), rel=1e-12)
     assert torch.allclose(d_grad, d_ref, rtol=1e-10, atol=1e-14) and torch.allclose(o_grad, o_ref, rtol=1e-10, atol=1e-14)
-    assert torch.isfinite(d_grad).all() and d_grad[1].abs().max() == 0 and d_grad[2].abs().max() == 0
+    outside = opacity <= 0.5
+    assert torch.isfinite(d_grad).all() and (d_grad[outside] == 0).all() and (o_grad[outside] == 0).all()
+    assert d_grad[1].abs().max() == 0 and d_grad[2].abs().max() == 0  # images with fewer than 2 masked pixels
+
+
+@pytest.mark.parametrize("fn", [ssi_depth_loss, pearson_depth_loss])
+def test_compiled_depth_losses_match_eager_on_edge_images(fn):
+    """renderer.compile runs the depth loss through torch.compile (inductor on the CPU): same values and gradients."""
+    from hifa.compiled import compiled
+
+    depth, opacity, y = _edge_batch(torch.float32)
+    eager = _value_and_grads(lambda d, o: fn(d, o, y), depth, opacity)
+    fused = _value_and_grads(lambda d, o: compiled(fn)(d, o, y), depth, opacity)
+    for a, b in zip(fused, eager):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    outside = opacity <= 0.5
+    assert torch.isfinite(fused[1]).all() and (fused[1][outside] == 0).all() and (fused[2][outside] == 0).all()
+
+
+def test_half_precision_inputs_give_a_finite_loss_and_gradient():
+    depth, opacity, y = (t.half() for t in _edge_batch(torch.float32))
+    loss, d_grad, _ = _value_and_grads(lambda d, o: ssi_depth_loss(d, o, y), depth, opacity)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss) and torch.isfinite(d_grad).all() and d_grad.dtype == torch.float16
 
 
 @pytest.mark.parametrize("fn", [ssi_depth_loss, pearson_depth_loss])

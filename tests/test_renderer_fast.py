@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from hifa import volume
 from hifa.background import BackgroundMLP
 from hifa.cameras import orbit_cameras
 from hifa.encoding import HashGridConfig
@@ -90,6 +91,29 @@ def test_checkpointed_chunks_equal_one_pass_outputs_and_gradients(case):
     assert torch.equal(state_one, state_chunked)  # the same draws, no more
     assert len(calls_chunked) > len(calls_one)  # per chunk ...
     assert sum(calls_chunked) == 2 * sum(calls_one)  # ... and once more in backward (normals' probes included)
+
+
+def test_compiled_math_in_checkpointed_chunks_with_skipping_equals_the_eager_one_pass_render():
+    """renderer.compile (inductor on the CPU) inside checkpointed chunks (a shorter last chunk: two graphs), with the
+    occupancy grid: the eager one-pass outputs and gradients; evaluation renders stay eager."""
+    field, background = small_field(), BackgroundMLP()
+    origins, dirs = rays()
+    grid = OccupancyConfig(resolution=16)
+    results = []
+    for compiled, chunk in ((False, 0), (True, 50)):
+        config = RendererConfig(num_coarse=16, num_fine=8, checkpoint_chunk_rays=chunk, occupancy=grid, compile=compiled)
+        renderer = Renderer(field, background, config)
+        renderer.occupancy.update(field, torch.Generator().manual_seed(3))
+        options = RayOptions(training=True, generator=torch.Generator().manual_seed(7), background=torch.tensor([0.2, 0.4, 0.6]))
+        results.append(render_with_grads(renderer, origins, dirs, options))
+    (eager, g_eager), (fused, g_fused) = results
+    assert_same(eager, fused, atol=1e-5)
+    assert g_eager.abs().sum() > 0 and torch.allclose(g_eager, g_fused, rtol=1e-4, atol=1e-5), (g_eager - g_fused).abs().max()
+    assert renderer.compiled_math.weigh is not volume.ray_weights  # the compiled functions ran ...
+    with torch.no_grad():  # ... and an evaluation render of 7 rays compiles nothing new
+        graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        renderer(origins[:7], dirs[:7], RayOptions())
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
 
 
 def test_checkpointing_keeps_only_the_chunk_outputs_for_backward():
