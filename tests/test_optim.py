@@ -230,6 +230,37 @@ def test_fused_cpu_adan_matches_pytorch_optimizer_s_adan():
             torch.testing.assert_close(fast_state["state"][key][name], value, rtol=1e-5, atol=1e-6)
 
 
+def test_triton_adan_kernel_matches_the_fused_cpu_kernel():
+    """hifa.adan_triton's kernel (Triton's interpreter on CPU tensors) against the C++ pass, over steps with and without
+    clipping, the clip factor read from a tensor; a size that is not a multiple of the block."""
+    pytest.importorskip("triton")
+    from hifa import adan_triton
+    from hifa.cpu_kernels import cpu_kernels
+
+    if cpu_kernels() is None:
+        pytest.skip("no C++ compiler for the reference pass")
+    generator = torch.Generator().manual_seed(2)
+    sizes = (3000, 1)
+    # params, grads, exp_avg, exp_avg_sq (>= 0), exp_avg_diff, previous_grad
+    start = [[torch.randn(n, generator=generator) for n in sizes] for _ in range(6)]
+    start[3] = [t.abs() for t in start[3]]
+    runs = {name: [[t.clone() for t in ts] for ts in start] for name in ("triton", "cpp")}
+    for step in range(4):
+        clip = 0.25 if step == 2 else 1.0
+        grads = [torch.randn(n, generator=generator) for n in sizes]
+        args = (0.02, 0.08, 0.01, 0.9 + 0.01 * step, 1e-8, 5e-3, 4e-3, 1e-4)  # betas, bias correction, eps, step sizes, decay
+        for name, state in runs.items():
+            state[1] = [g.clone() for g in grads]
+            if name == "triton":
+                adan_triton.adan_step(*state, torch.tensor(clip), *args)
+            else:
+                cpu_kernels().adan_step(*state, clip, *args)
+    for a_list, b_list, s_list in zip(runs["triton"], runs["cpp"], start):
+        for a, b, s in zip(a_list, b_list, s_list):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    assert not torch.allclose(runs["triton"][0][0], start[0][0])  # the parameters moved
+
+
 def test_adan_checkpoints_move_between_the_fused_and_the_foreach_step():
     params = [torch.nn.Parameter(torch.ones(5))]
     fused = build_adan(params, lr=0.1, fused=True)
