@@ -35,7 +35,7 @@ class FusedAdan(Adan):
         decay = group["lr"] * group["weight_decay"]
         if not plain and adan_triton.takes(tensors):
             # The large tensors (the hash grid's table) in one Triton pass each, the small ones with the foreach step.
-            large = [len(p.shape) > 0 and p.numel() >= adan_triton.MIN_ELEMENTS for p in params]
+            large = [p.numel() >= adan_triton.MIN_ELEMENTS for p in params]
             pick = lambda keep: [[t for t, big in zip(ts, large) if big == keep] for ts in lists]  # noqa: E731
             adan_triton.adan_step(*pick(True), clip_global_grad_norm, beta1, beta2, beta3, float(bias_correction3_sq), group["eps"],
                                   step_size, diff_step_size, decay)

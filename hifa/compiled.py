@@ -10,16 +10,24 @@ default, shared by every trainer in a process) the function runs eagerly, with a
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import TypeVar
 
 import torch
 
 from hifa import sampling, volume
 
+T = TypeVar("T")
+
 
 def compiled(fn: Callable) -> Callable:
     """`fn` under torch.compile for fixed shapes (a new shape recompiles rather than going dynamic)."""
     return torch.compile(fn, dynamic=False)
+
+
+def compiled_defaults(cls: type[T]) -> T:
+    """An instance of a dataclass of functions whose every field is its default function, compiled."""
+    return cls(**{f.name: compiled(f.default) for f in fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -34,5 +42,4 @@ class RayMath:
     @classmethod
     def compile(cls) -> RayMath:
         """Each function compiled."""
-        return cls(compiled(sampling.fine_z), compiled(volume.merge_samples), compiled(volume.ray_weights),
-                   compiled(volume.ray_outputs))
+        return compiled_defaults(cls)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hifa import regularisers
-from hifa.compiled import compiled
+from hifa.compiled import compiled_defaults
 from hifa.depth import pearson_depth_loss, ssi_depth_loss
 
 
@@ -25,7 +25,4 @@ class LossMath:
     @classmethod
     def compile(cls) -> LossMath:
         """Each function compiled (weights stay outside: a Python float that changes would recompile)."""
-        return cls(*(compiled(fn) for fn in (
-            regularisers.zvar_loss, regularisers.z_entropy_loss, regularisers.monotonicity_loss,
-            regularisers.opacity_entropy_loss, regularisers.sample_entropy_loss, ssi_depth_loss, pearson_depth_loss,
-        )))
+        return compiled_defaults(cls)
