@@ -237,43 +237,9 @@ def bench_train_step(device: torch.device, preset_name: str, model: str, depth_m
         return out
 
 
-def profile_train_step(device: torch.device, preset_name: str, model: str, depth_model: str, overrides: list[str], out: Path,
-                       tag: str = "") -> dict:
-    """torch.profiler over two training steps after three warm-ups: the top ops by device time, table into `out`.
-
-    Also the two steps' wall time, and the device's kernel time over it: a step whose wall time is well above
-    the kernel time waits for the host (kernel launches, syncs), not for the GPU.
-    """
-    from torch.profiler import ProfilerActivity, profile
-
-    with bench_trainer(preset_name, model, depth_model, overrides) as trainer:
-        for step in (1, 2, 3):
-            trainer.training_step(step)
-        sync(device)
-        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-        with profile(activities=activities) as prof:
-            t0 = time.perf_counter()
-            for step in (4, 5):
-                trainer.training_step(step)
-            sync(device)
-            wall = time.perf_counter() - t0
-    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    averages = prof.key_averages()
-    table = averages.table(sort_by=key, row_limit=50)
-    out.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(out / f"profile-{preset_name}{tag}.txt", table.encode())
-    events = sorted(averages, key=lambda e: getattr(e, key), reverse=True)[:16]
-    result = {e.key[:60]: round(getattr(e, key) / 2e3, 2) for e in events}  # ms per step (two steps profiled)
-    # Kernels only (no CPU time, not a user annotation): summed, the device's kernel time (its busy time, or more
-    # where kernels on several streams overlap).
-    kernels = sum(e.self_device_time_total for e in averages
-                  if e.self_cpu_time_total == 0 and e.device_type.name == "CUDA" and not getattr(e, "is_user_annotation", False))
-    result.update(profiled_wall_ms_per_step=round(1000 * wall / 2, 1), device_kernel_ms_per_step=round(kernels / 2e3, 1))
-    return result
-
-
 def cuda_plan(device: torch.device, models: Path, warmup: int, repeat: int, out: Path) -> dict[str, Callable[[], dict]]:
     """Full-size sections, most important first (a --deadline cuts the tail)."""
+    from benchmarks.profile_step import profile_train_step
     from benchmarks.sd_architecture import build_dpt_large, build_sd21_base
 
     # Built on first use, once: `--only encoding` needs no checkpoint.
@@ -341,6 +307,7 @@ def cuda_plan(device: torch.device, models: Path, warmup: int, repeat: int, out:
 
 def cpu_plan(device: torch.device, models: Path, warmup: int, repeat: int, out: Path) -> dict[str, Callable[[], dict]]:
     """Tiny sections for a CPU (CI-sized); read the ratios."""
+    from benchmarks.dispatch import dispatch_counts
     from tests.tinyworld import build_tiny_dpt, build_tiny_stable_diffusion
 
     sd = functools.cache(lambda: str(build_tiny_stable_diffusion(models / "tiny-sd")))
@@ -365,16 +332,6 @@ def cpu_plan(device: torch.device, models: Path, warmup: int, repeat: int, out: 
     plan["dispatches_hifa-fast+occupancy"] = lambda: dispatch_counts(device, "hifa-fast", sd(), dpt(), tiny_fast)
     plan["dispatches_hifa-fast+occupancy+render-compile"] = lambda: dispatch_counts(device, "hifa-fast", sd(), dpt(), [*tiny_fast, "renderer.compile=true"])
     return plan
-
-
-def dispatch_counts(device: torch.device, preset_name: str, model: str, depth_model: str, overrides: list[str]) -> dict:
-    """Operator dispatches per phase of the third training step (benchmarks/dispatch.py)."""
-    from benchmarks.dispatch import dispatches_per_phase
-
-    with bench_trainer(preset_name, model, depth_model, overrides) as trainer:
-        for step in (1, 2):
-            trainer.training_step(step)
-        return dispatches_per_phase(trainer, 3)
 
 
 def write_report(out: Path, device: torch.device, sections: dict) -> dict:

@@ -75,3 +75,13 @@ def dispatches_per_phase(trainer, step: int) -> dict[str, int]:
         if parent is None:  # called from Python or autograd, not from another operator
             counts[phase or "other"] += 1
     return {**dict(counts.most_common()), "total": sum(counts.values())}
+
+
+def dispatch_counts(device: torch.device, preset_name: str, model: str, depth_model: str, overrides: list[str]) -> dict:
+    """Operator dispatches per phase of the third training step of a benchmark trainer."""
+    from benchmarks.bench import bench_trainer
+
+    with bench_trainer(preset_name, model, depth_model, overrides) as trainer:
+        for step in (1, 2):
+            trainer.training_step(step)
+        return dispatches_per_phase(trainer, 3)
