@@ -184,12 +184,16 @@ class Trainer:
         # step, and a sync per parameter on CUDA): the global norm is non-finite iff a gradient is, or
         # if it overflows, which is a divergence worth skipping too.
         grad_norm = gradient_norm(params)
-        finite = bool(torch.isfinite(total.detach()) & torch.isfinite(grad_norm))
-        info = {k: float(v) for k, v in info.items()}  # read once the step's sync above has happened (see loss_terms)
+        # Everything the step logs, read in one transfer: the step's one wait for the GPU (see loss_terms).
+        devices = {"loss": total, "grad_norm": grad_norm, **terms, **{k: v for k, v in info.items() if isinstance(v, torch.Tensor)}}
+        read = torch.stack([v.detach().reshape(()).to(total.device, torch.float64) for v in devices.values()]).tolist()
+        values = dict(zip(devices, read))
+        finite = math.isfinite(values["loss"]) and math.isfinite(values["grad_norm"])
+        info = {k: values[k] if isinstance(v, torch.Tensor) else float(v) for k, v in info.items()}
         if (scale := getattr(self.prior, "grad_scale", None)) is not None:
             scale.settle()  # the encoder's overflow record, ready now: no wait in the next step's forward
         if not finite:
-            bad = [k for k, v in terms.items() if not torch.isfinite(v)] or ["gradients"]
+            bad = [k for k in terms if not math.isfinite(values[k])] or ["gradients"]
             if cfg.nan_policy == "stop":
                 raise HifaError(
                     f"non-finite loss at step {step} ({', '.join(bad)}); stopped, the last good checkpoint "
@@ -212,8 +216,8 @@ class Trainer:
             with torch.no_grad():
                 for shadow, p in zip(self.ema, self.renderer.parameters()):
                     shadow.lerp_(p.detach(), 1 - cfg.optim.ema_decay)
-        row = {"step": step, "loss": float(total.detach()), **{k: float(v.detach()) for k, v in terms.items()}}
-        row.update(info, lr=self.base_lrs[0] * factor, grad_norm=float(grad_norm))
+        row = {"step": step, "loss": values["loss"], **{k: values[k] for k in terms}}
+        row.update(info, lr=self.base_lrs[0] * factor, grad_norm=values["grad_norm"])
         return row
 
     # --- the loop -------------------------------------------------------------------------
