@@ -104,6 +104,28 @@ def test_handles_sharing_a_bank_give_what_each_gives_alone(prior, mode, cutoff):
         assert torch.allclose(eps, eps_from_x0(x_t, x0, abar), atol=1e-5)
 
 
+def test_one_step_s_denoising_calls_share_the_allowed_bank_rows_and_predict_as_fresh_calls(prior):
+    """The rows a step's view priors allow are gathered once for all its DDIM calls (the same handles), again for new
+    handles (the next step's), and the predictions are those of an uncached prior."""
+    from dataclasses import replace
+
+    oracle = OraclePrior(replace(prior.config, view_cutoff_deg=40.0))
+    cams = orbit_cameras(1, polar_deg=60.0, radius=3.2, fovy_deg=20.0, start_azimuth_deg=40.0)
+    cond = oracle.conditions("a green torus", cams, "perpneg")
+    handles = [cond.positive, *cond.negatives]
+    rows = oracle._rows("green-torus", handles, 1, torch.device("cpu"))
+    assert len(rows[0]) < len(oracle._matrix("green-torus")[0])  # a subset was gathered
+    for step, t in enumerate((900, 500, 100)):
+        x_t = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(step))
+        cached = oracle.predict_eps(x_t, torch.tensor([t]), [cond.uncond, *handles])
+        assert oracle._rows("green-torus", handles, 1, torch.device("cpu")) is rows
+        fresh = OraclePrior(oracle.config).predict_eps(x_t, torch.tensor([t]), [cond.uncond, *handles])
+        for a, b in zip(cached, fresh):
+            assert torch.equal(a, b)
+    renewed = oracle.conditions("a green torus", cams, "perpneg")
+    assert oracle._rows("green-torus", [renewed.positive, *renewed.negatives], 1, torch.device("cpu")) is not rows
+
+
 def test_positive_call_exposes_the_ground_truth_disparity(prior):
     cams = orbit_cameras(1, radius=3.2, fovy_deg=20.0)
     cond = prior.conditions("a snowman with a carrot nose", cams, "none")

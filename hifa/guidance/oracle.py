@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hifa.cameras import Cameras, sphere_cameras, spherical_to_position, view_label
+from hifa.cameras import Cameras, sphere_cameras, spherical_to_position
 from hifa.errors import HifaError, require, shorten
 from hifa.guidance.losses import residual_gains
+from hifa.guidance.oracle_views import angle_log_prior, bank_labels, sector_log_prior
 from hifa.guidance.prior import VIEW_MODES, Conditioning, ViewMode
 from hifa.guidance.schedules import stable_diffusion_alphas_cumprod
 from hifa.guidance.views import perpneg_plan
@@ -169,50 +170,6 @@ def load_bank(scene: Scene, config: OracleConfig) -> SceneBank:
     return bank
 
 
-def view_angles(views: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
-    """Angles (radians) between views (B, 3) and bank directions (K, 3): (B, K)."""
-    cos = (torch.nn.functional.normalize(views, dim=-1) @ directions.T).clamp(-1.0, 1.0)
-    return torch.arccos(cos)
-
-
-def angle_log_prior(views: torch.Tensor, directions: torch.Tensor, tau_rad: float, cutoff_rad: float | None = None) -> torch.Tensor:
-    """log pi_k = -angle(v, c_k)^2 / (2 tau^2), and -inf beyond the cut-off angle (the nearest view always stays)."""
-    angles = view_angles(views, directions)
-    log_prior = -(angles**2) / (2 * tau_rad**2)
-    if cutoff_rad is not None:
-        keep = angles <= cutoff_rad
-        keep[torch.arange(len(angles)), angles.argmin(-1)] = True
-        log_prior = log_prior.masked_fill(~keep, float("-inf"))
-    return log_prior
-
-
-def bank_labels(directions: torch.Tensor) -> list[str]:
-    """DreamFusion's view label of each bank direction (K, 3)."""
-    polar = torch.rad2deg(torch.arccos(directions[:, 1].clamp(-1.0, 1.0)))
-    azimuth = torch.rad2deg(torch.atan2(directions[:, 0], directions[:, 2]))
-    return [view_label(float(a), float(p)) for a, p in zip(azimuth, polar)]
-
-
-def sector_log_prior(
-    views: torch.Tensor, directions: torch.Tensor, sector: list[str], labels: list[str], tau_rad: float, cutoff_rad: float | None
-) -> torch.Tensor:
-    """log pi_k for a suffix: bank views with the item's label, weighted by elevation difference (B, K).
-
-    The label names a sector of azimuths; the camera's elevation is kept (-dpolar^2 / 2 tau^2, -inf
-    beyond the cut-off), and the view of the sector nearest in elevation always stays.
-    """
-    polar = lambda d: torch.arccos(torch.nn.functional.normalize(d, dim=-1)[:, 1].clamp(-1.0, 1.0))  # noqa: E731
-    dpolar = (polar(views)[:, None] - polar(directions)[None]).abs()
-    same = torch.from_numpy(np.asarray(sector)[:, None] == np.asarray(labels)[None, :])
-    log_prior = (-(dpolar**2) / (2 * tau_rad**2)).masked_fill(~same, float("-inf"))
-    if cutoff_rad is not None:
-        nearest = dpolar.masked_fill(~same, float("inf")).argmin(-1)
-        keep = dpolar <= cutoff_rad
-        keep[torch.arange(len(keep)), nearest] = True
-        log_prior = log_prior.masked_fill(~keep, float("-inf"))
-    return log_prior
-
-
 def bank_distances(x_t: torch.Tensor, abar: torch.Tensor, flat_bank: torch.Tensor, bank_sq: torch.Tensor) -> torch.Tensor:
     """|x_t - sqrt(abar) x_k|^2 (B, K) in float64, for x_t (B, ...) and a float64 bank (K, D) with squared norms (K,)."""
     flat_x = x_t.flatten(1).double()
@@ -272,6 +229,7 @@ class OraclePrior:
         self._scenes = {s.name: s for s in (scenes or [spec.scene() for spec in CATALOGUE])}
         self._matrices: dict[tuple[str | None, torch.device], tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
         self._bank_labels: dict[str, list[str]] = {}
+        self._rows_cache: dict[str | None, tuple] = {}
         self.last_disparity: torch.Tensor | None = None
 
     def disparity_at(self, prompt: str, cameras: Cameras, height: int, width: int) -> torch.Tensor:
@@ -349,13 +307,7 @@ class OraclePrior:
         for i, handle in enumerate(handles):
             groups.setdefault(handle.scene, []).append(i)
         for scene, members in groups.items():
-            flat, sq, low, disparity_bank = self._matrix(scene, latents.device)
-            log_prior = torch.stack([self._log_prior(handles[i], latents.shape[0], len(flat)) for i in members])  # (H, B, K)
-            # Views the prior rules out for every handle carry no weight: leave them out of the (exact) posterior.
-            allowed = torch.isfinite(log_prior).flatten(0, 1).any(0).nonzero().squeeze(-1)
-            subset = len(allowed) < len(flat)
-            if subset:  # (an index copy of the whole unconditional bank would be ~180 MB per call)
-                flat, sq, low, log_prior = flat[allowed], sq[allowed], low[allowed], log_prior[..., allowed]
+            flat, sq, low, log_prior, disparity = self._rows(scene, [handles[i] for i in members], latents.shape[0], latents.device)
             distances = bank_distances(latents, abar, flat, sq)
             weights = posterior_weights(log_prior.to(latents.device), distances, abar)  # (H, B, K)
             # The mean in the latents' precision (float32 halves the bank read); the distances above need float64.
@@ -363,10 +315,27 @@ class OraclePrior:
             x0 = (weights.to(bank.dtype).flatten(0, 1) @ bank).view(len(members), *latents.shape).to(latents.dtype)
             for j, i in enumerate(members):
                 if handles[i].positive and scene is not None:
-                    disparity = disparity_bank[allowed] if subset else disparity_bank
                     self.last_disparity = (weights[j].to(disparity.dtype) @ disparity.flatten(1)).view(-1, *disparity.shape[1:])
                 out[i] = eps_from_x0(latents, x0[j], abar)
         return out  # type: ignore[return-value]
+
+    def _rows(self, scene: str | None, handles: list[OracleView], batch: int, device: torch.device) -> tuple:
+        """The bank rows these handles' priors allow (float64, squared norms, float32), their log priors (H, B, K) and
+        disparities; the last result is reused while the handles are the same objects (one step's DDIM calls)."""
+        cached = self._rows_cache.get(scene)
+        if cached is not None and cached[0] == (batch, device) and len(cached[1]) == len(handles) \
+                and all(a is b for a, b in zip(cached[1], handles)):
+            return cached[2]
+        flat, sq, low, disparity = self._matrix(scene, device)
+        log_prior = torch.stack([self._log_prior(h, batch, len(flat)) for h in handles])  # (H, B, K)
+        # Views the prior rules out for every handle carry no weight: leave them out of the (exact) posterior.
+        allowed = torch.isfinite(log_prior).flatten(0, 1).any(0).nonzero().squeeze(-1)
+        if len(allowed) < len(flat):  # an index copy of the whole unconditional bank would be ~180 MB
+            flat, sq, low, log_prior = flat[allowed], sq[allowed], low[allowed], log_prior[..., allowed]
+            disparity = None if disparity is None else disparity[allowed]
+        rows = (flat, sq, low, log_prior, disparity)
+        self._rows_cache[scene] = ((batch, device), handles, rows)  # holding the handles keeps their ids unique
+        return rows
 
     def _log_prior(self, handle: OracleView, batch: int, views: int) -> torch.Tensor:
         """log pi_k (B, K) of a handle over its bank of `views` renders: uniform for the unconditional one."""
