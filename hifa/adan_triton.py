@@ -69,7 +69,8 @@ def adan_step(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: l
     if not params:
         return
     device = params[0].device
-    clip_t = (clip.reshape(1) if isinstance(clip, torch.Tensor) else torch.full((1,), clip)).to(device, torch.float32)
+    # A float is filled on the device: a copy from pageable host memory would wait for the GPU.
+    clip_t = clip.reshape(1).to(device, torch.float32) if isinstance(clip, torch.Tensor) else torch.full((1,), clip, device=device)
     # Python floats as float32 kernel arguments, as the foreach ops and the CPU kernel see them.
     scalars = (1.0 - beta1, 1.0 - beta2, beta2, beta3, 1.0 - beta3, bias_correction3_sq, eps, -step_size, -diff_step_size, 1.0 + decay)
     scalars = [float(np.float32(s)) for s in scalars]
