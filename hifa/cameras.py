@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from hifa.errors import require
+from hifa.transfer import to_device
 
 UP = (0.0, 1.0, 0.0)
 
@@ -64,7 +65,7 @@ class Cameras:
         return [view_label(float(a), float(p)) for a, p in zip(self.azimuth_deg, self.polar_deg)]
 
     def to(self, device: torch.device | str) -> Cameras:
-        return Cameras(*(t.to(device) for t in (self.c2w, self.fovy_deg, self.polar_deg, self.azimuth_deg, self.radius)))
+        return Cameras(*(to_device(t, device) for t in (self.c2w, self.fovy_deg, self.polar_deg, self.azimuth_deg, self.radius)))
 
 
 def wrap_azimuth(azimuth_deg: torch.Tensor) -> torch.Tensor:

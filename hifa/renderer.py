@@ -18,6 +18,7 @@ from hifa.errors import require
 from hifa.field import SHADINGS, NeRFField, Shading, shade
 from hifa.occupancy import OccupancyConfig, OccupancyGrid
 from hifa.sampling import SMOOTHINGS, Smoothing, fine_u
+from hifa.transfer import to_device
 
 EAGER_MATH = RayMath()
 
@@ -220,7 +221,7 @@ class Renderer(nn.Module):
         if options.background is None:
             bg = self.background(directions)
         else:
-            bg = options.background.to(z).expand(R, 3)
+            bg = to_device(options.background, z.device).to(z.dtype).expand(R, 3)  # drawn on the host: no wait for the GPU
         out = ray_math.outputs(weights, z, delta, color, bg)
         out.update(weights=weights, z_vals=z, sigmas=sigma, deltas=delta, near=near, far=far, background=bg)
         if normals is not None:

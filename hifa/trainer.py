@@ -21,6 +21,7 @@ from hifa.config import TrainConfig, as_read_today
 from hifa.configio import UNTRAINED, changed_keys, dump_yaml, to_dict
 from hifa.errors import HifaError, OutputError, Terminated, is_out_of_memory, shorten
 from hifa.stop_signals import catch_stop_signals
+from hifa.transfer import to_device
 from hifa.field import NeRFField
 from hifa.guidance.guidance import Guidance, to_prior_size
 from hifa.guidance.schedules import depth_weight_factor, ramp
@@ -116,7 +117,7 @@ class Trainer:
         shading, light, ambient = "albedo", None, 0.1
         if cfg.shading == "lambertian-textureless":
             shading = "textureless" if rand() < cfg.textureless_rate else "lambertian"
-            light = F.normalize(camera.origins[0] + torch.randn(3, generator=gen), dim=-1).to(self.device)
+            light = to_device(F.normalize(camera.origins[0] + torch.randn(3, generator=gen), dim=-1), self.device)
             ambient = 0.1 + 0.9 * rand()
         background = torch.rand(3, generator=gen) if rand() < cfg.random_background_rate else None
         view_dependent = rand() < cfg.field.view_dependent_rate
