@@ -21,7 +21,6 @@ from hifa.config import TrainConfig, as_read_today
 from hifa.configio import UNTRAINED, changed_keys, dump_yaml, to_dict
 from hifa.errors import HifaError, OutputError, Terminated, is_out_of_memory, shorten
 from hifa.stop_signals import catch_stop_signals
-from hifa.transfer import to_device
 from hifa.field import NeRFField
 from hifa.guidance.guidance import Guidance, to_prior_size
 from hifa.guidance.schedules import depth_weight_factor, ramp
@@ -30,6 +29,7 @@ from hifa.optim import build_adan, clip_gradients, gradient_norm, param_groups, 
 from hifa.renderer import RayOptions, Renderer
 from hifa.run_folder import WEIGHTS_FILE
 from hifa.run_setup import build_estimator, build_prior
+from hifa.transfer import to_device
 
 log = logging.getLogger(__name__)
 
@@ -186,9 +186,9 @@ class Trainer:
         # if it overflows, which is a divergence worth skipping too.
         grad_norm = gradient_norm(params)
         # Everything the step logs, read in one transfer: the step's one wait for the GPU (see loss_terms).
-        devices = {"loss": total, "grad_norm": grad_norm, **terms, **{k: v for k, v in info.items() if isinstance(v, torch.Tensor)}}
-        read = torch.stack([v.detach().reshape(()).to(total.device, torch.float64) for v in devices.values()]).tolist()
-        values = dict(zip(devices, read))
+        on_device = {"loss": total, "grad_norm": grad_norm, **terms, **{k: v for k, v in info.items() if isinstance(v, torch.Tensor)}}
+        read = torch.stack([v.detach().reshape(()).to(total.device, torch.float64) for v in on_device.values()]).tolist()
+        values = dict(zip(on_device, read))
         finite = math.isfinite(values["loss"]) and math.isfinite(values["grad_norm"])
         info = {k: values[k] if isinstance(v, torch.Tensor) else float(v) for k, v in info.items()}
         if (scale := getattr(self.prior, "grad_scale", None)) is not None:
