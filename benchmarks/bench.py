@@ -72,7 +72,7 @@ def section(results: dict, name: str, fn: Callable[[], dict]) -> None:
 
 def bench_encoding(device: torch.device, points: int, warmup: int, repeat: int) -> dict:
     from hifa.encoding import HashGridConfig, HashGridEncoding, tcnn_available
-    from hifa.hashgrid_triton import triton_available
+    from hifa.triton_support import triton_available
 
     out = {"points": points}
     backends = ["torch", "cpp"] if device.type == "cpu" else ["torch"] + (["triton"] if triton_available() else []) + (["tcnn"] if tcnn_available() else [])

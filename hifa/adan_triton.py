@@ -7,12 +7,10 @@ table. The clip factor is read from device memory, so the host never waits for t
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import torch
 
-from hifa.hashgrid_triton import launch_options, tl, triton_available
+from hifa.triton_support import kernel, launch_options, tl, triton_available
 
 BLOCK = 1024
 MIN_ELEMENTS = 1 << 16  # below this a parameter stays with the foreach step: a launch per tensor costs more
@@ -43,18 +41,6 @@ def _kernel(p_ptr, g_ptr, m_ptr, v_ptr, n_ptr, prev_ptr, clip_ptr, count, w1, w2
     tl.store(prev_ptr + offsets, -grad, mask=mask)
 
 
-@functools.cache
-def _compiled(interpret: bool):
-    """The kernel, compiled for CUDA or run by Triton's interpreter for CPU tensors."""
-    import triton
-
-    if interpret:
-        from triton.runtime.interpreter import InterpretedFunction
-
-        return InterpretedFunction(_kernel)
-    return triton.jit(_kernel)
-
-
 def takes(tensors: list[torch.Tensor]) -> bool:
     """Whether the kernel applies: Triton present, every tensor contiguous float32 on one CUDA device."""
     return (bool(tensors) and triton_available() and all(t.device.type == "cuda" and t.dtype == torch.float32 and t.is_contiguous()
@@ -74,8 +60,8 @@ def adan_step(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: l
     # Python floats as float32 kernel arguments, as the foreach ops and the CPU kernel see them.
     scalars = (1.0 - beta1, 1.0 - beta2, beta2, beta3, 1.0 - beta3, bias_correction3_sq, eps, -step_size, -diff_step_size, 1.0 + decay)
     scalars = [float(np.float32(s)) for s in scalars]
-    kernel = _compiled(device.type != "cuda")
+    step = kernel(_kernel, device.type != "cuda")
     for tensors in zip(params, grads, exp_avgs, exp_avg_sqs, exp_avg_diffs, prev_grads):
         count = tensors[0].numel()
         p, g, m, v, n, prev = tensors
-        kernel[(-(-count // BLOCK),)](p, g, m, v, n, prev, clip_t, count, *scalars, BLOCK=BLOCK, **launch_options(device))
+        step[(-(-count // BLOCK),)](p, g, m, v, n, prev, clip_t, count, *scalars, BLOCK=BLOCK, **launch_options(device))

@@ -16,7 +16,8 @@ from torch import nn
 
 from hifa.cpu_kernels import cpu_kernels
 from hifa.errors import HifaError, require
-from hifa.hashgrid_triton import LevelTable, TritonHashGrid, triton_available
+from hifa.hashgrid_triton import LevelTable, TritonHashGrid
+from hifa.triton_support import triton_available
 
 PRIMES = (1, 2654435761, 805459861)
 BACKENDS = ("auto", "torch", "cpp", "tcnn", "triton")

@@ -6,32 +6,15 @@ where the pure-PyTorch path keeps every level's 8 corner indices and weights per
 1.5 KiB per point at 16 levels). Gradients are scattered with fp32 atomics, so their summation
 order, and the last bits of the result, vary from run to run, as with tiny-cuda-nn.
 
-On CUDA tensors the kernels are compiled; on CPU tensors they run through Triton's interpreter,
-which is slow and exists so that the kernels are tested on machines without a GPU.
+On CUDA tensors the kernels are compiled; on CPU tensors they run through Triton's interpreter
+(hifa.triton_support), which is slow and exists so that the kernels are tested on machines without a GPU.
 """
-
-import functools
-from types import SimpleNamespace
 
 import torch
 
+from hifa.triton_support import kernel, launch_options, tl
+
 BLOCK = 256
-
-
-@functools.cache
-def triton_available() -> bool:
-    """Whether the triton package imports."""
-    try:
-        import triton  # noqa: F401
-    except Exception:  # a broken triton install raises assorted errors on import
-        return False
-    return True
-
-
-try:
-    import triton.language as tl
-except Exception:  # without triton the kernels below are never built; their annotations still need a name
-    tl = SimpleNamespace(constexpr=None)
 
 
 def _kernel(unit_ptr, table_ptr, feat_ptr, scale_ptr, res_ptr, hashed_ptr, offset_ptr, size_ptr, n_points,
@@ -83,18 +66,6 @@ def _kernel(unit_ptr, table_ptr, feat_ptr, scale_ptr, res_ptr, hashed_ptr, offse
         tl.store(feat, acc, mask=mask[:, None])
 
 
-@functools.cache
-def _compiled(interpret: bool):
-    """The kernel, compiled for CUDA or run by Triton's interpreter for CPU tensors."""
-    import triton
-
-    if interpret:
-        from triton.runtime.interpreter import InterpretedFunction  # what triton.jit returns under TRITON_INTERPRET=1
-
-        return InterpretedFunction(_kernel)
-    return triton.jit(_kernel)
-
-
 class LevelTable:
     """Per-level layout as small device tensors, the form the kernels read."""
 
@@ -110,16 +81,10 @@ class LevelTable:
         return self.scale, self.res, self.hashed, self.offset, self.size
 
 
-def launch_options(device: torch.device) -> dict:
-    """Compile options: no fused multiply-add on CUDA, so u * scale + 0.5 rounds as PyTorch's separate ops do."""
-    # With an FMA the finest levels' positions move by an ulp of ~2048, which changes features by up to ~2e-4.
-    return {"enable_fp_fusion": False} if device.type == "cuda" else {}
-
-
 def _launch(unit: torch.Tensor, table: torch.Tensor, feat: torch.Tensor, layout: "LevelTable", backward: bool) -> None:
     """One program per (BLOCK points, level): features from the table, or table gradients from feature gradients."""
     grid = (-(-unit.shape[0] // BLOCK), layout.n_levels)
-    _compiled(unit.device.type != "cuda")[grid](unit, table, feat, *layout.args(), unit.shape[0], L=layout.n_levels, F=layout.n_features,
+    kernel(_kernel, unit.device.type != "cuda")[grid](unit, table, feat, *layout.args(), unit.shape[0], L=layout.n_levels, F=layout.n_features,
                                                 SMOOTH=layout.smooth, BLOCK=BLOCK, BACKWARD=backward, **launch_options(unit.device))
 
 

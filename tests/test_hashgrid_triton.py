@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hifa.encoding import HashGridConfig, HashGridEncoding
-from hifa.hashgrid_triton import triton_available
+from hifa.triton_support import triton_available
 
 pytestmark = pytest.mark.skipif(not triton_available(), reason="needs the triton package")
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -103,7 +103,8 @@ def test_kernel_compiles_for_hopper_without_fused_multiply_add(backward):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from hifa.hashgrid_triton import _kernel, launch_options
+    from hifa.hashgrid_triton import _kernel
+    from hifa.triton_support import launch_options
 
     pointers = ["unit_ptr", "table_ptr", "feat_ptr", "scale_ptr"]
     signature = {**{p: "*fp32" for p in pointers}, **{p: "*i32" for p in ("res_ptr", "hashed_ptr", "offset_ptr", "size_ptr")}, "n_points": "i32"}
