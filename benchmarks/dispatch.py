@@ -31,13 +31,17 @@ def _labelled(name: str, fn: Callable) -> Callable:
 
 
 @contextlib.contextmanager
-def _phases(trainer) -> Iterator[None]:
-    """Label the trainer's render, guidance, depth, backward and optimiser calls for the duration."""
+def phases(trainer, networks: bool = True) -> Iterator[None]:
+    """Label the trainer's render, guidance, depth, backward and optimiser calls (profiler ranges) for the duration.
+
+    networks: label the diffusion networks' forward passes too ('prior networks', inside 'guidance'). Leave them
+    out where they run compiled: a new forward on a compiled module would compile it again.
+    """
     targets = [(trainer.renderer, "forward", "render"), (trainer.guidance, "loss", "guidance"), (trainer.optimizer, "step", "optimizer")]
     if trainer.estimator is not None:
         targets.append((trainer.estimator, "estimate", "depth"))
     # The diffusion networks run compiled (the UNet as CUDA graphs) in the fast set on CUDA: counted apart.
-    for name in ("unet", "vae"):
+    for name in ("unet", "vae") if networks else ():
         module = getattr(trainer.prior, name, None)
         for part in ((module,) if name == "unet" else (getattr(module, "encoder", None), getattr(module, "decoder", None))):
             if part is not None:
@@ -61,7 +65,7 @@ def _phases(trainer) -> Iterator[None]:
 
 def dispatches_per_phase(trainer, step: int) -> dict[str, int]:
     """Operator dispatches of `trainer.training_step(step)` by phase (the innermost label), and their total."""
-    with _phases(trainer), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+    with phases(trainer), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         trainer.training_step(step)
     counts: collections.Counter[str] = collections.Counter()
     for event in prof.events():

@@ -1,4 +1,5 @@
-"""A profile of two training steps: the top operators by device time, and wall time against kernel time."""
+"""A profile of two training steps: the top operators by device and host time, the host's time per phase, and
+wall time against kernel time."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.bench import bench_trainer, sync
+from benchmarks.dispatch import LABEL, phases
 from hifa.io import write_bytes_atomic
 
 
@@ -16,7 +18,9 @@ def profile_train_step(device: torch.device, preset_name: str, model: str, depth
     """torch.profiler over two training steps after three warm-ups: the top ops by device time, table into `out`.
 
     Also the two steps' wall time, and the device's kernel time over it: a step whose wall time is well above
-    the kernel time waits for the host (kernel launches, syncs), not for the GPU.
+    the kernel time waits for the host (kernel launches, syncs), not for the GPU. And where the host spends a
+    step ('host_ms_per_step'): the wall time of the trainer's render, guidance, depth, backward and optimiser
+    calls (each call's, waits included; the rest of the step under 'outside the phases').
     """
     from torch.profiler import ProfilerActivity, profile
 
@@ -25,7 +29,7 @@ def profile_train_step(device: torch.device, preset_name: str, model: str, depth
             trainer.training_step(step)
         sync(device)
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-        with profile(activities=activities) as prof:
+        with phases(trainer, networks=False), profile(activities=activities) as prof:
             t0 = time.perf_counter()
             for step in (4, 5):
                 trainer.training_step(step)
@@ -34,6 +38,8 @@ def profile_train_step(device: torch.device, preset_name: str, model: str, depth
     key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     averages = prof.key_averages()
     table = averages.table(sort_by=key, row_limit=50)
+    if device.type == "cuda":
+        table += "\n\nBy host time:\n" + averages.table(sort_by="self_cpu_time_total", row_limit=30)
     out.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(out / f"profile-{preset_name}{tag}.txt", table.encode())
     events = sorted(averages, key=lambda e: getattr(e, key), reverse=True)[:16]
@@ -43,4 +49,12 @@ def profile_train_step(device: torch.device, preset_name: str, model: str, depth
     kernels = sum(e.self_device_time_total for e in averages
                   if e.self_cpu_time_total == 0 and e.device_type.name == "CUDA" and not getattr(e, "is_user_annotation", False))
     result.update(profiled_wall_ms_per_step=round(1000 * wall / 2, 1), device_kernel_ms_per_step=round(kernels / 2e3, 1))
+    result["host_ms_per_step"] = host_per_phase(averages, wall / 2)
     return result
+
+
+def host_per_phase(averages, wall_s_per_step: float) -> dict[str, float]:
+    """Milliseconds per step (two steps profiled) inside each phase's range, and outside all of them."""
+    host = {e.key[len(LABEL):]: round(e.cpu_time_total / 2e3, 1) for e in averages if e.key.startswith(LABEL) and e.device_type.name == "CPU"}
+    host["outside the phases"] = round(1000 * wall_s_per_step - sum(host.values()), 1)
+    return host

@@ -1,6 +1,7 @@
 """Operator dispatches per phase of a training step (benchmarks/dispatch.py), on a tiny real-world trainer."""
 
 import pytest
+import torch
 
 from benchmarks.bench import bench_trainer
 from benchmarks.dispatch import dispatches_per_phase
@@ -28,3 +29,19 @@ def test_dispatches_are_counted_by_phase_and_the_trainer_is_left_as_it_was(model
         # The same step again: the same timestep, so the same denoising calls (the render's branches follow the
         # step's random draws, such as a solid or a learned background).
         assert dispatches_per_phase(trainer, 2)["prior networks"] == counts["prior networks"]
+
+
+def test_profile_reports_the_hosts_time_per_phase_within_the_steps_wall_time(models, tmp_path):
+    from benchmarks.profile_step import profile_train_step
+
+    sd, dpt = models
+    small = ["resolution=16", "renderer.num_coarse=8", "renderer.num_fine=4", "field.grid.log2_hashmap_size=12", "field.grid.finest_resolution=64"]
+    result = profile_train_step(torch.device("cpu"), "hifa", sd, dpt, small, tmp_path, "-tiny")
+    host = result["host_ms_per_step"]
+    for phase in ("render", "guidance", "depth", "backward", "optimizer"):
+        assert host[phase] > 0, (phase, host)
+    assert "prior networks" not in host  # networks=False: a compiled module's forward is left alone
+    # The phases do not nest, so with the rest of the step they add up to the profiled wall time.
+    assert sum(host.values()) == pytest.approx(result["profiled_wall_ms_per_step"], abs=0.5)
+    assert host["outside the phases"] > 0
+    assert (tmp_path / "profile-hifa-tiny.txt").read_text().count("aten::") > 10
