@@ -242,8 +242,11 @@ def test_fast_paths_on_cuda_match_the_pytorch_one_pass_render():
 
 @pytest.mark.parametrize("options", [{"channels_last": True}, {"compile": True}, {"compile": True, "compile_mode": "reduce-overhead"},
                                      {"compile": True, "compile_encoder": True}, {"vae_attention": "math"},
-                                     {"compile": True, "compile_encoder": True, "vae_attention": "math"}],
-                         ids=["channels_last", "compile", "compile-cuda-graphs", "compile-encoder", "vae-math", "compile-encoder-vae-math"])
+                                     {"compile": True, "compile_encoder": True, "vae_attention": "math"},
+                                     {"channels_last": True, "compile": True, "compile_mode": "reduce-overhead", "compile_encoder": True,
+                                      "vae_attention": "math"}],
+                         ids=["channels_last", "compile", "compile-cuda-graphs", "compile-encoder", "vae-math", "compile-encoder-vae-math",
+                              "everything"])
 def test_prior_speed_options_on_cuda_give_the_same_noise_prediction(models, options):
     """channels_last / torch.compile (CUDA graphs too) of the UNet and the VAE / the VAE's plain attention: same epsilon, decode and
     encoder gradient as the plain prior."""
