@@ -124,7 +124,7 @@ def bench_render(device: torch.device, preset_name: str, rays: int, warmup: int,
     from hifa.presets import preset
     from hifa.regularisers import z_entropy_loss
     from hifa.renderer import RayOptions
-    from hifa.trainer import build_renderer
+    from hifa.run_setup import build_renderer
 
     config = preset(preset_name)
     fast = replace(config.renderer, checkpoint_chunk_rays=checkpoint_chunk, occupancy=OccupancyConfig(resolution=occupancy))

@@ -90,7 +90,7 @@ def write_weights(path: str | Path, renderer_state: dict, step: int, config: Tra
 @torch.no_grad()
 def load_run(path: str | Path, device: str | torch.device | None = None) -> tuple[TrainConfig, Renderer, int]:
     """(config, evaluation renderer, trained step): the EMA weights where the run keeps an EMA, as `finalize` uses."""
-    from hifa.trainer import build_renderer
+    from hifa.run_setup import build_renderer
 
     config = load_config(path)
     state = load_checkpoint(path, config)

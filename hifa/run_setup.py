@@ -1,10 +1,29 @@
-"""Builders that turn config sections into live objects: the prior and the depth estimator."""
+"""Builders that turn config sections into live objects: the device, the renderer, the prior and the depth estimator."""
 
 from __future__ import annotations
 
 import torch
 
+from hifa.background import BackgroundMLP
 from hifa.config import PriorConfig, TrainConfig
+from hifa.errors import HifaError
+from hifa.field import NeRFField
+from hifa.renderer import Renderer
+
+
+def resolve_device(spec: str) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; an explicit CUDA device must exist."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise HifaError(f"device {spec!r} was asked for but CUDA is not available here; use --set device=cpu")
+    return torch.device(spec)
+
+
+def build_renderer(config: TrainConfig) -> Renderer:
+    """Field, background (per field kind, method.md §2) and renderer."""
+    octaves, hidden = (4, 16) if config.field.kind == "hifa" else (6, 32)
+    return Renderer(NeRFField(config.field), BackgroundMLP(octaves, hidden), config.renderer)
 
 
 def build_prior(config: PriorConfig, device: torch.device | str | None = None):

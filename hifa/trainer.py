@@ -14,21 +14,20 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from hifa import regularisers as reg
-from hifa.background import BackgroundMLP
 from hifa.cameras import Cameras, orbit_cameras, sample_cameras
 from hifa.loss_math import LossMath
 from hifa.config import TrainConfig, as_read_today
 from hifa.configio import UNTRAINED, changed_keys, dump_yaml, to_dict
 from hifa.errors import HifaError, OutputError, Terminated, is_out_of_memory, shorten
 from hifa.stop_signals import catch_stop_signals
-from hifa.field import NeRFField
 from hifa.guidance.guidance import Guidance, to_prior_size
 from hifa.guidance.schedules import depth_weight_factor, ramp
 from hifa.io import remove_stale_temporaries, save_image, write_bytes_atomic
 from hifa.optim import build_adan, clip_gradients, gradient_norm, param_groups, warmup_factor
+from hifa.provenance import ENVIRONMENT_FILE, environment, record_session
 from hifa.renderer import RayOptions, Renderer
 from hifa.run_folder import WEIGHTS_FILE
-from hifa.run_setup import build_estimator, build_prior
+from hifa.run_setup import build_estimator, build_prior, build_renderer, resolve_device
 from hifa.transfer import to_device
 
 log = logging.getLogger(__name__)
@@ -42,21 +41,6 @@ RESUME_IDENTITY = ("prompt", "preset", "seed", "field", "prior.kind", "prior.mod
 # ... except how the field is computed, not what it is: a resume may change these (with a warning).
 RESUME_COMPUTE = ("field.mlp_precision", "field.grid.backend")
 DEPTH_SCALE = 0.05 * 256**2 * 0.5  # method.md §5.1: L_depth = lambda_d(i) * 0.05 * 256^2 * 1/2 * mean(r^2)
-
-
-def build_renderer(config: TrainConfig) -> Renderer:
-    """Field, background (per field kind, method.md §2) and renderer."""
-    octaves, hidden = (4, 16) if config.field.kind == "hifa" else (6, 32)
-    return Renderer(NeRFField(config.field), BackgroundMLP(octaves, hidden), config.renderer)
-
-
-def resolve_device(spec: str) -> torch.device:
-    """'auto' -> CUDA when available, else CPU; an explicit CUDA device must exist."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise HifaError(f"device {spec!r} was asked for but CUDA is not available here; use --set device=cpu")
-    return torch.device(spec)
 
 
 def memory_message(config: TrainConfig, step: int, checkpoint_step: int, exc: BaseException) -> str:
@@ -238,8 +222,9 @@ class Trainer:
         if (self.run_dir / CHECKPOINT).is_file():
             self.load_checkpoint(self.run_dir / CHECKPOINT)
         if self.step < last:  # steps to train: a finished training's products (or a previous one's log) no longer describe the folder
-            for name in (WEIGHTS_FILE, "train_summary.json", *(() if self.step else ("train_log.csv",))):
+            for name in (WEIGHTS_FILE, "train_summary.json", *(() if self.step else ("train_log.csv", ENVIRONMENT_FILE))):
                 (self.run_dir / name).unlink(missing_ok=True)
+            record_session(self.run_dir, self.step, self.environment())
         write_bytes_atomic(self.run_dir / "config.yaml", dump_yaml(cfg).encode())
         start, self.started = self.step, time.perf_counter()
         bar = tqdm(range(start + 1, last + 1), initial=start, total=cfg.iterations, desc=f"train {cfg.preset}",
@@ -279,6 +264,11 @@ class Trainer:
         if self.skipped_steps:
             summary["skipped_steps"] = self.skipped_steps
         return summary
+
+    def environment(self) -> dict:
+        """This session's provenance record: code, libraries, device, and the checkpoints of the prior and depth model."""
+        models = {"prior": getattr(self.prior, "model_id", None), "depth": getattr(self.estimator, "model_name", None)}
+        return environment(self.device, {role: model for role, model in models.items() if model})
 
     # --- state ----------------------------------------------------------------------------
     def state(self) -> dict:

@@ -19,6 +19,7 @@ from hifa.io import save_image, write_json_atomic
 from hifa.media import label_rows
 from hifa.mesh import export_mesh, extract_mesh
 from hifa.presets import oracle_world, preset
+from hifa.provenance import ENVIRONMENT_FILE
 from hifa.renderer import RayOptions
 from hifa.run_folder import write_weights
 from hifa.trainer import CHECKPOINT, Trainer
@@ -94,8 +95,9 @@ def resolve_config(
     return from_dict(TrainConfig, overridden)
 
 
-def make_tracker(config: TrainConfig, run_dir: Path, run_name: str, resuming: bool = False):
-    """An MLflow tracker for the run (reopened when resuming a checkpoint) or a no-op one."""
+def make_tracker(config: TrainConfig, run_dir: Path, run_name: str, resuming: bool = False, environment: dict | None = None):
+    """An MLflow tracker for the run (reopened when resuming a checkpoint) or a no-op one; `environment` (hifa.provenance)
+    gives a new run's tags for the code's commit, the device and torch."""
     from hifa.tracking import RUN_FILE, NullTracker, Tracker, default_tracking_uri
 
     if not config.tracking.enabled:
@@ -107,6 +109,11 @@ def make_tracker(config: TrainConfig, run_dir: Path, run_name: str, resuming: bo
     # perhaps with another config: its MLflow run keeps its FAILED status and this attempt gets its own.
     (run_dir / RUN_FILE).unlink(missing_ok=True)
     tags = {"preset": config.preset, "prompt": config.prompt, "seed": config.seed}
+    if environment:
+        code = environment["code"]
+        tags.update({"hifa.version": code["hifa"], "hifa.device": environment["device"]["name"], "torch": environment["packages"]["torch"]})
+        if code["commit"]:  # MLflow's own tag for the source's commit; whether tracked files differed from it, apart
+            tags.update({"mlflow.source.git.commit": code["commit"], "hifa.modified": str(bool(code["modified"])).lower()})
     return Tracker.start(uri, config.tracking.experiment, run_name, to_dict(config), tags, run_dir).write_in_background()
 
 
@@ -156,7 +163,7 @@ def run_training(config: TrainConfig, run_dir: str | Path, resume: bool = False,
     if resume and not resuming:  # e.g. a mistyped --out: say so rather than start over silently
         log.warning("%s holds no checkpoint to resume; training starts at step 0", run_dir)
     (run_dir / "FAILED").unlink(missing_ok=True)  # the workflow's mark of an earlier attempt that failed
-    trainer.tracker = tracker = make_tracker(config, run_dir, run_dir.name, resuming)
+    trainer.tracker = tracker = make_tracker(config, run_dir, run_dir.name, resuming, trainer.environment())
     status = "FAILED"
     try:
         summary = trainer.train()
@@ -207,6 +214,8 @@ def finalize(trainer: Trainer, tracker) -> dict:
     names = ["ground truth", "render"] if len(rows) == 2 else ["render"]
     save_image(label_rows(torch.cat(rows, dim=0), names), run_dir / "final_views.png")
     tracker.log_artifact(run_dir / "final_views.png")
+    if (run_dir / ENVIRONMENT_FILE).is_file():  # absent from a run trained before hifa recorded it
+        tracker.log_artifact(run_dir / ENVIRONMENT_FILE)
     try:
         mesh = extract_mesh(renderer.field, cfg.mesh)
         path = export_mesh(mesh, run_dir / "mesh.glb")

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from hifa.errors import HifaError
+from hifa.provenance import read_sessions
 from hifa.trainer import Trainer
 from hifa.training import resolve_config, run_training
 
@@ -42,6 +43,14 @@ def test_tiny_oracle_run_writes_every_output(tmp_path, method):
     mlrun = client.get_run(info["run_id"])
     assert mlrun.info.status == "FINISHED" and mlrun.data.params["preset"] == method
     assert len(client.get_metric_history(info["run_id"], "loss")) == 6
+    # Provenance: one session from step 0 on this CPU, its commit and device also as the MLflow run's tags.
+    (session,) = json.loads((run / "environment.json").read_text())["sessions"]
+    assert session["from_step"] == 0 and session["device"]["type"] == "cpu" and session["packages"]["torch"] == torch.__version__
+    assert session["checkpoints"] == {}  # the oracle world loads no pretrained model
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert session["code"]["commit"] == head
+    assert mlrun.data.tags["mlflow.source.git.commit"] == head and mlrun.data.tags["hifa.device"] == session["device"]["name"]
+    assert "environment.json" in {a.path for a in client.list_artifacts(info["run_id"])}
 
 
 def test_resume_equals_an_uninterrupted_run(tmp_path):
@@ -63,6 +72,11 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
             assert a[key] == pytest.approx(b[key], rel=1e-5, nan_ok=True), (a["step"], key)
     times = [row["time_s"] for row in resumed.log_rows]
     assert times == sorted(times) and times[3] > times[2] > 0  # time_s goes on from the checkpoint, not from 0
+    # Each session that trained steps is recorded: one for the straight run, two (from steps 0 and 3) for the resumed one.
+    assert [s["from_step"] for s in read_sessions(tmp_path / "a")] == [0]
+    assert [s["from_step"] for s in read_sessions(tmp_path / "b")] == [0, 3]
+    Trainer(config, tmp_path / "b", progress=False).train()  # finished: nothing to train, nothing recorded
+    assert [s["from_step"] for s in read_sessions(tmp_path / "b")] == [0, 3]
 
 
 def poison_step(trainer: Trainer, monkeypatch, step: int, poison) -> None:

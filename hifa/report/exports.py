@@ -38,7 +38,7 @@ def suite_metrics(suite: Suite) -> dict:
 
 
 def runs_json(suite: Suite) -> dict:
-    """Every run of the suite: status, badge, step states, failure, and its metric values."""
+    """Every run of the suite: status, badge, step states, failure, its metric values and its training's sessions."""
     runs = []
     for m in suite.methods:
         for s in suite.slugs:
@@ -49,6 +49,7 @@ def runs_json(suite: Suite) -> dict:
                     "path": run.path.relative_to(suite.root).as_posix() if run.path.is_relative_to(suite.root) else str(run.path),
                     "metrics": {k: {"mean": v.mean, **({"se": v.se} if v.se is not None else {}), **({"n": v.n} if v.n is not None else {})}
                                 for k, v in run.metrics.items()},
+                    "environment": run.environment,
                 })
     return {"schema": "hifa.suite-runs/1", "suite": suite.name, "seeds": list(suite.seeds), "runs": runs, "problems": suite.problems}
 

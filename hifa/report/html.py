@@ -10,6 +10,7 @@ from hifa.report.catalog import method_label, metric_for
 from hifa.report.collect import Run, Suite
 from hifa.report.figures import pick
 from hifa.report.paired import paired_note, paired_rows, reference_of
+from hifa.report.provenance import provenance_note, provenance_rows, run_names
 from hifa.report.run import mesh_label
 from hifa.report.tables import Cell, Table, headline, prompt_note, prompt_table, summary_note, summary_table, table_keys
 
@@ -205,6 +206,22 @@ def run_card(run: Run, assets: Assets, views: int, order: list[str], show_seed: 
     return "".join(parts)
 
 
+def provenance_html(suite: Suite) -> str:
+    """The provenance section: a row per setting (device, libraries, code, checkpoints) with its runs."""
+    rows = provenance_rows(suite)
+    if not rows:
+        return '<h2 id="provenance">Provenance</h2><p class="note">No run has trained yet.</p>'
+    cells = []
+    for setting, runs in rows:
+        fields = ("not recorded (trained before hifa wrote environment.json)", "", "", "") if setting is None else \
+            (setting.device, setting.software, setting.code, setting.checkpoints)
+        cells.append("<tr>" + "".join(f"<td>{escape(f)}</td>" for f in fields)
+                     + f'<td style="white-space:normal;text-align:left">{len(runs)}: {escape(run_names(runs))}</td></tr>')
+    return (f'<h2 id="provenance">Provenance</h2><p class="note">{escape(provenance_note(suite, rows))}</p>'
+            '<table class="provenance"><thead><tr><th>Device</th><th>Libraries</th><th>Code</th><th>Checkpoints</th><th>Runs</th></tr></thead>'
+            f"<tbody>{''.join(cells)}</tbody></table>")
+
+
 def prompt_block(suite: Suite, key: str) -> str:
     metric = metric_for(key)
     table = table_html(prompt_table(suite, key, suite.methods), show_n=suite.multi_seed)  # with seeds: how many each prompt has
@@ -228,7 +245,8 @@ def render_page(suite: Suite, assets: Assets, figures: dict[str, str], views: in
            '<nav><a href="#runs">Runs</a><a href="#summary">Summary</a>'
            + (f'<a href="#paired">Against {escape(method_label(reference_of(suite, suite.methods)))}</a>' if paired else "")
            + '<a href="#per-prompt">Per prompt</a>'
-           '<a href="#qualitative">Qualitative</a><a href="#curves">Training curves</a><a href="#notes">Notes</a></nav><main>']
+           '<a href="#qualitative">Qualitative</a><a href="#curves">Training curves</a><a href="#provenance">Provenance</a>'
+           '<a href="#notes">Notes</a></nav><main>']
     out.append('<h2 id="runs">Runs</h2>' + status_table(suite))
     out.append('<h2 id="summary">Summary</h2>')
     if keys:
@@ -263,6 +281,7 @@ def render_page(suite: Suite, assets: Assets, figures: dict[str, str], views: in
                    '<p class="note">Light: logged values; bold: moving average. Data: <a href="curves.csv">curves.csv</a>.</p>')
     else:
         out.append('<p class="note">No training logs found.</p>')
+    out.append(provenance_html(suite))
     out.append('<h2 id="notes">Notes</h2><ul>')
     for key, note in sorted(suite.notes.items()):
         out.append(f"<li><b>{escape(metric_for(key).label if '/' in key or key in suite.metric_keys else key)}</b>: {escape(note)}</li>")

@@ -8,6 +8,7 @@ from hifa.report.catalog import method_label, metric_for
 from hifa.report.collect import Run, Suite
 from hifa.report.figures import pick
 from hifa.report.paired import paired_note, paired_rows
+from hifa.report.provenance import provenance_note, provenance_rows, run_names
 from hifa.report.run import mesh_label
 from hifa.report.tables import Cell, Table, headline, prompt_note, prompt_table, summary_note, summary_table, table_keys
 
@@ -25,8 +26,9 @@ def md_cell(cell: Cell, show_n: bool = False) -> str:
     return md_escape(text)
 
 
-def md_table(header: list[str], rows: list[list[str]], align_first_left: bool = True) -> str:
-    rule = [":--" if align_first_left and i == 0 else "--:" for i in range(len(header))]
+def md_table(header: list[str], rows: list[list[str]], align_first_left: bool = True, left: int = 1) -> str:
+    """A table whose first `left` columns align left (text), the others right (numbers)."""
+    rule = [":--" if align_first_left and i < left else "--:" for i in range(len(header))]
     lines = ["| " + " | ".join(md_escape(h) for h in header) + " |", "| " + " | ".join(rule) + " |"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
@@ -120,6 +122,12 @@ def render_markdown(suite: Suite, assets: Assets, figures: dict[str, str], views
         out.append("")
     out += ["## Training curves", ""]
     out.append(f"![training curves]({figures['curves']})\n\nData: [curves.csv](curves.csv)" if "curves" in figures else "No training logs found.")
+    if rows := provenance_rows(suite):
+        out += ["", "## Provenance", "", provenance_note(suite, rows), ""]
+        fields = [("not recorded (trained before hifa wrote environment.json)", "", "", "") if setting is None else
+                  (setting.device, setting.software, setting.code, setting.checkpoints) for setting, _ in rows]
+        out.append(md_table(["Device", "Libraries", "Code", "Checkpoints", "Runs"],
+                            [[md_escape(x) for x in (*f, f"{len(runs)}: {run_names(runs)}")] for f, (_, runs) in zip(fields, rows)], left=5))
     if suite.notes or suite.problems:
         out += ["", "## Notes", ""]
         out += [f"- **{metric_for(k).label if k in suite.metric_keys else k}**: {md_escape(v)}" for k, v in sorted(suite.notes.items())]

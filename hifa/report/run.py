@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from hifa.report.catalog import PARAMETER_KEYS, STEP_MARKERS, STEP_TRACES, STEPS, VIEW_KINDS, backbone_slug
+from hifa.provenance import read_sessions
 from hifa.run_names import run_name
 from hifa.step_markers import stale_steps
 
@@ -60,6 +61,7 @@ class Run:
     curves: list[dict[str, float | None]] = field(default_factory=list)
     notes: dict[str, str] = field(default_factory=dict)  # metric key -> definition / parameter
     versions: dict = field(default_factory=dict)
+    environment: list[dict] = field(default_factory=list)  # the training's sessions (hifa.provenance), oldest first
     problems: list[str] = field(default_factory=list)  # unreadable files and the like
 
     @property
@@ -294,6 +296,7 @@ def read_run(root: Path, method: str, slug: str, seed: int = 0) -> Run:
         run.meshes = [root / "mesh.glb"]
     run.mesh_preview = _file(root / "mesh" / "preview.png")
     run.curves = read_curves(root / "train_log.csv", problems)
+    run.environment = read_sessions(root)
     return run
 
 
