@@ -253,19 +253,22 @@ def cuda_plan(device: torch.device, models: Path, warmup: int, repeat: int, out:
     enc, depthc = "prior.compile_encoder=true", "depth.compile=true"
     fast = [occ, comp, graphs]  # with enc and depthc: the README's fast set
     s15 = ["renderer.compile=true", "prior.vae_attention=math"]  # session 15's options, not measured on a GPU yet
+    s16 = ["prior.decoder_compile_mode=reduce-overhead", "depth.compile_mode=reduce-overhead"]  # session 16's, the same
     plan: dict[str, Callable[[], dict]] = {
         # Issue 7's rows first: 'hifa-fast' with the README's fast set plus session 15's options (the render and loss
         # math compiled, the VAE's plain attention), the profile that says where its host time goes (per phase) and
         # whether a step still waits on the host, then the fast set alone, 'hifa' with everything (run means over
         # 16 / 8 strata), channels_last on top (in session 14 cuDNN converted NCHW tensors to NHWC and back around the
-        # compiled VAE's and depth model's convolutions, 2.8 ms per step; this puts the UNet and the VAE in NHWC), then
-        # each option's share.
+        # compiled VAE's and depth model's convolutions, 2.8 ms per step; this puts the UNet and the VAE in NHWC), the
+        # VAE decoder and the depth model as CUDA graphs too (no more launches one by one), then each option's share.
         "train_step_hifa-fast+occupancy+compile@cuda-graphs+encoder+depth+render+vae-math": step("hifa-fast", [*fast, enc, depthc, *s15], 16),
         "profile_hifa-fast_ms_per_step": lambda: profile_train_step(device, "hifa-fast", sd(), dpt(), [*fast, enc, depthc, *s15], out, "-fast-options"),
         "train_step_hifa-fast+occupancy+compile@cuda-graphs+encoder+depth": step("hifa-fast", [*fast, enc, depthc], 16),
         "train_step_hifa+occupancy+compile@cuda-graphs+encoder+depth+render+vae-math": step("hifa", [*fast, enc, depthc, *s15], 8),
         "train_step_hifa-fast+occupancy+compile@cuda-graphs+encoder+depth+render+vae-math+channels-last":
             step("hifa-fast", [*fast, enc, depthc, *s15, "prior.channels_last=true"], 16),
+        "train_step_hifa-fast+occupancy+compile@cuda-graphs+encoder+depth+render+vae-math+decoder-depth-graphs":
+            step("hifa-fast", [*fast, enc, depthc, *s15, *s16], 16),
         "train_step_hifa-fast+occupancy+compile@cuda-graphs+encoder+depth+render": step("hifa-fast", [*fast, enc, depthc, s15[0]], 16),
         "train_step_hifa-fast+occupancy+compile@cuda-graphs+encoder+depth+vae-math": step("hifa-fast", [*fast, enc, depthc, s15[1]], 16),
         "train_step_hifa+occupancy+compile@cuda-graphs+encoder+depth": step("hifa", [*fast, enc, depthc], 8),

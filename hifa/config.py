@@ -31,8 +31,11 @@ class PriorConfig:
     channels_last: bool = False
     compile: bool = False
     # The UNet's torch.compile mode: 'reduce-overhead' replays it as CUDA graphs (HiFA K = 4 guidance: 122 -> 98 ms
-    # on an H200); the VAE decoder stays in the default mode, its output outlives the next replay.
+    # on an H200).
     compile_mode: CompileMode = "default"
+    # The VAE decoder's (no gradient, one shape a run): 'reduce-overhead' replays it as CUDA graphs too, so the host
+    # no longer launches its ~35 convolutions one by one (not yet measured on a GPU).
+    decoder_compile_mode: CompileMode = "default"
     compile_encoder: bool = False  # with compile: the VAE encoder too, forward and backward (measured in benchmarks/results)
     # The VAE's attention (one head, 512 wide): 'sdpa' (PyTorch's fused kernels) or 'math' (softmax(QK^T)V, three kernels).
     vae_attention: VaeAttention = "sdpa"
@@ -41,6 +44,8 @@ class PriorConfig:
     def __post_init__(self) -> None:
         require(self.compile_mode in COMPILE_MODES, "prior.compile_mode", f"must be one of {COMPILE_MODES}, got {self.compile_mode!r}")
         require(self.compile or not self.compile_encoder, "prior.compile_encoder", "needs prior.compile=true (it compiles the encoder too)")
+        require(self.decoder_compile_mode in COMPILE_MODES, "prior.decoder_compile_mode", f"must be one of {COMPILE_MODES}, got {self.decoder_compile_mode!r}")
+        require(self.compile or self.decoder_compile_mode == "default", "prior.decoder_compile_mode", "needs prior.compile=true (it compiles the decoder)")
         require(self.vae_attention in VAE_ATTENTIONS, "prior.vae_attention", f"must be one of {VAE_ATTENTIONS}, got {self.vae_attention!r}")
 
 
@@ -52,9 +57,13 @@ class DepthConfig:
     loss: Literal["ssi", "pearson"] = "ssi"
     model: str = DEFAULT_DEPTH_MODEL
     compile: bool = False  # CUDA only: torch.compile the depth model (fixed input size, so one compile)
+    # With compile: 'reduce-overhead' replays the depth model as CUDA graphs (no gradient, one shape; not yet measured on a GPU).
+    compile_mode: CompileMode = "default"
 
     def __post_init__(self) -> None:
         require(self.weight >= 0, "depth.weight", "must be >= 0")
+        require(self.compile_mode in COMPILE_MODES, "depth.compile_mode", f"must be one of {COMPILE_MODES}, got {self.compile_mode!r}")
+        require(self.compile or self.compile_mode == "default", "depth.compile_mode", "needs depth.compile=true (it compiles the model)")
 
 
 @dataclass(frozen=True)

@@ -111,7 +111,8 @@ class DPTDepthEstimator:
     the two devices' inputs differ by up to one 8-bit level on smooth renders (benchmarks/results/bench-cuda.md).
     """
 
-    def __init__(self, model: str = DEFAULT_DEPTH_MODEL, device: str | torch.device | None = None, compile: bool = False):
+    def __init__(self, model: str = DEFAULT_DEPTH_MODEL, device: str | torch.device | None = None, compile: bool = False,
+                 compile_mode: str = "default"):
         from transformers import AutoImageProcessor, DPTForDepthEstimation
 
         from hifa.hub import load_component
@@ -125,7 +126,7 @@ class DPTDepthEstimator:
         self.model.to(self.device).eval().requires_grad_(False)
         self.on_device = takes_device_tensors(self.processor)
         if compile and self.device.type == "cuda":
-            self.model.compile()
+            self.model.compile(mode=compile_mode)  # 'reduce-overhead': CUDA graphs (its output is resized at once, never kept)
 
     @torch.no_grad()
     def estimate(self, images: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:

@@ -36,7 +36,8 @@ def build_prior(config: PriorConfig, device: torch.device | str | None = None):
 
     return StableDiffusionPrior(StableDiffusionConfig(model=config.model, precision=config.precision, device=None if device is None else str(device),
                                                         channels_last=config.channels_last, compile=config.compile, compile_mode=config.compile_mode,
-                                                        compile_encoder=config.compile_encoder, vae_attention=config.vae_attention))
+                                                        compile_encoder=config.compile_encoder, vae_attention=config.vae_attention,
+                                                        decoder_compile_mode=config.decoder_compile_mode))
 
 
 def build_estimator(config: TrainConfig, prior, device: torch.device | str | None = None):
@@ -45,4 +46,4 @@ def build_estimator(config: TrainConfig, prior, device: torch.device | str | Non
 
     if config.prior.kind == "oracle":
         return OracleDepthEstimator(prior)
-    return DPTDepthEstimator(config.depth.model, device=device, compile=config.depth.compile)
+    return DPTDepthEstimator(config.depth.model, device=device, compile=config.depth.compile, compile_mode=config.depth.compile_mode)

@@ -86,7 +86,9 @@ def test_stable_diffusion_prior_spec_sets_the_model():
     "override,key",
     [("optim.lrr=1", "optim.lrr"), ("nosuch=1", "nosuch"), ("iterations=many", "iterations"), ("guidance.view_mode=sideways", "guidance.view_mode"),
      ("optim.lr=-1", "optim.lr"), ("renderer=3", "renderer"), ("prior.compile_mode=fastest", "prior.compile_mode"),
-     ("field.mlp_precision=fp8", "field.mlp_precision"), ("prior.compile_encoder=true", "prior.compile_encoder")],
+     ("field.mlp_precision=fp8", "field.mlp_precision"), ("prior.compile_encoder=true", "prior.compile_encoder"),
+     ("prior.decoder_compile_mode=fastest", "prior.decoder_compile_mode"), ("prior.decoder_compile_mode=reduce-overhead", "prior.decoder_compile_mode"),
+     ("depth.compile_mode=fastest", "depth.compile_mode"), ("depth.compile_mode=reduce-overhead", "depth.compile_mode")],
 )
 def test_bad_overrides_name_the_key(override, key):
     with pytest.raises(ConfigError) as info:

@@ -132,10 +132,13 @@ FAST_SET = ["prior.compile=true", "prior.compile_mode=reduce-overhead", "prior.c
             "renderer.occupancy.resolution=16", "renderer.compile=true", "prior.vae_attention=math"]
 
 
-def test_training_on_cuda_with_the_fast_set(models, tmp_path):
-    """The README's fast set, plus renderer.compile and the VAE's plain attention, through the trainer in fp16: no CUDA
-    graph output is read after the next replay, and the compiled encoder's backward runs under the gradient scale."""
-    config = tiny_cuda_config(models, extra=["iterations=4", *FAST_SET])
+@pytest.mark.parametrize("graphs", [[], ["prior.decoder_compile_mode=reduce-overhead", "depth.compile_mode=reduce-overhead"]],
+                         ids=["fast-set", "decoder-and-depth-graphs-too"])
+def test_training_on_cuda_with_the_fast_set(models, tmp_path, graphs):
+    """The README's fast set, plus renderer.compile and the VAE's plain attention (and the VAE decoder and depth model
+    as CUDA graphs too), through the trainer in fp16: no CUDA graph output is read after the next replay, and the
+    compiled encoder's backward runs under the gradient scale."""
+    config = tiny_cuda_config(models, extra=["iterations=4", *FAST_SET, *graphs])
     trainer = Trainer(config, tmp_path / "graphs", progress=False)
     assert trainer.prior.dtype == torch.float16
     trainer.train()
@@ -243,10 +246,11 @@ def test_fast_paths_on_cuda_match_the_pytorch_one_pass_render():
 @pytest.mark.parametrize("options", [{"channels_last": True}, {"compile": True}, {"compile": True, "compile_mode": "reduce-overhead"},
                                      {"compile": True, "compile_encoder": True}, {"vae_attention": "math"},
                                      {"compile": True, "compile_encoder": True, "vae_attention": "math"},
+                                     {"compile": True, "decoder_compile_mode": "reduce-overhead"},
                                      {"channels_last": True, "compile": True, "compile_mode": "reduce-overhead", "compile_encoder": True,
-                                      "vae_attention": "math"}],
+                                      "vae_attention": "math", "decoder_compile_mode": "reduce-overhead"}],
                          ids=["channels_last", "compile", "compile-cuda-graphs", "compile-encoder", "vae-math", "compile-encoder-vae-math",
-                              "everything"])
+                              "decoder-cuda-graphs", "everything"])
 def test_prior_speed_options_on_cuda_give_the_same_noise_prediction(models, options):
     """channels_last / torch.compile (CUDA graphs too) of the UNet and the VAE / the VAE's plain attention: same epsilon, decode and
     encoder gradient as the plain prior."""
@@ -277,8 +281,8 @@ def test_prior_speed_options_on_cuda_give_the_same_noise_prediction(models, opti
         torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-3)
 
 
-@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
-def test_depth_estimator_on_cuda_preprocesses_on_the_gpu_and_matches_cpu(models, compile):
+@pytest.mark.parametrize("compile,mode", [(False, "default"), (True, "default"), (True, "reduce-overhead")], ids=["eager", "compiled", "cuda-graphs"])
+def test_depth_estimator_on_cuda_preprocesses_on_the_gpu_and_matches_cpu(models, compile, mode):
     """DPT on CUDA: the processor's resize and normalisation run on the GPU, within a level of the CPU's on a
     render-like smooth image, and the (optionally compiled) model gives the CPU model's output on the same pixels.
 
@@ -290,7 +294,7 @@ def test_depth_estimator_on_cuda_preprocesses_on_the_gpu_and_matches_cpu(models,
 
     _, dpt = models
     cpu = DPTDepthEstimator(str(dpt), device="cpu")
-    gpu = DPTDepthEstimator(str(dpt), device="cuda", compile=compile)
+    gpu = DPTDepthEstimator(str(dpt), device="cuda", compile=compile, compile_mode=mode)
     assert gpu.on_device and gpu.dtype == torch.float16
     gpu.model.float()
     gpu.dtype = torch.float32

@@ -37,6 +37,7 @@ class StableDiffusionConfig:
     channels_last: bool = False  # CUDA only: UNet and VAE in channels_last (slower on an H200 with torch 2.11)
     compile: bool = False  # CUDA only: torch.compile the UNet and the VAE decoder
     compile_mode: CompileMode = "default"  # the UNet's torch.compile mode ('reduce-overhead': CUDA graphs)
+    decoder_compile_mode: CompileMode = "default"  # the VAE decoder's
     compile_encoder: bool = False  # with compile: the VAE encoder too (forward and backward)
     vae_attention: VaeAttention = "sdpa"  # the VAE's one-head, 512-wide attention: PyTorch's fused kernels or the plain product
 
@@ -45,6 +46,8 @@ class StableDiffusionConfig:
         require(self.vae_attention in VAE_ATTENTIONS, "prior.vae_attention", f"must be one of {VAE_ATTENTIONS}, got {self.vae_attention!r}")
         require(self.precision in ("auto", "float16", "bfloat16", "float32"), "prior.precision", "must be auto, float16, bfloat16 or float32")
         require(self.compile_mode in COMPILE_MODES, "prior.compile_mode", f"must be one of {COMPILE_MODES}, got {self.compile_mode!r}")
+        require(self.decoder_compile_mode in COMPILE_MODES, "prior.decoder_compile_mode",
+                f"must be one of {COMPILE_MODES}, got {self.decoder_compile_mode!r}")
 
 
 def resolve_dtype(precision: Precision, device: torch.device) -> torch.dtype:
@@ -99,7 +102,7 @@ class StableDiffusionPrior:
                 # The encoder only when asked (compile_encoder): on one H100, with the UNet as CUDA graphs, it took the
                 # 'hifa-fast' t_max step 162 -> 152 ms, 130 ms with the depth model compiled too (benchmarks/results).
                 self.unet.compile(mode=cfg.compile_mode)
-                self.vae.decoder.compile()
+                self.vae.decoder.compile(mode=cfg.decoder_compile_mode)
                 if cfg.compile_encoder:
                     self.vae.encoder.compile()
         # The reference indexes the scheduler's float32 table (method.md §10); keep its values.
