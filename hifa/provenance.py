@@ -16,7 +16,7 @@ import platform
 import re
 import subprocess
 from importlib import metadata
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING
 
 import hifa
@@ -150,8 +150,43 @@ def read_sessions(run_dir: Path) -> list[dict]:
     return [s for s in sessions if isinstance(s, dict)] if isinstance(sessions, list) else []
 
 
-def record_session(run_dir: Path, from_step: int, env: dict) -> None:
+def record_session(run_dir: Path, from_step: int, env: dict) -> list[str]:
     """Add a session that trains from `from_step`: a fresh training (step 0) starts the list over, and sessions
-    recorded from a later step than this one are dropped (their steps were lost with their unsaved checkpoint)."""
+    recorded from a later step than this one are dropped (their steps were lost with their unsaved checkpoint).
+    Returns what differs from the session it continues (see `differences`)."""
     kept = [s for s in read_sessions(run_dir) if isinstance(s.get("from_step"), int) and s["from_step"] <= from_step] if from_step else []
     write_json_atomic(Path(run_dir) / ENVIRONMENT_FILE, {"schema": SCHEMA, "sessions": [*kept, {"from_step": from_step, **env}]})
+    return differences(kept[-1], env) if kept else []
+
+
+def _short(commit: object, modified: object) -> str:
+    return (str(commit)[:7] if commit else "unknown") + (" (modified)" if modified else "")
+
+
+def differences(before: dict, after: dict) -> list[str]:
+    """What changed between two sessions of a run: 'code 55ee234 -> bd36857', 'device A -> B', 'torch 2.11.0 -> 2.14.1', ..."""
+    changes = []
+    old, new = before.get("code") or {}, after.get("code") or {}
+    if (old.get("commit"), old.get("modified")) != (new.get("commit"), new.get("modified")):
+        changes.append(f"code {_short(old.get('commit'), old.get('modified'))} -> {_short(new.get('commit'), new.get('modified'))}")
+    old_device, new_device = (before.get("device") or {}).get("name"), (after.get("device") or {}).get("name")
+    if old_device != new_device:
+        changes.append(f"device {old_device} -> {new_device}")
+    for name in PACKAGES:
+        was, now = (before.get("packages") or {}).get(name), (after.get("packages") or {}).get(name)
+        if was != now:
+            changes.append(f"{name} {was} -> {now}")
+    for role in sorted(set(before.get("checkpoints") or {}) | set(after.get("checkpoints") or {})):
+        was, now = (before.get("checkpoints") or {}).get(role), (after.get("checkpoints") or {}).get(role)
+        if was != now:
+            changes.append(f"{role} checkpoint {checkpoint_name(was)} -> {checkpoint_name(now)}")
+    return changes
+
+
+def checkpoint_name(entry: dict | None) -> str:
+    """A hub model as 'id @ revision' (7 digits), a local folder as 'folder-name #fingerprint' (8), or 'none'."""
+    if not entry:
+        return "none"
+    if entry.get("path"):
+        return f"{PurePath(str(entry['path'])).name} #{str(entry.get('fingerprint') or 'unreadable')[:8]}"
+    return f"{entry.get('model')} @ {str(entry['revision'])[:7] if entry.get('revision') else 'revision unknown'}"

@@ -224,7 +224,8 @@ class Trainer:
         if self.step < last:  # steps to train: a finished training's products (or a previous one's log) no longer describe the folder
             for name in (WEIGHTS_FILE, "train_summary.json", *(() if self.step else ("train_log.csv", ENVIRONMENT_FILE))):
                 (self.run_dir / name).unlink(missing_ok=True)
-            record_session(self.run_dir, self.step, self.environment())
+            if changed := record_session(self.run_dir, self.step, self.environment()):
+                log.warning("resuming %s at step %d in another setting than its last session: %s", self.run_dir, self.step, "; ".join(changed))
         write_bytes_atomic(self.run_dir / "config.yaml", dump_yaml(cfg).encode())
         start, self.started = self.step, time.perf_counter()
         bar = tqdm(range(start + 1, last + 1), initial=start, total=cfg.iterations, desc=f"train {cfg.preset}",

