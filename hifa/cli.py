@@ -8,31 +8,10 @@ import sys
 from pathlib import Path
 
 from hifa import __version__
+from hifa.cli_types import clip_models, positive_float, positive_int
 from hifa.errors import HifaError
 
 DEFAULT_CLIP_MODELS = ("ViT-B/32", "ViT-B/16", "ViT-L/14")  # hifa.evaluate.clip.DEFAULT_BACKBONES (kept import-free)
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer > 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
@@ -140,13 +119,6 @@ def cmd_mesh(args: argparse.Namespace) -> int:
     return 0
 
 
-def clip_models(text: str) -> tuple[str, ...]:
-    """argparse type: comma-separated CLIP backbones, or 'none'."""
-    if text.strip().lower() in ("none", ""):
-        return ()
-    return tuple(name.strip() for name in text.split(",") if name.strip())
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from hifa.steps.evaluate import EvaluateOptions, evaluate_run
 
@@ -213,6 +185,14 @@ def cmd_check_suites(args: argparse.Namespace) -> int:
     count = check_suites(args.suites)
     print(f"checked {count} suite{'s' if count != 1 else ''}: settings and prompts are valid")
     return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from hifa.doctor import FAIL, report, run_checks
+
+    checks = run_checks(args.model, args.depth_model, args.clip_models, Path(args.results))
+    print(report(checks, args.json))
+    return 1 if any(c.status == FAIL for c in checks) else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -321,6 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print JSON (hifa.suite-status/1) instead of the table")
     status.add_argument("--watch", type=positive_int, metavar="SECONDS", help="print again every SECONDS until Ctrl-C")
     status.set_defaults(func=cmd_status)
+
+    doctor = sub.add_parser("doctor", help="check this machine before running on it: GPU, kernels, models, CLIP, space for results")
+    doctor.add_argument("--model", help="Stable Diffusion id or folder (default: the presets' SD 2.1-base)")
+    doctor.add_argument("--depth-model", help="depth model id or folder (default: the presets' DPT)")
+    doctor.add_argument("--clip-models", type=clip_models, default=",".join(DEFAULT_CLIP_MODELS), help="comma-separated CLIP backbones, or 'none'")
+    doctor.add_argument("--results", default="results", help="where results will be written (default results/)")
+    doctor.add_argument("--json", action="store_true", help="print JSON instead of the lines")
+    doctor.set_defaults(func=cmd_doctor)
     return parser
 
 

@@ -1,0 +1,103 @@
+"""`hifa doctor`: each check's outcome on this CPU machine, with models cached, local, downloadable or missing."""
+
+import json
+
+import pytest
+import torch
+
+from hifa import doctor
+from hifa.cli import main
+
+REVISION = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache, and a way to put a model's snapshot in it."""
+    import huggingface_hub.constants
+
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+
+    def add(model: str, files=("model_index.json",)):
+        folder = cache / f"models--{model.replace('/', '--')}"
+        (folder / "refs").mkdir(parents=True)
+        (folder / "refs" / "main").write_text(REVISION)
+        for name in files:
+            (folder / "snapshots" / REVISION / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / "snapshots" / REVISION / name).write_text("{}")
+    return add
+
+
+def run(capsys, *args):
+    code = main(["doctor", *args])
+    return code, capsys.readouterr().out
+
+
+def line(out: str, name: str) -> str:
+    """A check's line as 'mark name detail', single-spaced (the names are padded to one width)."""
+    return " ".join(next(x for x in out.splitlines() if x[3:].startswith(name + " ")).split())
+
+
+def test_cached_and_local_models_pass_offline_and_only_warnings_remain(tmp_path, capsys, hub_cache, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub_cache("someone/sd")
+    depth = tmp_path / "dpt"
+    depth.mkdir()
+    (depth / "config.json").write_text("{}")
+    clip_dir = tmp_path / "clip"
+    clip_dir.mkdir()
+    (clip_dir / "ViT-B-32.pt").write_bytes(b"weights")
+    monkeypatch.setenv("HIFA_CLIP_DIR", str(clip_dir))
+    code, out = run(capsys, "--model", "someone/sd", "--depth-model", str(depth), "--clip-models", "ViT-B/32", "--results", str(tmp_path / "res"))
+    assert code == 0, out
+    assert line(out, "prior").startswith("✓ prior") and f"someone/sd: cached, revision {REVISION[:7]}" in out
+    assert line(out, "depth").startswith("✓ depth") and "local folder, fingerprint" in out
+    assert line(out, "clip").startswith("✓ clip") and f"ViT-B/32 in {clip_dir}" in out
+    assert line(out, "results").startswith("✓ results") and "writable" in out  # res/ does not exist yet: its parent is checked
+    # A CPU machine is a warning (the oracle and tiny worlds only), a CUDA one a pass.
+    assert line(out, "device").startswith("✓ device" if torch.cuda.is_available() else "! device no CUDA GPU")
+    assert out.splitlines()[0].endswith("(offline: HF_HUB_OFFLINE or HIFA_OFFLINE set)")
+    assert out.splitlines()[-1].startswith("ready, with ")
+
+
+def test_a_missing_model_fails_with_how_to_get_it(tmp_path, capsys, hub_cache, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HIFA_CLIP_DIR", str(tmp_path / "no-clip"))
+    code, out = run(capsys, "--model", "someone/not-cached", "--depth-model", str(tmp_path / "nowhere"), "--results", str(tmp_path))
+    assert code == 1
+    assert line(out, "prior").startswith("✗ prior") and "`hf download someone/not-cached`" in out
+    assert line(out, "depth").startswith("✗ depth") and "does not exist" in line(out, "depth")
+    assert line(out, "clip").startswith("✗ clip") and "ViT-B/32" in line(out, "clip") and "clip.load(" in line(out, "clip")
+    assert out.splitlines()[-1].startswith("3 checks failed (✗)")
+
+
+@pytest.mark.parametrize("hub_up", [True, False], ids=["hub-reachable", "hub-unreachable"])
+def test_an_uncached_model_online_downloads_later_or_fails_when_the_hub_is_unreachable(tmp_path, capsys, hub_cache, monkeypatch, hub_up):
+    for name in ("HF_HUB_OFFLINE", "HIFA_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(doctor, "reachable", lambda url: hub_up)
+    check = doctor.check_model("prior", "someone/not-cached", "Stable Diffusion model")
+    if hub_up:
+        assert check.status == doctor.WARN and "downloaded from huggingface.co on first use" in check.detail
+    else:
+        assert check.status == doctor.FAIL and "the hub cannot be reached" in check.detail and "hf download someone/not-cached" in check.detail
+
+
+def test_a_read_only_or_full_results_folder_is_reported(tmp_path, monkeypatch):
+    monkeypatch.setattr(doctor.os, "access", lambda path, mode: False)
+    assert doctor.check_storage(tmp_path / "results").status == doctor.FAIL
+    monkeypatch.undo()
+    monkeypatch.setattr(doctor, "MIN_FREE_GIB", float("inf"))
+    full = doctor.check_storage(tmp_path)
+    assert full.status == doctor.WARN and "GiB free (under inf GiB)" in full.detail
+
+
+def test_json_lists_every_check(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, out = run(capsys, "--model", str(tmp_path), "--depth-model", str(tmp_path), "--clip-models", "none", "--results", str(tmp_path), "--json")
+    data = json.loads(out)
+    assert [c["name"] for c in data["checks"]] == ["device", "kernels", "prior", "depth", "clip", "results"]
+    assert data["offline"] is True and code == (1 if any(c["status"] == "failed" for c in data["checks"]) else 0)
+    assert {c["status"] for c in data["checks"]} <= {"ok", "warning", "failed"}
