@@ -7,7 +7,6 @@ import math
 import re
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from hifa.errors import HifaError
 from hifa.evaluate import clip as clipm
 from hifa.evaluate.mesh_views import textured_views
 from hifa.io import load_image, write_json_atomic
+from hifa.provenance import package_version
 from hifa.run_folder import load_config, read_marker, run_dir, step_dir
 from hifa.steps.render import marker_cameras
 
@@ -107,14 +107,7 @@ def depth_summary(run: Path) -> dict | None:
 
 def versions() -> dict[str, str | None]:
     """Versions of the code and of the packages that produce the numbers."""
-
-    def version(name: str) -> str | None:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return None
-
-    return {"hifa": hifa.__version__, "torch": torch.__version__, "clip-anytorch": version("clip-anytorch"), "numpy": np.__version__}
+    return {"hifa": hifa.__version__, "torch": torch.__version__, "clip-anytorch": package_version("clip-anytorch"), "numpy": np.__version__}
 
 
 def validate(document: dict) -> None:
