@@ -8,6 +8,7 @@ import json
 import math
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,6 +110,12 @@ def training_text(t: Training) -> str:
     return f"stopped at {where}" + (f", {duration(t.idle_s)} ago" if t.idle_s is not None else "")
 
 
+def device_of(run: Run) -> str | None:
+    """The device of the run's latest training session (environment.json), if recorded."""
+    device = run.environment[-1].get("device") if run.environment else None
+    return str(device["name"]) if isinstance(device, dict) and device.get("name") else None
+
+
 @dataclass(frozen=True)
 class Status:
     suite: Suite
@@ -125,14 +132,17 @@ class Status:
         return out
 
     def totals(self) -> str:
-        """'trainings: 5 done, 2 running (ETA 14 min), 1 stopped, 1 waiting; evaluations: 4/9'."""
+        """'trainings: 5 done, 2 running (ETA 14 min), 1 stopped, 1 waiting; evaluations: 4/9; on NVIDIA H100 80GB HBM3 (7)'
+        (the devices of the runs' latest training sessions, where recorded)."""
         states = [t.state for t in self.trainings.values()]
         parts = [f"{states.count(s)} {s}" for s in ("done", "running", "stopped", "failed", "waiting") if states.count(s)]
         etas = [t.eta_s for t in self.trainings.values() if t.eta_s is not None]
         if etas:
             parts[[p.endswith(" running") for p in parts].index(True)] += f" (longest ETA {duration(max(etas))})"
         evaluated = sum(1 for run in self.suite.runs.values() if run.steps.get("eval") == "done")
-        return f"trainings: {', '.join(parts)}; evaluations: {evaluated}/{len(self.suite.runs)}"
+        devices = Counter(d for run in self.suite.runs.values() if (d := device_of(run)))
+        where = f"; on {', '.join(f'{name} ({n})' for name, n in devices.most_common())}" if devices else ""
+        return f"trainings: {', '.join(parts)}; evaluations: {evaluated}/{len(self.suite.runs)}{where}"
 
     def as_dict(self) -> dict:
         """For `--json`: every run's training state and step states."""
@@ -140,7 +150,8 @@ class Status:
         for (method, slug, seed), run in self.suite.runs.items():
             t = self.trainings[(method, slug, seed)]
             runs.append({"method": method, "prompt_slug": slug, "seed": seed, "training": t.state, "step": t.step, "iterations": t.iterations,
-                         "seconds_per_step": t.seconds_per_step, "eta_s": t.eta_s, "steps": run.steps, "failure": run.failure})
+                         "seconds_per_step": t.seconds_per_step, "eta_s": t.eta_s, "device": device_of(run), "steps": run.steps,
+                         "failure": run.failure})
         return {"schema": "hifa.suite-status/1", "suite": self.suite.name, "runs": runs}
 
 

@@ -145,3 +145,17 @@ def test_watch_repeats_rides_out_a_missing_suite_and_ends_quietly_on_ctrl_c(suit
     assert [proc.returncode for proc in procs] == [0, 0], (err, err_later)
     assert out.count("trainings: 3 done, 1 running") >= 2 and "interrupted" not in err
     assert err_later.count(f"hifa: suite folder not found: {later}") >= 2 and out_later.strip() == ""
+
+
+def test_the_devices_the_runs_trained_on_are_counted(suite):
+    sessions = {"hifa/a-red-ball-on-blue-box": ["AMD EPYC", "NVIDIA H100 80GB HBM3"], "hifa/snowman": ["NVIDIA H100 80GB HBM3"],
+                "dreamfusion/a-red-ball-on-blue-box": ["NVIDIA A100-SXM4-80GB"]}  # dreamfusion/snowman: no record
+    for name, devices in sessions.items():
+        recorded = [{"from_step": 100 * i, "device": {"name": d}} for i, d in enumerate(devices)]
+        (suite / "runs" / name / "environment.json").write_text(json.dumps({"sessions": recorded}))
+    status = suite_status(suite)
+    # The latest session's device counts: a run resumed on the H100 is an H100 run.
+    assert render_status(status).endswith("; on NVIDIA H100 80GB HBM3 (2), NVIDIA A100-SXM4-80GB (1)")
+    runs = {(r["method"], r["prompt_slug"]): r for r in status.as_dict()["runs"]}
+    assert runs[("hifa", "a-red-ball-on-blue-box")]["device"] == "NVIDIA H100 80GB HBM3"
+    assert runs[("dreamfusion", "snowman")]["device"] is None
