@@ -20,6 +20,7 @@ from pathlib import Path, PurePath
 from typing import TYPE_CHECKING
 
 import hifa
+from hifa.hub import is_local_path
 from hifa.io import write_json_atomic
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ def package_version(name: str) -> str | None:
 @functools.cache
 def code_version() -> dict:
     """hifa's version, and the git commit of the checkout it runs from (None when installed from a wheel), with
-    whether tracked files differ from that commit."""
+    whether tracked files differ from that commit; asked once per process (a process runs one code version)."""
     root = Path(hifa.__file__).resolve().parent.parent
     commit, modified = None, None
     if (root / ".git").exists():
@@ -105,8 +106,6 @@ def fingerprint(folder: Path) -> str:
 def checkpoint(model: str) -> dict:
     """Where a pretrained model came from: a local folder (its path and fingerprint) or a hub id (the cached
     snapshot's revision, the commit of the files that were loaded)."""
-    from hifa.hub import is_local_path
-
     if is_local_path(model):
         folder = Path(model).expanduser().resolve()
         try:
