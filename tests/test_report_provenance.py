@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 from hifa.cli import main
@@ -48,6 +49,12 @@ def test_runs_are_grouped_by_where_they_trained_and_a_resumed_run_counts_in_both
     record = {(r["method"], r["prompt_slug"]): r for r in json.loads((root / "report" / "runs.json").read_text())["runs"]}
     assert [s["from_step"] for s in record[("dreamfusion", "a-red-ball-on-blue-box")]["environment"]] == [0, 100]
     assert record[("dreamfusion", "snowman")]["environment"] == []
+    # paper/provenance.csv: a row per session, for a paper's reproducibility notes.
+    rows = list(csv.DictReader((root / "paper" / "provenance.csv").open()))
+    resumed = [r for r in rows if (r["method"], r["prompt_slug"]) == ("dreamfusion", "a-red-ball-on-blue-box")]
+    assert [(r["from_step"], r["device"]) for r in resumed] == [("0", "AMD EPYC (2 threads)"), ("100", "NVIDIA H100 80GB HBM3 (CUDA 13.0)")]
+    assert [r["device"] for r in rows if r["prompt_slug"] == "snowman" and r["method"] == "dreamfusion"] == ["not recorded"]
+    assert len(rows) == 5
 
 
 def test_one_setting_needs_no_caution(tmp_path):

@@ -14,6 +14,7 @@ from hifa.report.catalog import is_ablation, latex_escape, method_label, metric_
 from hifa.report.collect import Suite
 from hifa.report.figures import curves_figure, grid_figure, mesh_strip, metrics_figure, save
 from hifa.report.paired import PairedTable, paired_csv, paired_table
+from hifa.report.provenance import provenance_csv
 from hifa.report.tables import Table, headline, summary_table, table_keys
 
 
@@ -127,6 +128,7 @@ def write_paper(suite: Suite, out: Path) -> list[Path]:
                                                      f"{across}; best in bold.", _label(suite, "ablation")))
         put("table_ablation.csv", table_csv(table))
     put("per_prompt.csv", per_prompt_csv(suite))
+    put("provenance.csv", provenance_csv(suite))
     if (pairs := paired_csv(suite, table_keys(suite, suite.methods))) is not None:
         put("paired.csv", pairs)
     if (table := paired_table(suite, suite.methods, headline(table_keys(suite, suite.methods)))) is not None:

@@ -6,6 +6,8 @@ setting it trained in; runs without a record (made before it existed) under 'not
 
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import dataclass
 
 from hifa.provenance import checkpoint_name
@@ -75,3 +77,18 @@ def run_names(runs: list[Run]) -> str:
     names = [f"{run.method}/{run.name}" for run in runs]
     shown = ", ".join(names[:MAX_NAMES])
     return shown + (f", … and {len(names) - MAX_NAMES} more" if len(names) > MAX_NAMES else "")
+
+
+def provenance_csv(suite: Suite) -> str:
+    """One row per training session of each run (method, prompt, seed, first step, then the setting), for a paper's
+    reproducibility notes; a run without a record has one row saying so."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["method", "prompt_slug", "seed", "from_step", "device", "libraries", "code", "checkpoints"])
+    for (method, slug, seed), run in suite.runs.items():
+        for session in run.environment:
+            setting = setting_of(session)
+            writer.writerow([method, slug, seed, session.get("from_step", ""), setting.device, setting.software, setting.code, setting.checkpoints])
+        if not run.environment and run.steps.get("train") in ("done", "partial", "stale"):
+            writer.writerow([method, slug, seed, "", "not recorded", "", "", ""])
+    return buffer.getvalue()
