@@ -15,7 +15,7 @@ import urllib.parse
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from hifa.hub import hub_endpoint, in_cache, is_local_path, missing_model_message, offline, reachable, resolve_model
+from hifa.hub import hub_endpoint, in_cache, is_local_path, missing_model_message, offline, reachable, resolve_model, unreachable_message
 from hifa.provenance import checkpoint, code_version, device_info, package_version
 
 OK, WARN, FAIL = "ok", "warning", "failed"
@@ -86,7 +86,7 @@ def check_model(role: str, model: str, what: str) -> Check:
     endpoint = hub_endpoint()
     if reachable(endpoint):
         return Check(role, WARN, f"{resolved}: not cached; downloaded from {urllib.parse.urlsplit(endpoint).hostname} on first use")
-    return Check(role, FAIL, f"{resolved}: not cached and the hub cannot be reached: " + missing_model_message(resolved, what).split(": ", 1)[-1])
+    return Check(role, FAIL, unreachable_message(resolved, what, endpoint))
 
 
 def check_clip(names: tuple[str, ...]) -> Check:
