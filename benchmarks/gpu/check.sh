@@ -19,7 +19,7 @@ status=0
 TESTS=${TESTS-tests/test_cuda.py}
 if [ -n "$TESTS" ]; then
     # -v: each result is printed as it ends, so a run cut short by the timeout still says which tests passed
-    timeout "${TEST_TIMEOUT:-240}" python3 -m pytest -v -p no:cacheprovider $TESTS 2>&1 | tee "$OUT/tests.log"
+    timeout "${TEST_TIMEOUT:-240}" python3 -m pytest -v --durations=0 -p no:cacheprovider $TESTS 2>&1 | tee "$OUT/tests.log"
     status=${PIPESTATUS[0]}
 fi
 timeout "${BENCH_TIMEOUT:-420}" python3 benchmarks/bench.py --out "$OUT/bench" "$@" 2>&1 | tee "$OUT/bench.log"
