@@ -45,6 +45,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from hifa.configio import dump_yaml
+    from hifa.provenance import read_sessions
     from hifa.step_markers import COMMANDS, stale_steps
     from hifa.run_names import run_name
     from hifa.scenes import slugify
@@ -68,7 +69,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out or Path("results") / "runs" / f"{config.preset}-{run_name(slugify(config.prompt)[:60], config.seed)}")
     summary = run_training(config, out, resume=args.resume, progress=not args.quiet)
     scores = f", held-out PSNR {summary['heldout_psnr']:.2f} dB" if "heldout_psnr" in summary else ""
-    print(f"{config.preset} on {config.prompt!r}: {summary['steps']} steps in {summary['wall_time_s']:.0f} s{scores}; wrote {out}")
+    sessions = read_sessions(out)  # the device of the session that just trained, for the job's log
+    device = f" on {sessions[-1].get('device', {}).get('name')}" if sessions else ""
+    print(f"{config.preset} on {config.prompt!r}: {summary['steps']} steps in {summary['wall_time_s']:.0f} s{device}{scores}; wrote {out}")
     stale = stale_steps(out, summary["steps"])
     if stale:  # a resumed run trained on: its renders, mesh and scores show the older field
         made = ", ".join(f"{step}/ (step {at})" for step, at in stale.items())

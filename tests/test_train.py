@@ -168,8 +168,12 @@ def test_resume_names_the_steps_made_from_an_older_checkpoint(tmp_path, capsys):
         (run / step / marker).write_text(json.dumps({"step": 3}))
     capsys.readouterr()
     assert main([*args, "--resume"]) == 0  # trains on to 6
-    err = capsys.readouterr().err.strip().splitlines()
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
     assert err == [f"hifa: note: render/ (step 3), mesh/ (step 3) predate this training; make them again: hifa render {run}; hifa mesh {run}"]
+    from hifa.provenance import cpu_name
+
+    assert ": 6 steps in " in captured.out and f" s on {cpu_name()}, held-out PSNR " in captured.out  # the device, for the job's log
 
 
 def test_same_config_ignores_tracking_and_names_what_changed(tmp_path, capsys):
