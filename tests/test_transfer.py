@@ -1,4 +1,4 @@
-"""Host-to-device copies: values and devices (the sync-free path itself needs CUDA: tests/test_cuda.py)."""
+"""Host-to-device copies: values and devices (the sync-free path itself needs CUDA: tests/cuda/)."""
 
 import torch
 

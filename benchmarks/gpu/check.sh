@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the device (GPU machine): install the carried wheels, run the CUDA tests, then the benchmark, all
 # output under $OUT (what comes back). Usage: bash benchmarks/gpu/check.sh [bench.py arguments]
-#   env TESTS (default tests/test_cuda.py; empty: none), TEST_TIMEOUT (s, default 240), BENCH_TIMEOUT (s, default 420)
+#   env TESTS (default tests/cuda; empty: none), TEST_TIMEOUT (s, default 240), BENCH_TIMEOUT (s, default 420)
 # e.g. run(command="bash benchmarks/gpu/check.sh --deadline 300", carry=[".whl"], timeout_s=560)
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
@@ -16,7 +16,7 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, triton, diffusers, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/gpu.txt"
 status=0
-TESTS=${TESTS-tests/test_cuda.py}
+TESTS=${TESTS-tests/cuda}
 if [ -n "$TESTS" ]; then
     # -v: each result is printed as it ends, so a run cut short by the timeout still says which tests passed
     timeout "${TEST_TIMEOUT:-240}" python3 -m pytest -v --durations=0 -p no:cacheprovider $TESTS 2>&1 | tee "$OUT/tests.log"
