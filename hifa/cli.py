@@ -190,6 +190,15 @@ def cmd_check_suites(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from hifa.reproduce import reproduce, summary_line
+
+    run = Path(args.run)
+    result = reproduce(run, args.out or Path("results") / "reproduce" / run.name, args.device, progress=not args.quiet)
+    print(summary_line(result))
+    return 0 if result["max_abs_weight_difference"] <= args.tolerance else 1
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from hifa.doctor import FAIL, report, run_checks
 
@@ -304,6 +313,14 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print JSON (hifa.suite-status/1) instead of the table")
     status.add_argument("--watch", type=positive_int, metavar="SECONDS", help="print again every SECONDS until Ctrl-C")
     status.set_defaults(func=cmd_status)
+
+    again = sub.add_parser("reproduce", help="train a finished run again from its config and compare the weights, scores and settings")
+    again.add_argument("run", help="run folder of a finished `hifa train`")
+    again.add_argument("--out", help="where to train it again (default results/reproduce/<run folder name>)")
+    again.add_argument("--device", help="train on this device instead of the run's (e.g. cpu, cuda:1)")
+    again.add_argument("--tolerance", type=float, default=0.0, help="exit 0 if no weight differs by more than this (default 0: bit for bit)")
+    again.add_argument("--quiet", action="store_true", help="no progress bar")
+    again.set_defaults(func=cmd_reproduce)
 
     doctor = sub.add_parser("doctor", help="check this machine before running on it: GPU, kernels, models, CLIP, space for results")
     doctor.add_argument("--model", help="Stable Diffusion id or folder (default: the presets' SD 2.1-base)")

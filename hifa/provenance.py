@@ -168,9 +168,11 @@ def differences(before: dict, after: dict) -> list[str]:
     old, new = before.get("code") or {}, after.get("code") or {}
     if (old.get("commit"), old.get("modified")) != (new.get("commit"), new.get("modified")):
         changes.append(f"code {_short(old.get('commit'), old.get('modified'))} -> {_short(new.get('commit'), new.get('modified'))}")
-    old_device, new_device = (before.get("device") or {}).get("name"), (after.get("device") or {}).get("name")
-    if old_device != new_device:
-        changes.append(f"device {old_device} -> {new_device}")
+    old_device, new_device = before.get("device") or {}, after.get("device") or {}
+    if old_device.get("name") != new_device.get("name"):
+        changes.append(f"device {old_device.get('name')} -> {new_device.get('name')}")
+    elif old_device.get("threads") != new_device.get("threads"):  # on one CPU the thread count orders its reductions
+        changes.append(f"threads {old_device.get('threads')} -> {new_device.get('threads')}")
     for name in PACKAGES:
         was, now = (before.get("packages") or {}).get(name), (after.get("packages") or {}).get(name)
         if was != now:

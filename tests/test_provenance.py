@@ -85,6 +85,7 @@ def test_a_resumed_session_names_what_changed_since_the_last_one(tmp_path):
             "checkpoints": {"prior": {"model": "sd2-community/sd", "revision": "b" * 40}}}
     assert record_session(tmp_path, 0, base) == []  # a fresh training continues nothing
     assert record_session(tmp_path, 100, base) == []  # the same setting: nothing to say
+    assert record_session(tmp_path, 150, {**base, "device": {"name": "AMD EPYC", "threads": 2}}) == ["threads None -> 2"]
     moved = {**base, "code": {"hifa": "0.1.0", "commit": "c" * 40, "modified": True}, "device": {"name": "NVIDIA H100 80GB HBM3"},
              "packages": {"torch": "2.11.0+cu130", "diffusers": "0.42.1"},
              "checkpoints": {"prior": {"model": "/models/sd", "path": "/models/sd", "fingerprint": "0123456789abcdef"}}}
