@@ -191,12 +191,17 @@ def cmd_check_suites(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from hifa.reproduce import reproduce, summary_line
+    from hifa.reproduce import compare, reproduce, reproduced, summary_line
 
     run = Path(args.run)
-    result = reproduce(run, args.out or Path("results") / "reproduce" / run.name, args.device, progress=not args.quiet)
-    print(summary_line(result))
-    return 0 if result["max_abs_weight_difference"] <= args.tolerance else 1
+    if args.against:
+        result = compare(run, args.against)
+        print(summary_line(result))
+    else:
+        out = Path(args.out or Path("results") / "reproduce" / run.name)
+        result = reproduce(run, out, args.device, progress=not args.quiet)
+        print(f"{summary_line(result)}; wrote {out / 'reproduce.json'}")
+    return 0 if reproduced(result, args.tolerance) else 1
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -318,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     again.add_argument("run", help="run folder of a finished `hifa train`")
     again.add_argument("--out", help="where to train it again (default results/reproduce/<run folder name>)")
     again.add_argument("--device", help="train on this device instead of the run's (e.g. cpu, cuda:1)")
+    again.add_argument("--against", metavar="RUN2", help="compare with this finished run instead of training again (e.g. one made elsewhere)")
     again.add_argument("--tolerance", type=float, default=0.0, help="exit 0 if no weight differs by more than this (default 0: bit for bit)")
     again.add_argument("--quiet", action="store_true", help="no progress bar")
     again.set_defaults(func=cmd_reproduce)

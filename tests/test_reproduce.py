@@ -32,6 +32,15 @@ def test_a_run_reproduces_bit_for_bit_on_the_same_machine(tmp_path, capsys, one_
     assert record["identical"] is True and record["max_abs_weight_difference"] == 0.0 and record["setting_changes"] == []
     assert record["scores"]["steps"] == {"original": 6, "reproduction": 6}
     assert not (tmp_path / "again" / "run.json").exists()  # no MLflow run for a check
+    # Two existing runs compared without training: another method's run is no reproduction (exit 1).
+    other = tmp_path / "other"
+    run_training(tiny_config(tmp_path, "dreamfusion", extra=["tracking.enabled=false"]), other, progress=False)
+    capsys.readouterr()
+    assert main(["reproduce", str(run), "--against", str(tmp_path / "again")]) == 0
+    assert capsys.readouterr().out.startswith("reproduced bit for bit")
+    assert main(["reproduce", str(run), "--against", str(other)]) == 1
+    text = capsys.readouterr().out
+    assert text.startswith("not a reproduction: the configs differ in cameras.uniform_sphere_rate, depth.weight, ") and ", ... (" in text
 
 
 def test_a_changed_weight_is_found_and_named(tmp_path, one_thread):
