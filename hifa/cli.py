@@ -147,23 +147,11 @@ def cmd_scenes_list(args: argparse.Namespace) -> int:
 
 
 def cmd_scenes_render(args: argparse.Namespace) -> int:
-    import torch
-
-    from hifa.cameras import orbit_cameras
-    from hifa.io import save_image
-    from hifa.mesh import Mesh, export_mesh
-    from hifa.scenes import GroundTruthRenderer, get_scene
+    from hifa.scenes import get_scene
+    from hifa.scenes.groundtruth import export_groundtruth
 
     scene = get_scene(args.scene)
-    out = Path(args.out) / scene.name
-    truth = GroundTruthRenderer(scene).render(orbit_cameras(args.views), args.resolution, args.resolution)
-    depth = truth.depth / max(float(truth.depth.max()), 1e-6)
-    rows = [truth.rgb, depth[..., None].expand_as(truth.rgb), truth.normals * 0.5 + 0.5 * truth.mask[..., None]]
-    save_image(torch.cat([torch.cat(list(r), dim=1) for r in rows], dim=0), out / "groundtruth.png")
-    mesh = scene.mesh()
-    import numpy as np
-
-    export_mesh(Mesh(np.asarray(mesh.vertices), np.asarray(mesh.triangles), np.asarray(mesh.vertex_colors)), out / "groundtruth.ply")
+    out = export_groundtruth(scene, Path(args.out) / scene.name, args.views, args.resolution)
     print(f"{scene.name} ({scene.prompt!r}): wrote {out}/groundtruth.png and groundtruth.ply")
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -74,3 +75,18 @@ class GroundTruthRenderer:
         origins, directions = cameras.rays(height, width)
         out = self.cast(origins.reshape(len(cameras), height, width, 3), directions.reshape(len(cameras), height, width, 3), background)
         return GroundTruth(out["rgb"], out["depth"], out["mask"], out["normals"])
+
+
+def export_groundtruth(scene: Scene, out: Path, views: int, resolution: int) -> Path:
+    """out/groundtruth.png (RGB, depth and normal rows at `views` orbit cameras) and out/groundtruth.ply; returns out."""
+    from hifa.cameras import orbit_cameras
+    from hifa.io import save_image
+    from hifa.mesh import Mesh, export_mesh
+
+    truth = GroundTruthRenderer(scene).render(orbit_cameras(views), resolution, resolution)
+    depth = truth.depth / max(float(truth.depth.max()), 1e-6)
+    rows = [truth.rgb, depth[..., None].expand_as(truth.rgb), truth.normals * 0.5 + 0.5 * truth.mask[..., None]]
+    save_image(torch.cat([torch.cat(list(r), dim=1) for r in rows], dim=0), out / "groundtruth.png")
+    mesh = scene.mesh()
+    export_mesh(Mesh(np.asarray(mesh.vertices), np.asarray(mesh.triangles), np.asarray(mesh.vertex_colors)), out / "groundtruth.ply")
+    return out
