@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import math
@@ -224,7 +225,7 @@ class Trainer:
         if self.step < last:  # steps to train: a finished training's products (or a previous one's log) no longer describe the folder
             for name in (WEIGHTS_FILE, "train_summary.json", *(() if self.step else ("train_log.csv", ENVIRONMENT_FILE))):
                 (self.run_dir / name).unlink(missing_ok=True)
-            if changed := record_session(self.run_dir, self.step, self.environment()):
+            if changed := record_session(self.run_dir, self.step, self.environment):
                 log.warning("resuming %s at step %d in another setting than its last session: %s", self.run_dir, self.step, "; ".join(changed))
         write_bytes_atomic(self.run_dir / "config.yaml", dump_yaml(cfg).encode())
         start, self.started = self.step, time.perf_counter()
@@ -266,8 +267,10 @@ class Trainer:
             summary["skipped_steps"] = self.skipped_steps
         return summary
 
+    @functools.cached_property
     def environment(self) -> dict:
-        """This session's provenance record: code, libraries, device, and the checkpoints of the prior and depth model."""
+        """This session's provenance record: code, libraries, device, and the checkpoints of the prior and depth model
+        (made once: the MLflow run's tags and environment.json share it, and a checkpoint's fingerprint reads files)."""
         models = {"prior": getattr(self.prior, "model_id", None), "depth": getattr(self.estimator, "model_name", None)}
         return environment(self.device, {role: model for role, model in models.items() if model})
 

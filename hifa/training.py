@@ -163,7 +163,7 @@ def run_training(config: TrainConfig, run_dir: str | Path, resume: bool = False,
     if resume and not resuming:  # e.g. a mistyped --out: say so rather than start over silently
         log.warning("%s holds no checkpoint to resume; training starts at step 0", run_dir)
     (run_dir / "FAILED").unlink(missing_ok=True)  # the workflow's mark of an earlier attempt that failed
-    trainer.tracker = tracker = make_tracker(config, run_dir, run_dir.name, resuming, trainer.environment())
+    trainer.tracker = tracker = make_tracker(config, run_dir, run_dir.name, resuming, trainer.environment)
     status = "FAILED"
     try:
         summary = trainer.train()
