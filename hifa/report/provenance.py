@@ -66,9 +66,9 @@ def provenance_note(suite: Suite, rows: list[tuple[Setting | None, list[Run]]]) 
     note = "Where each run trained (environment.json in its folder): device, libraries, code and pretrained checkpoints."
     if any(len({setting_of(s) for s in run.environment}) > 1 for run in suite.runs.values()):
         note += " A run resumed in another setting is listed under each."
-    devices = {setting.device for setting, _ in rows if setting is not None}
+    devices = {setting.device for setting, _ in rows if setting is not None}  # a CPU's thread count is part of it
     if len(devices) > 1 and "wall_time_s" in suite.metric_keys:
-        note += f" The runs trained on {len(devices)} devices: their wall times compare only within one device."
+        note += f" The runs trained on {len(devices)} devices (or thread counts): their wall times compare only within one."
     return note
 
 
