@@ -4,6 +4,7 @@ A training writes `environment.json` into its run folder: one entry per session 
 run on another machine has two), so a table of numbers can say which GPU, which torch and which weights made
 them. Nothing here needs the network, and nothing here fails a training: what cannot be found is recorded as null.
 torch is imported where a record is made, not to read one (the report and `hifa status` run without it).
+The file's format: hifa/environment.schema.json.
 """
 
 from __future__ import annotations

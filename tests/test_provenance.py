@@ -107,3 +107,15 @@ def test_resuming_in_another_setting_is_logged(tmp_path, caplog):
         Trainer(config, tmp_path / "run", progress=False).train()
     assert f"at step 3 in another setting than its last session: device Another CPU -> {provenance.cpu_name()}" in caplog.text
     assert [s["device"]["name"] for s in read_sessions(tmp_path / "run")] == ["Another CPU", provenance.cpu_name()]
+
+
+def test_a_training_s_record_follows_its_schema(tmp_path):
+    import jsonschema
+
+    folder = tmp_path / "tiny-model"
+    write(folder / "config.json", b"{}")
+    record_session(tmp_path, 0, provenance.environment(torch.device("cpu"), {"prior": str(folder), "depth": "someone/not-cached"}))
+    schema = json.loads((provenance.Path(provenance.__file__).parent / "environment.schema.json").read_text())
+    jsonschema.validate(json.loads((tmp_path / ENVIRONMENT_FILE).read_text()), schema)
+    with pytest.raises(jsonschema.ValidationError):  # the schema does reject a broken record
+        jsonschema.validate({"schema": provenance.SCHEMA, "sessions": [{"from_step": -1}]}, schema)
