@@ -25,21 +25,21 @@ def compiled(fn: Callable) -> Callable:
     return torch.compile(fn, dynamic=False)
 
 
-def compiled_defaults(cls: type[T]) -> T:
-    """An instance of a dataclass of functions whose every field is its default function, compiled."""
-    return cls(**{f.name: compiled(f.default) for f in fields(cls)})
+class CompilableMath:
+    """Base of a frozen dataclass of functions, each field's default the eager function: `Cls()` is eager,
+    `Cls.compile()` has every function compiled."""
+
+    @classmethod
+    def compile(cls: type[T]) -> T:
+        """An instance whose every field is its default function, compiled."""
+        return cls(**{f.name: compiled(f.default) for f in fields(cls)})
 
 
 @dataclass(frozen=True)
-class RayMath:
+class RayMath(CompilableMath):
     """The renderer's per-sample math between its field calls."""
 
     fine_z: Callable = sampling.fine_z
     merge: Callable = volume.merge_samples
     weigh: Callable = volume.ray_weights
     outputs: Callable = volume.ray_outputs
-
-    @classmethod
-    def compile(cls) -> RayMath:
-        """Each function compiled."""
-        return compiled_defaults(cls)

@@ -6,13 +6,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hifa import regularisers
-from hifa.compiled import compiled_defaults
+from hifa.compiled import CompilableMath
 from hifa.depth import pearson_depth_loss, ssi_depth_loss
 
 
 @dataclass(frozen=True)
-class LossMath:
-    """Each loss on the render's per-ray and per-sample outputs; the trainer applies the weights and schedules."""
+class LossMath(CompilableMath):
+    """Each loss on the render's per-ray and per-sample outputs; the trainer applies the weights and schedules (outside:
+    a Python float that changes would recompile a compiled loss)."""
 
     zvar: Callable = regularisers.zvar_loss
     z_entropy: Callable = regularisers.z_entropy_loss
@@ -21,8 +22,3 @@ class LossMath:
     sample_entropy: Callable = regularisers.sample_entropy_loss
     ssi_depth: Callable = ssi_depth_loss
     pearson_depth: Callable = pearson_depth_loss
-
-    @classmethod
-    def compile(cls) -> LossMath:
-        """Each function compiled (weights stay outside: a Python float that changes would recompile)."""
-        return compiled_defaults(cls)
