@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hifa.hub import hub_endpoint, in_cache, is_local_path, missing_model_message, offline, reachable, resolve_model, unreachable_message
-from hifa.provenance import checkpoint, code_version, device_info, package_version
+from hifa.provenance import checkpoint, code_version, commit_label, device_info, package_version
 
 OK, WARN, FAIL = "ok", "warning", "failed"
 MARKS = {OK: "✓", WARN: "!", FAIL: "✗"}
@@ -132,7 +132,7 @@ def report(checks: list[Check], as_json: bool = False) -> str:
     code = code_version()
     if as_json:
         return json.dumps({"code": code, "offline": offline(), "checks": [asdict(c) for c in checks]}, indent=2)
-    version = f"hifa-pipeline {code['hifa']}" + (f" @ {code['commit'][:7]}" if code["commit"] else "")
+    version = f"hifa-pipeline {code['hifa']}" + (f" @ {commit_label(code)}" if code["commit"] else "")
     lines = [f"hifa doctor: {version}" + (" (offline: HF_HUB_OFFLINE or HIFA_OFFLINE set)" if offline() else "")]
     width = max(len(c.name) for c in checks)
     lines += [f" {MARKS[c.status]} {c.name.ljust(width)}  {c.detail}" for c in checks]

@@ -60,12 +60,21 @@ ARCHIVED = {
 }
 
 
-def in_cache(model: str) -> bool:
-    """Whether the local Hugging Face cache holds a snapshot of hub id `model` (no network)."""
+def cached_file(model: str) -> Path | None:
+    """A file of the local Hugging Face cache's snapshot of hub id `model` (no network), or None if none is cached;
+    its folder names the snapshot's revision (.../snapshots/<commit>/)."""
     from huggingface_hub import try_to_load_from_cache
 
-    names = ("model_index.json", "unet/config.json", "config.json")  # a pipeline, its UNet alone, a single model
-    return any(isinstance(try_to_load_from_cache(model, name), str) for name in names)
+    for name in ("model_index.json", "unet/config.json", "config.json"):  # a pipeline, its UNet alone, a single model
+        found = try_to_load_from_cache(model, name)
+        if isinstance(found, str):
+            return Path(found)
+    return None
+
+
+def in_cache(model: str) -> bool:
+    """Whether the local Hugging Face cache holds a snapshot of hub id `model` (no network)."""
+    return cached_file(model) is not None
 
 
 def resolve_model(model: str) -> str:

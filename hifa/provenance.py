@@ -21,7 +21,7 @@ from pathlib import Path, PurePath
 from typing import TYPE_CHECKING
 
 import hifa
-from hifa.hub import is_local_path
+from hifa.hub import cached_file, is_local_path
 from hifa.io import write_json_atomic
 
 if TYPE_CHECKING:
@@ -114,15 +114,9 @@ def checkpoint(model: str) -> dict:
         except OSError:  # an unreadable file: the record says so rather than stopping the training
             digest = None
         return {"model": model, "path": str(folder), "fingerprint": digest}
-    from huggingface_hub import try_to_load_from_cache
-
-    revision = None
-    for name in ("model_index.json", "config.json", "unet/config.json"):
-        found = try_to_load_from_cache(model, name)
-        if isinstance(found, str) and (match := SNAPSHOT.search(Path(found).as_posix())):
-            revision = match.group(1)
-            break
-    return {"model": model, "revision": revision}
+    found = cached_file(model)
+    match = SNAPSHOT.search(found.as_posix()) if found is not None else None
+    return {"model": model, "revision": match.group(1) if match else None}
 
 
 def environment(device: torch.device, checkpoints: dict[str, str] | None = None) -> dict:
@@ -159,8 +153,9 @@ def record_session(run_dir: Path, from_step: int, env: dict) -> list[str]:
     return differences(kept[-1], env) if kept else []
 
 
-def _short(commit: object, modified: object) -> str:
-    return (str(commit)[:7] if commit else "unknown") + (" (modified)" if modified else "")
+def commit_label(code: dict) -> str:
+    """'bd36857', 'bd36857 (modified)' (tracked files differed from the commit), or 'unknown' (no git checkout)."""
+    return (str(code["commit"])[:7] if code.get("commit") else "unknown") + (" (modified)" if code.get("modified") else "")
 
 
 def differences(before: dict, after: dict) -> list[str]:
@@ -168,7 +163,7 @@ def differences(before: dict, after: dict) -> list[str]:
     changes = []
     old, new = before.get("code") or {}, after.get("code") or {}
     if (old.get("commit"), old.get("modified")) != (new.get("commit"), new.get("modified")):
-        changes.append(f"code {_short(old.get('commit'), old.get('modified'))} -> {_short(new.get('commit'), new.get('modified'))}")
+        changes.append(f"code {commit_label(old)} -> {commit_label(new)}")
     old_device, new_device = before.get("device") or {}, after.get("device") or {}
     if old_device.get("name") != new_device.get("name"):
         changes.append(f"device {old_device.get('name')} -> {new_device.get('name')}")

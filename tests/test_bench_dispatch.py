@@ -41,7 +41,8 @@ def test_profile_reports_the_hosts_time_per_phase_within_the_steps_wall_time(mod
     for phase in ("render", "guidance", "depth", "backward", "optimizer"):
         assert host[phase] > 0, (phase, host)
     assert "prior networks" not in host  # networks=False: a compiled module's forward is left alone
-    # The phases do not nest, so with the rest of the step they add up to the profiled wall time.
-    assert sum(host.values()) == pytest.approx(result["profiled_wall_ms_per_step"], abs=0.5)
-    assert host["outside the phases"] > 0
+    # The phases do not nest and lie within the step: together they take less than its wall time, the rest is outside them.
+    inside = sum(v for k, v in host.items() if k != "outside the phases")
+    assert 0 < inside < result["profiled_wall_ms_per_step"]
+    assert host["outside the phases"] == pytest.approx(result["profiled_wall_ms_per_step"] - inside, abs=0.11)
     assert (tmp_path / "profile-hifa-tiny.txt").read_text().count("aten::") > 10

@@ -10,7 +10,7 @@ import csv
 import io
 from dataclasses import dataclass
 
-from hifa.provenance import checkpoint_name
+from hifa.provenance import checkpoint_name, commit_label
 from hifa.report.collect import Run, Suite
 
 MAX_NAMES = 8  # runs named per row before '… and N more'
@@ -41,9 +41,7 @@ def setting_of(session: dict) -> Setting:
     packages = session.get("packages") if isinstance(session.get("packages"), dict) else {}
     software = " · ".join(f"{k} {packages[k]}" for k in ("torch", "diffusers", "transformers") if packages.get(k))
     code = session.get("code") if isinstance(session.get("code"), dict) else {}
-    label = f"hifa {_text(code.get('hifa'))}"
-    if code.get("commit"):
-        label += f" @ {str(code['commit'])[:7]}" + (" (modified)" if code.get("modified") else "")
+    label = f"hifa {_text(code.get('hifa'))}" + (f" @ {commit_label(code)}" if code.get("commit") else "")
     checkpoints = session.get("checkpoints") if isinstance(session.get("checkpoints"), dict) else {}
     models = "; ".join(f"{role} {checkpoint_name(entry)}" for role, entry in sorted(checkpoints.items()) if isinstance(entry, dict))
     return Setting(name, software or "?", label, models or "none (no pretrained model)")
