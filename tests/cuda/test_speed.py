@@ -132,6 +132,7 @@ def test_depth_estimator_on_cuda_preprocesses_on_the_gpu_and_matches_cpu(models,
     assert gpu.on_device and gpu.dtype == torch.float16
     gpu.model.float()
     gpu.dtype = torch.float32
+    cpu.model.half().float()  # the GPU model's weights were loaded in fp16: the reference gets the same rounding
     for seed in (0, 1):  # a compiled model's second call too
         coarse = torch.rand(1, 3, 6, 6, generator=torch.Generator().manual_seed(seed))
         images = torch.nn.functional.interpolate(coarse, size=(48, 48), mode="bilinear", align_corners=False)
