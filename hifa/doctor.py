@@ -2,8 +2,8 @@
 
 On a cluster the jobs run on compute nodes that often have no internet, no compiler or another GPU than the
 login node: run `hifa doctor` there (e.g. through `srun`). It reports the device, the fast kernels, each
-pretrained model (cached, downloadable, or missing, with how to get it), the CLIP checkpoints and the space
-for results, without downloading or compiling anything. Exit status 1 when a check fails.
+pretrained model (cached, downloadable, or missing, with how to get it), the CLIP checkpoints, the space
+for results and torch.compile's cache, without downloading or compiling anything. Exit status 1 when a check fails.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import urllib.parse
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -118,13 +119,28 @@ def check_storage(results: Path) -> Check:
     return Check("results", status, f"{folder}: writable, {free:.0f} GiB free" + ("" if status == OK else f" (under {MIN_FREE_GIB:.0f} GiB)"))
 
 
+def check_compile_cache() -> Check:
+    """Where torch.compile keeps its kernels ($TORCHINDUCTOR_CACHE_DIR, else torch's folder in the temp dir), and how much is there."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    folder = Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or default_cache_dir()).resolve()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not os.access(existing, os.W_OK):
+        return Check("compile cache", FAIL, f"{existing} is not writable (torch.compile caches in {folder}; set TORCHINDUCTOR_CACHE_DIR)")
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20 if folder.is_dir() else 0.0
+    temporary = folder.is_relative_to(Path(tempfile.gettempdir()).resolve())
+    where = " (in the temp dir, on a cluster each node's own; the workflow's jobs use <results>/.compile-cache)" if temporary else ""
+    return Check("compile cache", OK, f"{folder}: {size:.0f} MiB cached{where}")
+
+
 def run_checks(prior_model: str | None, depth_model: str | None, clip_models: tuple[str, ...], results: Path) -> list[Check]:
     """Every check, in the order they are printed; a model left None is the presets' default."""
     from hifa.depth import DEFAULT_DEPTH_MODEL
     from hifa.guidance.stable_diffusion import DEFAULT_MODEL
 
     return [check_device(), check_kernels(), check_model("prior", prior_model or DEFAULT_MODEL, "Stable Diffusion model"),
-            check_model("depth", depth_model or DEFAULT_DEPTH_MODEL, "depth model"), check_clip(clip_models), check_storage(results)]
+            check_model("depth", depth_model or DEFAULT_DEPTH_MODEL, "depth model"), check_clip(clip_models), check_storage(results),
+            check_compile_cache()]
 
 
 def report(checks: list[Check], as_json: bool = False) -> str:

@@ -1,6 +1,7 @@
 """`hifa doctor`: each check's outcome on this CPU machine, with models cached, local, downloadable or missing."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -98,6 +99,25 @@ def test_json_lists_every_check(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     code, out = run(capsys, "--model", str(tmp_path), "--depth-model", str(tmp_path), "--clip-models", "none", "--results", str(tmp_path), "--json")
     data = json.loads(out)
-    assert [c["name"] for c in data["checks"]] == ["device", "kernels", "prior", "depth", "clip", "results"]
+    assert [c["name"] for c in data["checks"]] == ["device", "kernels", "prior", "depth", "clip", "results", "compile cache"]
     assert data["offline"] is True and code == (1 if any(c["status"] == "failed" for c in data["checks"]) else 0)
     assert {c["status"] for c in data["checks"]} <= {"ok", "warning", "failed"}
+
+
+def test_the_compile_cache_check_names_the_folder_jobs_compile_into(tmp_path, monkeypatch):
+    """$TORCHINDUCTOR_CACHE_DIR with the size of what is there, a note when it is in the temp dir (node-local on a
+    cluster), and a failure with what to set when it cannot be written."""
+    cache = tmp_path / "cache"
+    (cache / "fxgraph").mkdir(parents=True)
+    (cache / "fxgraph" / "entry").write_bytes(bytes(3 * 2**20))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(cache))
+    check = doctor.check_compile_cache()
+    assert check.status == doctor.OK and check.detail.startswith(f"{cache}: 3 MiB cached")
+    monkeypatch.setattr(doctor.tempfile, "gettempdir", lambda: str(tmp_path / "elsewhere"))
+    assert doctor.check_compile_cache().detail == f"{cache}: 3 MiB cached"
+    monkeypatch.setattr(doctor.tempfile, "gettempdir", lambda: str(tmp_path))
+    assert "on a cluster each node's own" in doctor.check_compile_cache().detail
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "locked" / "cache"))
+    monkeypatch.setattr(doctor.os, "access", lambda path, mode: Path(path) != tmp_path)  # the nearest existing folder
+    check = doctor.check_compile_cache()
+    assert check.status == doctor.FAIL and f"{tmp_path} is not writable" in check.detail and "TORCHINDUCTOR_CACHE_DIR" in check.detail

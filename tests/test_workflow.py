@@ -203,6 +203,27 @@ def test_mesh_options_reach_hifa_mesh(tmp_path):
     assert "mesh results/ok/runs/hifa/a-green-torus --resolution 128 --texture-size 2048" in proc.stdout
 
 
+def test_every_job_shares_one_compile_cache(tmp_path):
+    """torch.compile's cache reaches every job: <results>/.compile-cache by default (not each node's /tmp),
+    $TORCHINDUCTOR_CACHE_DIR when set, config `compile_cache` over both."""
+    from tests.workflow_helpers import tool_env
+
+    config = {"suites": {"c": {"prior": "oracle", "methods": ["hifa"], "prompts": ["a green torus"]}}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+
+    def caches(env: dict | None = None, *extra: str) -> set[str]:
+        args = ["-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--configfile", str(path), *extra, "-n", "-p"]
+        out = snakemake(args, tmp_path, timeout=120, env=env).stdout
+        assert out.count("TORCHINDUCTOR_CACHE_DIR=") >= 6, out[-3000:]  # train, render, depth, mesh, evaluate, report
+        return set(re.findall(r"TORCHINDUCTOR_CACHE_DIR=('[^']*'|[^\s;]+);", out))
+
+    assert caches() == {str(tmp_path / "results" / ".compile-cache")}
+    assert caches(tool_env(TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "shared"))) == {str(tmp_path / "shared")}
+    configured = tmp_path / "with space" / "cache"
+    assert caches(tool_env(TORCHINDUCTOR_CACHE_DIR="/elsewhere"), "--config", f"compile_cache={configured}") == {f"'{configured}'"}
+
+
 def workflow_functions(*names: str) -> dict:
     """Top-level functions of workflow/rules/common.smk, by name (the file itself is Snakemake, not Python)."""
     text = (ROOT / "workflow" / "rules" / "common.smk").read_text()

@@ -27,6 +27,7 @@ def tool_env(**extra: str) -> dict[str, str]:
         OMP_NUM_THREADS="1",
     )
     env.pop("HIFA_MLFLOW_DB", None)
+    env.pop("TORCHINDUCTOR_CACHE_DIR", None)
     env.update(extra)
     return env
 

@@ -235,6 +235,12 @@ def mlflow_db():
     return str(Path(RESULTS, "mlflow.db").resolve())
 
 
+def compile_cache():
+    """torch.compile's cache for the jobs: config `compile_cache`, else $TORCHINDUCTOR_CACHE_DIR, else <results>/.compile-cache."""
+    configured = config.get("compile_cache") or os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    return str(Path(configured or Path(RESULTS, ".compile-cache")).resolve())
+
+
 def tiny_world_inputs(wildcards):
     """The tiny random model folders a tiny-world suite trains with (built by rule tiny_world)."""
     tiny = suite_of(wildcards).get("tiny_world")

@@ -7,16 +7,18 @@
 # incomplete (the profiles set rerun-incomplete), so no half-written output is ever accepted.
 # A failed step also leaves its log's last line in R/[step/]FAILED for the report.
 
-# Shell prelude: one log per job, thread counts for torch/BLAS, the MLflow store. Paths that
-# depend on where the checkout lives ({HIFA}, {MLFLOW_DB}) stay placeholders, filled in when the
+# Shell prelude: one log per job, thread counts for torch/BLAS, the MLflow store, torch.compile's cache.
+# Paths that depend on where the checkout lives ({HIFA}, {MLFLOW_DB}, {COMPILE_CACHE}) stay placeholders, filled in when the
 # job runs: Snakemake's `code` re-run trigger compares the unformatted command, so moving the
 # checkout does not re-run finished jobs.
 MLFLOW_DB = shlex.quote(mlflow_db())
+# One torch.compile cache for every job: on a cluster each node's /tmp (torch's default) would compile again.
+COMPILE_CACHE = shlex.quote(compile_cache())
 PRELUDE = (
     "set -euo pipefail; exec > {log:q} 2>&1; "
     # In a SLURM job the allocation decides the thread count: {threads} is capped by the driver's --cores.
     'threads=${{SLURM_CPUS_PER_TASK:-{threads}}}; '
-    "export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads HIFA_MLFLOW_DB={MLFLOW_DB}; "
+    "export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads HIFA_MLFLOW_DB={MLFLOW_DB} TORCHINDUCTOR_CACHE_DIR={COMPILE_CACHE}; "
 )
 
 
