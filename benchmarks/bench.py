@@ -213,7 +213,8 @@ def bench_train_step(device: torch.device, preset_name: str, model: str, depth_m
     """Median time of the trainer's first steps (sqrt anneal: t near t_max, all K UNet calls) and peak memory.
 
     `run_mean` > 0 also times that many steps at evenly spread points of the run (one per stratum): their
-    mean estimates a whole run's step time, where the annealed t needs fewer than K denoising calls.
+    mean estimates a whole run's step time, where the annealed t needs fewer than K denoising calls. Then the
+    first steps again (`step_ms_after_run`): the t_max step with everything warm.
     """
     with bench_trainer(preset_name, model, depth_model, overrides) as trainer:
         counter = iter(range(1, 10_000))
@@ -232,6 +233,10 @@ def bench_train_step(device: torch.device, preset_name: str, model: str, depth_m
                 times.append(time.perf_counter() - t0)
             out["run_mean_step_ms"] = 1000 * sum(times) / len(times)
             out["run_mean_steps_ms"] = [round(1000 * t, 1) for t in times]
+            # The first measurement's steps again, now that every path has run (t near t_max): whether its steps
+            # were slower than a warm one at that t (session 17: 121 ms there, 107 ms for stratum 0's 4 UNet calls).
+            again = iter(range(warmup + 1, 10_000))
+            out["step_ms_after_run"] = 1000 * timed(lambda: trainer.training_step(next(again)), device, 0, repeat)
         if trainer.renderer.occupancy is not None:
             out["occupied_cells"] = trainer.renderer.occupancy.occupancy()
         return out

@@ -46,3 +46,16 @@ def test_profile_reports_the_hosts_time_per_phase_within_the_steps_wall_time(mod
     assert 0 < inside < result["profiled_wall_ms_per_step"]
     assert host["outside the phases"] == pytest.approx(result["profiled_wall_ms_per_step"] - inside, abs=0.11)
     assert (tmp_path / "profile-hifa-tiny.txt").read_text().count("aten::") > 10
+
+
+def test_train_step_benchmark_times_the_run_s_strata_and_the_first_steps_again(models):
+    """bench_train_step as the CUDA plan calls it (run means), on the CPU: a step per stratum, then t_max again."""
+    from benchmarks.bench import bench_train_step
+
+    sd, dpt = models
+    small = ["resolution=16", "renderer.num_coarse=8", "renderer.num_fine=4", "field.grid.log2_hashmap_size=12", "field.grid.finest_resolution=64"]
+    out = bench_train_step(torch.device("cpu"), "hifa", sd, dpt, small, warmup=1, repeat=2, run_mean=3)
+    assert out["resolution"] == 16 and out["samples"] == 12 and out["overrides"] == " ".join(small)
+    assert len(out["run_mean_steps_ms"]) == 3 and all(t > 0 for t in out["run_mean_steps_ms"])
+    assert out["run_mean_step_ms"] == pytest.approx(sum(out["run_mean_steps_ms"]) / 3, abs=0.1)
+    assert out["step_ms"] > 0 and out["step_ms_after_run"] > 0
