@@ -245,11 +245,11 @@ def bench_train_step(device: torch.device, preset_name: str, model: str, depth_m
 def cuda_plan(device: torch.device, models: Path, warmup: int, repeat: int, out: Path) -> dict[str, Callable[[], dict]]:
     """Full-size sections, most important first (a --deadline cuts the tail)."""
     from benchmarks.profile_step import profile_train_step
-    from benchmarks.sd_architecture import build_dpt_large, build_sd21_base
+    from benchmarks.sd_architecture import build_dpt_hybrid, build_sd21_base
 
     # Built on first use, once: `--only encoding` needs no checkpoint.
     sd = functools.cache(lambda: str(build_sd21_base(models / "sd21-base")))
-    dpt = functools.cache(lambda: str(build_dpt_large(models / "dpt-large")))
+    dpt = functools.cache(lambda: str(build_dpt_hybrid(models / "dpt-hybrid")))
     chunk, occ, comp = "renderer.checkpoint_chunk_rays=16384", "renderer.occupancy.resolution=64", "prior.compile=true"
     graphs = "prior.compile_mode=reduce-overhead"
     fp32 = "field.mlp_precision=fp32"  # the default, 'auto', runs the field's MLPs in bf16 on CUDA

@@ -11,9 +11,9 @@ from hifa.training import resolve_config
 
 
 def test_every_section_of_the_cuda_plan_resolves_its_training_config(monkeypatch, tmp_path):
-    models = {"sd": "/models/sd21-base", "dpt": "/models/dpt-large"}
+    models = {"sd": "/models/sd21-base", "dpt": "/models/dpt-hybrid"}
     monkeypatch.setattr(benchmarks.sd_architecture, "build_sd21_base", lambda folder: Path(models["sd"]))
-    monkeypatch.setattr(benchmarks.sd_architecture, "build_dpt_large", lambda folder: Path(models["dpt"]))
+    monkeypatch.setattr(benchmarks.sd_architecture, "build_dpt_hybrid", lambda folder: Path(models["dpt"]))
     calls: list[tuple[str, str, list[str]]] = []
 
     def train_step(device, preset_name, model, depth_model, overrides, *args, **kwargs):
