@@ -262,18 +262,19 @@ def cuda_plan(device: torch.device, models: Path, warmup: int, repeat: int, out:
     plan: dict[str, Callable[[], dict]] = {
         # Issue 7's rows first: 'hifa-fast' with the README's fast set plus session 15's options (the render and loss
         # math compiled, the VAE's plain attention), the profile that says where its host time goes (per phase) and
-        # whether a step still waits on the host, then the fast set alone, 'hifa' with everything (run means over
-        # 16 / 8 strata), channels_last on top (in session 14 cuDNN converted NCHW tensors to NHWC and back around the
-        # compiled VAE's and depth model's convolutions, 2.8 ms per step; this puts the UNet and the VAE in NHWC), the
-        # VAE decoder and the depth model as CUDA graphs too (no more launches one by one), then each option's share.
+        # whether a step still waits on the host, 'hifa' with everything (run means over 16 / 8 strata), the VAE
+        # decoder and the depth model as CUDA graphs too (no more launches one by one), channels_last on top (in
+        # session 14 cuDNN converted NCHW tensors to NHWC and back around the compiled VAE's and depth model's
+        # convolutions, 2.8 ms per step; this puts the UNet and the VAE in NHWC), the fast set alone, then each
+        # option's share. Session 17's first row took 266 s with its compiles; later rows reuse most of them.
         "train_step_hifa-fast+occupancy+compile@cuda-graphs+encoder+depth+render+vae-math": step("hifa-fast", [*fast, enc, depthc, *s15], 16),
         "profile_hifa-fast_ms_per_step": lambda: profile_train_step(device, "hifa-fast", sd(), dpt(), [*fast, enc, depthc, *s15], out, "-fast-options"),
-        "train_step_hifa-fast+occupancy+compile@cuda-graphs+encoder+depth": step("hifa-fast", [*fast, enc, depthc], 16),
         "train_step_hifa+occupancy+compile@cuda-graphs+encoder+depth+render+vae-math": step("hifa", [*fast, enc, depthc, *s15], 8),
-        "train_step_hifa-fast+occupancy+compile@cuda-graphs+encoder+depth+render+vae-math+channels-last":
-            step("hifa-fast", [*fast, enc, depthc, *s15, "prior.channels_last=true"], 16),
         "train_step_hifa-fast+occupancy+compile@cuda-graphs+encoder+depth+render+vae-math+decoder-depth-graphs":
             step("hifa-fast", [*fast, enc, depthc, *s15, *s16], 16),
+        "train_step_hifa-fast+occupancy+compile@cuda-graphs+encoder+depth+render+vae-math+channels-last":
+            step("hifa-fast", [*fast, enc, depthc, *s15, "prior.channels_last=true"], 16),
+        "train_step_hifa-fast+occupancy+compile@cuda-graphs+encoder+depth": step("hifa-fast", [*fast, enc, depthc], 16),
         "train_step_hifa-fast+occupancy+compile@cuda-graphs+encoder+depth+render": step("hifa-fast", [*fast, enc, depthc, s15[0]], 16),
         "train_step_hifa-fast+occupancy+compile@cuda-graphs+encoder+depth+vae-math": step("hifa-fast", [*fast, enc, depthc, s15[1]], 16),
         "train_step_hifa+occupancy+compile@cuda-graphs+encoder+depth": step("hifa", [*fast, enc, depthc], 8),
