@@ -251,11 +251,12 @@ def test_missing_depth_model_offline_is_one_clear_line(tmp_path):
     assert "depth model 'nobody/no-such-depth-model' is not available offline" in lines[0] and "hf download" in lines[0]
 
 
-@pytest.fixture(scope="module")
-def tiny_dpt(tmp_path_factory):
+@pytest.fixture(scope="module", params=["vit", "hybrid"])
+def tiny_dpt(request, tmp_path_factory):
+    """A tiny DPT of each layout: the plain ViT one, and the hybrid one of the default model (dpt-hybrid-midas)."""
     from tests.tinyworld import build_tiny_dpt
 
-    return build_tiny_dpt(tmp_path_factory.mktemp("tiny-dpt"))
+    return build_tiny_dpt(tmp_path_factory.mktemp("tiny-dpt"), hybrid=request.param == "hybrid")
 
 
 def test_dpt_estimator_loads_a_saved_checkpoint_and_returns_input_resolution(tiny_dpt):

@@ -63,14 +63,23 @@ def build_tiny_stable_diffusion(folder: Path, prediction_type: str = "epsilon", 
     return folder
 
 
-def build_tiny_dpt(folder: Path, seed: int = 0) -> Path:
-    """A tiny random DPT depth model with its image processor, saved like a real checkpoint."""
-    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+def build_tiny_dpt(folder: Path, seed: int = 0, hybrid: bool = False) -> Path:
+    """A tiny random DPT depth model with its image processor, saved like a real checkpoint.
 
-    config = DPTConfig(
-        hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32, image_size=32, patch_size=8,
-        neck_hidden_sizes=[8, 8, 16, 16], fusion_hidden_size=16, backbone_out_indices=[0, 1, 2, 3],
-    )
+    hybrid: the layout of the default depth model, Intel/dpt-hybrid-midas: a BiT ResNet stem (weight-standardised
+    convolutions) whose first two stages feed the first two reassemble stages, under the ViT.
+    """
+    from transformers import BitConfig, DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+
+    vit = dict(hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32, image_size=32, fusion_hidden_size=16)
+    if hybrid:
+        stem = BitConfig(global_padding="same", layer_type="bottleneck", depths=[1, 1, 1], hidden_sizes=[16, 32, 64], embedding_size=8,
+                         num_groups=4, out_features=["stage1", "stage2", "stage3"], embedding_dynamic_padding=True)
+        config = DPTConfig(**vit, is_hybrid=True, backbone_config=stem, patch_size=16, neck_hidden_sizes=[16, 32, 16, 16],
+                           backbone_out_indices=[0, 1, 2, 3], backbone_featmap_shape=[1, 64, 2, 2], reassemble_factors=[1, 1, 1, 0.5],
+                           readout_type="project")
+    else:
+        config = DPTConfig(**vit, patch_size=8, neck_hidden_sizes=[8, 8, 16, 16], backbone_out_indices=[0, 1, 2, 3])
     torch.manual_seed(seed)
     DPTForDepthEstimation(config).save_pretrained(folder)
     DPTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)

@@ -19,3 +19,9 @@ def exact_fp32():
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny-models")
     return build_tiny_stable_diffusion(root / "sd"), build_tiny_dpt(root / "dpt")
+
+
+@pytest.fixture(scope="module")
+def hybrid_dpt(tmp_path_factory):
+    """A tiny DPT in the default depth model's hybrid layout (BiT stem under the ViT)."""
+    return build_tiny_dpt(tmp_path_factory.mktemp("tiny-hybrid-dpt"), hybrid=True)

@@ -115,10 +115,12 @@ def test_prior_speed_options_on_cuda_give_the_same_noise_prediction(models, opti
         torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-3)
 
 
+@pytest.mark.parametrize("layout", ["vit", "hybrid"])
 @pytest.mark.parametrize("compile,mode", [(False, "default"), (True, "default"), (True, "reduce-overhead")], ids=["eager", "compiled", "cuda-graphs"])
-def test_depth_estimator_on_cuda_preprocesses_on_the_gpu_and_matches_cpu(models, compile, mode):
+def test_depth_estimator_on_cuda_preprocesses_on_the_gpu_and_matches_cpu(models, hybrid_dpt, layout, compile, mode):
     """DPT on CUDA: the processor's resize and normalisation run on the GPU, within a level of the CPU's on a
-    render-like smooth image, and the (optionally compiled) model gives the CPU model's output on the same pixels.
+    render-like smooth image, and the (optionally compiled) model gives the CPU model's output on the same pixels,
+    in both layouts: the plain ViT, and the default model's hybrid (a BiT stem with weight-standardised convolutions).
 
     The resize rounds differently on the two devices (torchvision resizes a uint8 image in 8 bits on the CPU
     and in float on CUDA): on smooth images at most 1 level apart, 0.16 on average (the float route run on
@@ -126,7 +128,7 @@ def test_depth_estimator_on_cuda_preprocesses_on_the_gpu_and_matches_cpu(models,
     fp16's range (the fp16 model runs in the training tests)."""
     from hifa.depth import DPTDepthEstimator
 
-    _, dpt = models
+    dpt = models[1] if layout == "vit" else hybrid_dpt
     cpu = DPTDepthEstimator(str(dpt), device="cpu")
     gpu = DPTDepthEstimator(str(dpt), device="cuda", compile=compile, compile_mode=mode)
     assert gpu.on_device and gpu.dtype == torch.float16
