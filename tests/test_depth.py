@@ -319,3 +319,28 @@ def test_dpt_estimator_preprocesses_on_the_device_with_a_torchvision_processor_a
     # Two resize implementations (torchvision's and PIL's bicubic) of the same 8-bit image: the same depth to rounding.
     assert on_host.shape == on_device.shape == (1, 40, 40)
     assert torch.allclose(on_host, on_device, atol=2e-2 * float(on_device.abs().max()))
+
+
+def test_hybrid_dpt_weights_are_standardised_once_with_the_same_output(tmp_path):
+    """DPT-hybrid's BiT convolutions standardise their weights at every call; the estimator does it once at load
+    (the model is frozen): the same depth, bit for bit, and no batch norm over weights left in a call."""
+    from transformers import DPTForDepthEstimation
+    from transformers.models.bit.modeling_bit import WeightStandardizedConv2d
+
+    from hifa.depth import prestandardise_weights
+    from tests.tinyworld import build_tiny_dpt
+
+    folder = build_tiny_dpt(tmp_path / "dpt", hybrid=True)
+    reference = DPTForDepthEstimation.from_pretrained(folder).eval()
+    layers = sum(isinstance(m, WeightStandardizedConv2d) for m in reference.modules())
+    assert layers > 0
+    estimator = DPTDepthEstimator(str(folder), device="cpu")
+    pixels = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as before:
+        expected = reference(pixel_values=pixels).predicted_depth
+    with torch.no_grad(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as after:
+        out = estimator.model(pixel_values=pixels).predicted_depth
+    assert torch.equal(out, expected)  # the same weights, computed by the same operation: bit for bit
+    norms = lambda prof: sum(e.name == "aten::batch_norm" for e in prof.events())  # noqa: E731
+    assert norms(before) == layers and norms(after) == 0
+    assert prestandardise_weights(estimator.model) == 0  # already done: a second pass changes nothing
