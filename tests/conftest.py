@@ -16,3 +16,12 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Tiny random Stable Diffusion and DPT checkpoints on disk (the tiny world), built once per test module."""
+    from tests.tinyworld import build_tiny_dpt, build_tiny_stable_diffusion
+
+    root = tmp_path_factory.mktemp("tiny-models")
+    return build_tiny_stable_diffusion(root / "sd"), build_tiny_dpt(root / "dpt")

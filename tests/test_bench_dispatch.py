@@ -5,13 +5,6 @@ import torch
 
 from benchmarks.bench import bench_trainer
 from benchmarks.dispatch import dispatches_per_phase
-from tests.tinyworld import build_tiny_dpt, build_tiny_stable_diffusion
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    return str(build_tiny_stable_diffusion(root / "sd")), str(build_tiny_dpt(root / "dpt"))
 
 
 def test_dispatches_are_counted_by_phase_and_the_trainer_is_left_as_it_was(models):

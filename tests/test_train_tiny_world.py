@@ -8,13 +8,6 @@ from hifa.presets import PRESETS
 from hifa.run_setup import build_prior
 from hifa.trainer import Trainer
 from hifa.training import resolve_config
-from tests.tinyworld import build_tiny_dpt, build_tiny_stable_diffusion
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny-models")
-    return build_tiny_stable_diffusion(root / "sd"), build_tiny_dpt(root / "dpt")
 
 
 @pytest.fixture(scope="module")

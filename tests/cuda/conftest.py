@@ -1,9 +1,10 @@
-"""Fixtures of the CUDA tests: exact fp32 (no TF32) around each test, and tiny real-world models on disk."""
+"""Fixtures of the CUDA tests: exact fp32 (no TF32) around each test, and a tiny hybrid DPT (tests/conftest.py has the
+other tiny models)."""
 
 import pytest
 import torch
 
-from tests.tinyworld import build_tiny_dpt, build_tiny_stable_diffusion
+from tests.tinyworld import build_tiny_dpt
 
 
 @pytest.fixture(autouse=True)
@@ -13,12 +14,6 @@ def exact_fp32():
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     yield
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny-models")
-    return build_tiny_stable_diffusion(root / "sd"), build_tiny_dpt(root / "dpt")
 
 
 @pytest.fixture(scope="module")
