@@ -47,3 +47,12 @@ def build_estimator(config: TrainConfig, prior, device: torch.device | str | Non
     if config.prior.kind == "oracle":
         return OracleDepthEstimator(prior)
     return DPTDepthEstimator(config.depth.model, device=device, compile=config.depth.compile, compile_mode=config.depth.compile_mode)
+
+
+def compiled_parts(config: TrainConfig, device: torch.device) -> list[str]:
+    """What a training on `device` compiles with torch.compile during its first steps (a one-off cost, then cached)."""
+    cuda, diffusion = device.type == "cuda", config.prior.kind != "oracle"
+    parts = [("the prior", cuda and diffusion and config.prior.compile),
+             ("the depth model", cuda and diffusion and config.depth.compile and config.depth.weight > 0),
+             ("the render and loss math", config.renderer.compile)]
+    return [name for name, on in parts if on]

@@ -28,7 +28,7 @@ from hifa.optim import build_adan, clip_gradients, gradient_norm, param_groups, 
 from hifa.provenance import ENVIRONMENT_FILE, environment, record_session
 from hifa.renderer import RayOptions, Renderer
 from hifa.run_folder import WEIGHTS_FILE
-from hifa.run_setup import build_estimator, build_prior, build_renderer, resolve_device
+from hifa.run_setup import build_estimator, build_prior, build_renderer, compiled_parts, resolve_device
 from hifa.transfer import to_device
 
 log = logging.getLogger(__name__)
@@ -231,6 +231,8 @@ class Trainer:
         start, self.started = self.step, time.perf_counter()
         bar = tqdm(range(start + 1, last + 1), initial=start, total=cfg.iterations, desc=f"train {cfg.preset}",
                    unit="step", disable=not self.progress, dynamic_ncols=True, mininterval=1.0)
+        if compiling := compiled_parts(cfg, self.device):  # a first step of minutes, not a hang
+            bar.set_postfix_str(f"compiling {', '.join(compiling)} (cached for later runs)")
         stop: list[int] = []
         restore, current = catch_stop_signals(stop), start + 1
         try:
@@ -244,6 +246,8 @@ class Trainer:
                     if self.tracker is not None:
                         self.tracker.log_metrics({k: v for k, v in row.items() if k != "step"}, step)
                     bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k in ("loss", "latent", "image", "sds", "depth", "t")})
+                elif step == start + 1 and compiling:
+                    bar.set_postfix_str("")
                 if step % cfg.val_every == 0:
                     self.save_validation(step)
                 if step % cfg.checkpoint_every == 0 or step == last or stop:

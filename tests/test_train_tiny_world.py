@@ -94,3 +94,20 @@ def test_compiled_render_and_loss_math_match_eager_with_fewer_operators(models, 
     # The render's per-sample math, its backward and the losses: the phases' operators the host dispatches.
     assert ops["render"] < eager_ops["render"] - 20 and ops["backward"] < eager_ops["backward"] - 100, (ops, eager_ops)
     assert ops["total"] < eager_ops["total"] - 200, (ops, eager_ops)
+
+
+def test_the_parts_a_training_compiles_are_named_for_its_progress_bar():
+    """The progress bar says what the first step compiles: the prior and depth model only on CUDA and with Stable
+    Diffusion, the render and loss math on any device; nothing by default."""
+    from hifa.run_setup import compiled_parts
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    everything = ["prior.compile=true", "depth.compile=true", "renderer.compile=true"]
+    sd = resolve_config("hifa", "a corgi", "stable-diffusion", overrides=everything)
+    assert compiled_parts(sd, cuda) == ["the prior", "the depth model", "the render and loss math"]
+    assert compiled_parts(sd, cpu) == ["the render and loss math"]
+    assert compiled_parts(resolve_config("hifa", "a corgi", "stable-diffusion"), cuda) == []
+    assert compiled_parts(resolve_config("hifa", "a corgi", "stable-diffusion", overrides=[*everything, "depth.weight=0"]), cuda) == \
+        ["the prior", "the render and loss math"]
+    oracle = resolve_config("hifa", "a green torus", "oracle", overrides=everything)
+    assert compiled_parts(oracle, cuda) == ["the render and loss math"]
