@@ -176,8 +176,6 @@ class Trainer:
         values = dict(zip(on_device, read))
         finite = math.isfinite(values["loss"]) and math.isfinite(values["grad_norm"])
         info = {k: values[k] if isinstance(v, torch.Tensor) else float(v) for k, v in info.items()}
-        if (scale := getattr(self.prior, "grad_scale", None)) is not None:
-            scale.settle()  # the encoder's overflow record, ready now: no wait in the next step's forward
         if not finite:
             bad = [k for k in terms if not math.isfinite(values[k])] or ["gradients"]
             if cfg.nan_policy == "stop":

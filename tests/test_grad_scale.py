@@ -71,19 +71,33 @@ def test_without_gradients_the_section_runs_as_it_is():
     assert scaler.good_steps == 0
 
 
-def test_the_backward_defers_its_overflow_check_until_the_scale_is_read():
-    """No host sync inside the backward: an overflow is recorded, and settled by the next forward or read."""
+def test_the_backward_reads_nothing_on_the_host_and_the_next_forward_uses_the_updated_scale():
+    """No host wait in the backward: S and the counters are updated by device ops, read only when asked for."""
+    from tests.host_reads import HostReads
+
     scaler = GradientScale(scale=2.0**16)
-    huge = lambda t: (t.half() * 60000).float()  # noqa: E731
+    to_half = lambda t: t.half().float()  # noqa: E731 - 2^16 is beyond fp16's range, 2^15 is not
+    grads = []
     for _ in range(2):
         x = torch.ones(4, requires_grad=True)
-        scaled_section(huge, x, scaler).sum().backward()
-        assert torch.equal(x.grad, torch.zeros(4))  # dropped at once, whatever the settling
-    # The second forward settled the first overflow (its S is 2^15); the second one is recorded, not applied yet.
-    assert len(scaler._pending) == 1 and scaler._scale == 2.0**15
-    assert scaler.scale == 2.0**14 and scaler.overflows == 2 and not scaler._pending
-    x = torch.ones(4, requires_grad=True)
-    scaled_section(lambda t: t * 3, x, scaler).sum().backward()
-    assert scaler.state() == {"scale": 2.0**14, "good_steps": 1, "overflows": 2}
+        with HostReads() as reads:
+            scaled_section(to_half, x, scaler).sum().backward()
+        assert reads.ops == [], reads.ops
+        grads.append(x.grad)
+    # The first step overflowed (its gradient dropped, S halved); the second ran at the new S without reading it.
+    assert torch.equal(grads[0], torch.zeros(4)) and torch.equal(grads[1], torch.ones(4))
+    assert scaler.state() == {"scale": 2.0**15, "good_steps": 1, "overflows": 1}
     scaler.load({"scale": 4.0, "good_steps": 0, "overflows": 0})
-    assert scaler.scale == 4.0 and not scaler._pending
+    assert scaler.scale == 4.0 and scaler.state() == {"scale": 4.0, "good_steps": 0, "overflows": 0}
+
+
+def test_a_forward_keeps_its_scale_when_the_scale_changes_before_its_backward():
+    """Two sections in flight (a checkpointed render's chunks): each backward divides by the S its forward used."""
+    scaler = GradientScale(scale=2.0**16)
+    x1, x2 = torch.ones(4, requires_grad=True), torch.ones(4, requires_grad=True)
+    huge = lambda t: (t.half() * 60000).float()  # noqa: E731
+    first = scaled_section(huge, x1, scaler)  # runs at 2^16
+    scaled_section(huge, x2, scaler).sum().backward()  # overflows: S drops to 2^15
+    scaler.scale = 1.0
+    first.sum().backward()  # still scaled by 2^16 on the way in, divided by it on the way out: overflows too
+    assert torch.equal(x1.grad, torch.zeros(4)) and scaler.overflows == 2 and scaler.scale == 1.0

@@ -13,70 +13,73 @@ from __future__ import annotations
 
 import torch
 
+from hifa.transfer import to_device
+
 
 class GradientScale:
-    """The scale S and its schedule (torch.amp.GradScaler's defaults).
+    """The scale S and its schedule (torch.amp.GradScaler's defaults), kept on the device of the section.
 
-    The backward only records whether its gradient was finite (a device tensor), so a CUDA backward does not
-    wait for the GPU in the middle. The trainer settles the record after its end-of-step sync, when the value
-    is ready; reading S, the counters or the state settles anything still pending (one host wait then).
+    S, the count of clean steps and of overflows live in one device tensor that the backward updates with
+    device ops, so no step waits for the GPU to learn whether its section overflowed: the next step's forward
+    uses the updated S as a tensor. Reading `scale`, the counters or `state()` copies them to the host (one
+    wait then, at a checkpoint or in a test).
     """
 
     def __init__(self, scale: float = 2.0**16, growth_factor: float = 2.0, backoff_factor: float = 0.5, growth_interval: int = 2000,
                  good_steps: int = 0, overflows: int = 0):
-        self._scale, self._good_steps, self._overflows = float(scale), int(good_steps), int(overflows)
         self.growth_factor, self.backoff_factor, self.growth_interval = growth_factor, backoff_factor, growth_interval
-        self._pending: list[torch.Tensor] = []
+        # float64 holds S (a power of two times the initial scale) and both counters exactly.
+        self._state = torch.tensor([scale, good_steps, overflows], dtype=torch.float64)
+
+    def scale_on(self, device: torch.device) -> torch.Tensor:
+        """S as a 0-dim tensor on `device` (moved there on first use, without a wait)."""
+        if self._state.device != device:
+            self._state = to_device(self._state, device)
+        return self._state[0]
 
     def defer(self, finite: torch.Tensor) -> None:
-        """Record one backward's finiteness (a 0-dim bool tensor) to be applied by the next settle()."""
-        self._pending.append(finite)
+        """Apply one backward's finiteness (a 0-dim bool tensor) to S and the counters, on its device."""
+        state = self._state.to(finite.device)
+        scale, good, overflows = state.unbind()
+        good = torch.where(finite, good + 1, 0.0)
+        grow = good >= self.growth_interval
+        scale = torch.where(finite, torch.where(grow, scale * self.growth_factor, scale), (scale * self.backoff_factor).clamp(min=1.0))
+        # Out of place: a forward that kept the previous S (a view of the previous tensor) still sees it.
+        self._state = torch.stack([scale, torch.where(grow, 0.0, good), overflows + (~finite).double()])
 
-    def settle(self) -> None:
-        """Apply the recorded backwards, in order (one host sync for all of them)."""
-        if self._pending:
-            pending, self._pending = torch.stack(self._pending).tolist(), []
-            for finite in pending:
-                self.update(bool(finite))
+    def _read(self) -> list[float]:
+        return self._state.tolist()
 
     @property
     def scale(self) -> float:
-        self.settle()
-        return self._scale
+        return self._read()[0]
 
     @scale.setter
     def scale(self, value: float) -> None:
-        self.settle()
-        self._scale = float(value)
+        self._state = self._state.clone()
+        self._state[0] = float(value)
 
     @property
     def good_steps(self) -> int:
-        self.settle()
-        return self._good_steps
+        return int(self._read()[1])
 
     @property
     def overflows(self) -> int:
-        self.settle()
-        return self._overflows
+        return int(self._read()[2])
 
     def update(self, finite: bool) -> None:
         """After one backward through the section: back off on an overflow, grow after a run of clean steps."""
-        if not finite:
-            self._scale = max(self._scale * self.backoff_factor, 1.0)
-            self._good_steps, self._overflows = 0, self._overflows + 1
-            return
-        self._good_steps += 1
-        if self._good_steps >= self.growth_interval:
-            self._scale, self._good_steps = self._scale * self.growth_factor, 0
+        self.defer(torch.tensor(bool(finite), device=self._state.device))
 
     def state(self) -> dict:
         """What a checkpoint keeps (a resumed run scales exactly as an uninterrupted one)."""
-        return {"scale": self.scale, "good_steps": self.good_steps, "overflows": self.overflows}
+        scale, good, overflows = self._read()
+        return {"scale": scale, "good_steps": int(good), "overflows": int(overflows)}
 
     def load(self, state: dict) -> None:
         """Restore state() output."""
-        self._pending = []
-        self._scale, self._good_steps, self._overflows = float(state["scale"]), int(state["good_steps"]), int(state["overflows"])
+        values = [float(state["scale"]), int(state["good_steps"]), int(state["overflows"])]
+        self._state = torch.tensor(values, dtype=torch.float64, device=self._state.device)
 
 
 class _ScaleUp(torch.autograd.Function):
@@ -84,7 +87,7 @@ class _ScaleUp(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, scaler: GradientScale) -> torch.Tensor:
-        ctx.scale = scaler.scale  # the S of this step, even if the scaler changes before backward
+        ctx.scale = scaler.scale_on(x.device)  # the S of this step, even if the scaler changes before backward
         return x.view_as(x)
 
     @staticmethod
@@ -97,7 +100,7 @@ class _ScaleDown(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, scaler: GradientScale) -> torch.Tensor:
-        ctx.scaler, ctx.scale = scaler, scaler.scale
+        ctx.scaler, ctx.scale = scaler, scaler.scale_on(x.device)
         return x.view_as(x)
 
     @staticmethod
