@@ -16,10 +16,12 @@ BLOCK = 1024
 MIN_ELEMENTS = 1 << 16  # below this a parameter stays with the foreach step: a launch per tensor costs more
 
 
-def _kernel(p_ptr, g_ptr, m_ptr, v_ptr, n_ptr, prev_ptr, clip_ptr, count, w1, w2, b2, b3, w3, bc3, eps, s1, s2, d,
-            BLOCK: tl.constexpr):
+def _kernel(p_ptr, g_ptr, m_ptr, v_ptr, n_ptr, prev_ptr, clip_ptr, gate_ptr, count, w1, w2, b2, b3, w3, bc3, eps, s1, s2, d,
+            BLOCK: tl.constexpr, GATED: tl.constexpr):
     offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offsets < count
+    if GATED:  # a skipped step (a non-finite loss) reads and writes nothing: the state stays as it was
+        mask = mask & (tl.load(gate_ptr) != 0)
     clip = tl.load(clip_ptr)
     grad = tl.load(g_ptr + offsets, mask=mask, other=0.0) * clip
     m = tl.load(m_ptr + offsets, mask=mask, other=0.0)
@@ -50,8 +52,11 @@ def takes(tensors: list[torch.Tensor]) -> bool:
 def adan_step(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor], exp_avg_sqs: list[torch.Tensor],
               exp_avg_diffs: list[torch.Tensor], prev_grads: list[torch.Tensor], clip: torch.Tensor | float, beta1: float,
               beta2: float, beta3: float, bias_correction3_sq: float, eps: float, step_size: float, diff_step_size: float,
-              decay: float) -> None:
-    """One Adan step in place, per tensor, with hifa.cpu_kernels' `adan_step` arguments (the clip factor may be a tensor)."""
+              decay: float, gate: torch.Tensor | None = None) -> None:
+    """One Adan step in place, per tensor, with hifa.cpu_kernels' `adan_step` arguments (the clip factor may be a tensor).
+
+    `gate`: a 0-dim bool device tensor; where it is false the step leaves every tensor as it was (no host read).
+    """
     if not params:
         return
     device = params[0].device
@@ -60,8 +65,10 @@ def adan_step(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: l
     # Python floats as float32 kernel arguments, as the foreach ops and the CPU kernel see them.
     scalars = (1.0 - beta1, 1.0 - beta2, beta2, beta3, 1.0 - beta3, bias_correction3_sq, eps, -step_size, -diff_step_size, 1.0 + decay)
     scalars = [float(np.float32(s)) for s in scalars]
+    gate_t = clip_t if gate is None else gate.reshape(1).to(device, torch.int32)
     step = kernel(_kernel, device.type != "cuda")
     for tensors in zip(params, grads, exp_avgs, exp_avg_sqs, exp_avg_diffs, prev_grads):
         count = tensors[0].numel()
         p, g, m, v, n, prev = tensors
-        step[(-(-count // BLOCK),)](p, g, m, v, n, prev, clip_t, count, *scalars, BLOCK=BLOCK, **launch_options(device))
+        step[(-(-count // BLOCK),)](p, g, m, v, n, prev, clip_t, gate_t, count, *scalars, BLOCK=BLOCK, GATED=gate is not None,
+                                    **launch_options(device))

@@ -17,6 +17,7 @@ from hifa.compiled import RayMath
 from hifa.errors import require
 from hifa.field import SHADINGS, NeRFField, Shading, shade
 from hifa.occupancy import OccupancyConfig, OccupancyGrid
+from hifa.sample_budget import SampleBudget
 from hifa.sampling import SMOOTHINGS, Smoothing, fine_u
 from hifa.transfer import to_device
 
@@ -110,6 +111,8 @@ class Renderer(nn.Module):
         grid = config.occupancy
         self.occupancy = OccupancyGrid(grid, field.config.bound) if grid.resolution else None
         self.compiled_math = RayMath.compile() if config.compile else EAGER_MATH
+        # Fixed-size compaction of the grid's samples (overlap_steps: the trainer sets one and feeds it the counts).
+        self.budget: SampleBudget | None = None
 
     def forward(self, origins: torch.Tensor, directions: torch.Tensor, options: RayOptions) -> dict[str, torch.Tensor]:
         """Render (R, 3) rays with autograd: one pass, or checkpointed chunks (same outputs) when configured.
@@ -174,7 +177,7 @@ class Renderer(nn.Module):
         if cfg.num_fine > 0:
             with torch.no_grad():
                 z_fine = ray_math.fine_z(z_coarse.detach(), sigma_c.detach(), interval, cfg.smoothing, draws.fine_u)
-            sigma_f, rgb_f, occ_f = self._density(origins, directions, z_fine, skip, options.view_dependent, exact)
+            sigma_f, rgb_f, occ_f = self._density(origins, directions, z_fine, skip, options.view_dependent, exact, "fine")
             coarse, fine = (sigma_c, rgb_c, *((occ_c,) if skip else ())), (sigma_f, rgb_f, *((occ_f,) if skip else ()))
             z_all, merged = ray_math.merge(z_coarse, z_fine, coarse, fine)
             sigma_all, rgb_all, occ_all = merged[0], merged[1], merged[2] if skip else None
@@ -182,7 +185,8 @@ class Renderer(nn.Module):
         samples = (z_all, sigma_all, rgb_all, delta, weights, occ_all)
         return self._outputs(origins, directions, samples, near, far, options, draws.orient_rays, ray_math)
 
-    def _density(self, origins, directions, z, skip: bool, view_dependent: bool, exact: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def _density(self, origins, directions, z, skip: bool, view_dependent: bool, exact: bool = False,
+                 name: str = "coarse") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Density, albedo and (when skipping) occupancy of the samples; skipped ones get density 0, albedo 0.
 
         Albedo is per sample, so it is decoded here, before coarse and fine samples are merged: the
@@ -194,14 +198,20 @@ class Renderer(nn.Module):
             sigma, feat = self.field.density_features(points, exact)
             return sigma.view(z.shape), self.field.albedo(feat, view_dirs, z.shape[1], exact).view(*z.shape, 3), None
         occupied = self.occupancy.occupied_at(points)
-        # Some backends (tiny-cuda-nn) reject empty batches; one evaluated sample is exact. Set on the device: an
-        # `if` here would make the host wait for the GPU once more per pass (nonzero below waits anyway).
-        occupied[0] |= ~occupied.any()
-        keep = occupied.nonzero().squeeze(-1)
+        n = points.shape[0]
+        fixed = self.budget.compact(name, occupied) if self.budget is not None else None
+        if fixed is None:
+            # Some backends (tiny-cuda-nn) reject empty batches; one evaluated sample is exact. Set on the device: an
+            # `if` here would make the host wait for the GPU once more per pass (nonzero below waits anyway).
+            occupied[0] |= ~occupied.any()
+            keep = slots = occupied.nonzero().squeeze(-1)
+        else:  # a batch of fixed size (hifa.sample_budget): no wait; the padding's results land past slot n
+            keep, slots = fixed
+        size = n + (keep.shape[0] if fixed is not None else 0)
         sigma_kept, feat_kept = self.field.density_features(points[keep], exact)
         rgb_kept = self.field.albedo(feat_kept, view_dirs, torch.div(keep, z.shape[1], rounding_mode="floor"), exact)
-        sigma = sigma_kept.new_zeros(points.shape[0]).index_copy(0, keep, sigma_kept)
-        rgb = rgb_kept.new_zeros(points.shape[0], 3).index_copy(0, keep, rgb_kept)
+        sigma = sigma_kept.new_zeros(size).index_copy(0, slots, sigma_kept)[:n]
+        rgb = rgb_kept.new_zeros(size, 3).index_copy(0, slots, rgb_kept)[:n]
         return sigma.view(z.shape), rgb.view(*z.shape, 3), occupied.view(z.shape)
 
     def _outputs(self, origins, directions, samples, near, far, options: RayOptions, orient_rays, ray_math: RayMath) -> dict[str, torch.Tensor]:

@@ -17,9 +17,11 @@ from tqdm import tqdm
 from hifa import regularisers as reg
 from hifa.cameras import Cameras, orbit_cameras, sample_cameras
 from hifa.loss_math import LossMath
-from hifa.config import TrainConfig, as_read_today
-from hifa.configio import UNTRAINED, changed_keys, dump_yaml, to_dict
+from hifa.config import TrainConfig
+from hifa.configio import dump_yaml, to_dict
 from hifa.errors import HifaError, OutputError, Terminated, is_out_of_memory, shorten
+from hifa.resume_checks import check_resumable, memory_message
+from hifa.step_values import StepValues, send
 from hifa.stop_signals import catch_stop_signals
 from hifa.guidance.guidance import Guidance, to_prior_size
 from hifa.guidance.schedules import depth_weight_factor, ramp
@@ -28,6 +30,7 @@ from hifa.optim import build_adan, clip_gradients, gradient_norm, param_groups, 
 from hifa.provenance import ENVIRONMENT_FILE, environment, record_session
 from hifa.renderer import RayOptions, Renderer
 from hifa.run_folder import WEIGHTS_FILE
+from hifa.sample_budget import SampleBudget
 from hifa.run_setup import build_estimator, build_prior, build_renderer, compiled_parts, resolve_device
 from hifa.transfer import to_device
 
@@ -37,24 +40,7 @@ CHECKPOINT = "checkpoint.pt"
 # nan_policy=skip: this many non-finite steps in a row mean the run diverged; it stops (checkpoint kept).
 MAX_CONSECUTIVE_SKIPS = 100
 OCCUPANCY_SEED_OFFSET = 0x0CC0  # the occupancy grid's probe stream: seed + this, apart from the run's streams
-# Settings a checkpoint cannot be resumed under when they change (another asset, not a continuation).
-RESUME_IDENTITY = ("prompt", "preset", "seed", "field", "prior.kind", "prior.model")
-# ... except how the field is computed, not what it is: a resume may change these (with a warning).
-RESUME_COMPUTE = ("field.mlp_precision", "field.grid.backend")
 DEPTH_SCALE = 0.05 * 256**2 * 0.5  # method.md §5.1: L_depth = lambda_d(i) * 0.05 * 256^2 * 1/2 * mean(r^2)
-
-
-def memory_message(config: TrainConfig, step: int, checkpoint_step: int, exc: BaseException) -> str:
-    """One line for an out-of-memory error: where, and the settings that decide the memory."""
-    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-    r = config.renderer
-    return (
-        f"out of memory at step {step} ({shorten(detail, 100)}); lower resolution (now {config.resolution}), "
-        f"renderer.num_coarse / renderer.num_fine (now {r.num_coarse} / {r.num_fine}), renderer.chunk_rays (now {r.chunk_rays}), "
-        f"set renderer.checkpoint_chunk_rays (now {r.checkpoint_chunk_rays}; e.g. 16384) or use prior.precision=float16 (now {config.prior.precision}) with --set KEY=VALUE; "
-        + (f"the last checkpoint (step {checkpoint_step}) is kept: continue with `hifa train --resume`" if checkpoint_step
-           else "no checkpoint was saved yet")
-    )
 
 
 class Trainer:
@@ -88,10 +74,13 @@ class Trainer:
         self.occupancy_generator = None
         if self.renderer.occupancy is not None:
             self.occupancy_generator = torch.Generator(self.device).manual_seed(config.seed + OCCUPANCY_SEED_OFFSET)
+        if config.overlap_steps and self.renderer.occupancy is not None:
+            self.renderer.budget = SampleBudget()
         self.tracker = tracker
         self.step = self.checkpoint_step = 0
         self.skipped_steps = self.consecutive_skips = 0
         self.log_rows: list[dict] = []
+        self.pending: StepValues | None = None  # overlap_steps: the last step's values, read with the next step
         self.time_offset, self.started = 0.0, None  # training seconds before this train() call, and when it started
 
     # --- one step -------------------------------------------------------------------------
@@ -151,8 +140,13 @@ class Trainer:
             info["occupied"] = self.renderer.occupancy.occupied.float().mean()
         return terms, info
 
-    def training_step(self, step: int) -> dict[str, float]:
-        """Forward, backward, NaN guard, clip, Adan step, EMA; returns the logged row."""
+    def training_step(self, step: int) -> dict[str, float] | None:
+        """Forward, backward, NaN guard, clip, Adan step, EMA; returns the logged row of this step.
+
+        With `overlap_steps` (once Adan has its state) the guard and the step run on the device and the row
+        returned is the previous step's (None when there is none): the host queues this step's optimiser and the
+        next step behind the GPU instead of waiting here for this step's values. `flush()` returns the last row.
+        """
         cfg = self.config
         # The reference LambdaLR convention: global step i runs at factor(i - 1) (method.md §10).
         factor = warmup_factor(step - 1, cfg.optim.warmup_steps, cfg.iterations)
@@ -166,43 +160,80 @@ class Trainer:
         total = sum(terms.values())
         total.backward()
         params = [p for p in self.renderer.parameters() if p.grad is not None]
-        # One reduction and one host sync for the whole guard (a per-tensor isfinite took ~4 % of a CPU
-        # step, and a sync per parameter on CUDA): the global norm is non-finite iff a gradient is, or
-        # if it overflows, which is a divergence worth skipping too.
+        # One reduction for the whole guard (a per-tensor isfinite took ~4 % of a CPU step, and a sync per
+        # parameter on CUDA): the global norm is non-finite iff a gradient is, or if it overflows, which is a
+        # divergence worth skipping too.
         grad_norm = gradient_norm(params)
-        # Everything the step logs, read in one transfer: the step's one wait for the GPU (see loss_terms).
+        # Everything the step logs, in one transfer (device values stay tensors until here; see loss_terms).
         on_device = {"loss": total, "grad_norm": grad_norm, **terms, **{k: v for k, v in info.items() if isinstance(v, torch.Tensor)}}
-        read = torch.stack([v.detach().reshape(()).to(total.device, torch.float64) for v in on_device.values()]).tolist()
-        values = dict(zip(on_device, read))
-        finite = math.isfinite(values["loss"]) and math.isfinite(values["grad_norm"])
-        info = {k: values[k] if isinstance(v, torch.Tensor) else float(v) for k, v in info.items()}
-        if not finite:
-            bad = [k for k in terms if not math.isfinite(values[k])] or ["gradients"]
-            if cfg.nan_policy == "stop":
-                raise HifaError(
-                    f"non-finite loss at step {step} ({', '.join(bad)}); stopped, the last good checkpoint "
-                    f"(step {self.checkpoint_step}) is kept in {self.run_dir / CHECKPOINT}"
-                )
-            self.optimizer.zero_grad(set_to_none=True)
-            self.skipped_steps += 1
-            self.consecutive_skips += 1
-            log.warning("non-finite loss at step %d (%s): step skipped (nan_policy=skip), %d skipped so far", step, ", ".join(bad), self.skipped_steps)
-            if self.consecutive_skips >= MAX_CONSECUTIVE_SKIPS:
-                raise HifaError(
-                    f"{self.consecutive_skips} non-finite steps in a row up to step {step} ({', '.join(bad)}): the run diverged; "
-                    f"stopped, the last good checkpoint (step {self.checkpoint_step}) is kept in {self.run_dir / CHECKPOINT}"
-                )
-            return {"step": step, "skipped": 1.0, "lr": self.base_lrs[0] * factor, **info}
-        self.consecutive_skips = 0
-        clip_gradients(params, cfg.optim.grad_clip or math.inf, grad_norm)
-        self.optimizer.step()
-        if self.ema is not None:
+        on_host = {k: float(v) for k, v in info.items() if not isinstance(v, torch.Tensor)}
+        lr = self.base_lrs[0] * factor
+        budget = self.renderer.budget.take() if self.renderer.budget is not None else {}
+        overlap = cfg.overlap_steps and self.optimizer.initialised()
+        values = send(step, lr, list(terms), {**on_device, **budget}, on_host, wait=not overlap, hidden=tuple(budget))
+        if not overlap:  # the step's one wait for the GPU: the guard decides on the host whether to step
+            if (skipped := self._skip(values)) is not None:
+                self.optimizer.zero_grad(set_to_none=True)
+                return skipped
+            clip_gradients(params, cfg.optim.grad_clip or math.inf, grad_norm)
+            self.optimizer.step()
+            self._average(1 - cfg.optim.ema_decay if cfg.optim.ema_decay else None)
+            return values.row()
+        finite = torch.isfinite(total.detach()) & torch.isfinite(grad_norm)
+        if "overflow" in budget:  # samples beyond a fixed-size batch were dropped: the step does not stand
+            finite = finite & ~budget["overflow"]
+        clip_gradients(params, cfg.optim.grad_clip or math.inf, grad_norm)  # a non-finite step's clip is gated out below
+        self.optimizer.gated_step(finite)
+        self._average(finite * (1 - cfg.optim.ema_decay) if cfg.optim.ema_decay else None)
+        previous, self.pending = self.pending, values
+        return self._settle(previous) if previous is not None else None
+
+    def flush(self) -> dict[str, float] | None:
+        """The row of a step whose values are still on their way (overlap_steps), waiting for them; else None."""
+        previous, self.pending = self.pending, None
+        return self._settle(previous) if previous is not None else None
+
+    def _settle(self, values: StepValues) -> dict[str, float]:
+        """The row of an overlapped step, read now; a skipped one's optimiser step count is taken back."""
+        if (skipped := self._skip(values)) is not None:
+            # Its step was gated out on the device; the next one (already queued) ran with a count one too high.
+            self.optimizer.uncount_step()
+            return skipped
+        return values.row()
+
+    def _average(self, weight: float | torch.Tensor | None) -> None:
+        """The parameters' exponential moving average (optim.ema_decay), moved by `weight` (0: not moved)."""
+        if self.ema is not None and weight is not None:
             with torch.no_grad():
                 for shadow, p in zip(self.ema, self.renderer.parameters()):
-                    shadow.lerp_(p.detach(), 1 - cfg.optim.ema_decay)
-        row = {"step": step, "loss": values["loss"], **{k: values[k] for k in terms}}
-        row.update(info, lr=self.base_lrs[0] * factor, grad_norm=values["grad_norm"])
-        return row
+                    shadow.lerp_(p.detach(), weight)
+
+    def _skip(self, values: StepValues) -> dict[str, float] | None:
+        """The row of a step that does not stand (over its sample budget, or non-finite), else None."""
+        if (budget := self.renderer.budget) is not None:
+            budget.observe(values.read())
+            if values.read().get("overflow"):
+                log.warning("step %d skipped: more occupied samples than its fixed-size batch (overlap_steps); the batch grows",
+                            values.step)
+                return values.skipped_row()
+        return self._guard(values)
+
+    def _guard(self, values: StepValues) -> dict[str, float] | None:
+        """The NaN guard: None for a finite step; else the skipped step's row (nan_policy=skip) or a HifaError."""
+        if not (bad := values.non_finite()):
+            self.consecutive_skips = 0
+            return None
+        where = f"the last good checkpoint (step {self.checkpoint_step}) is kept in {self.run_dir / CHECKPOINT}"
+        if self.config.nan_policy == "stop":
+            raise HifaError(f"non-finite loss at step {values.step} ({', '.join(bad)}); stopped, {where}")
+        self.skipped_steps += 1
+        self.consecutive_skips += 1
+        log.warning("non-finite loss at step %d (%s): step skipped (nan_policy=skip), %d skipped so far", values.step, ", ".join(bad),
+                    self.skipped_steps)
+        if self.consecutive_skips >= MAX_CONSECUTIVE_SKIPS:
+            raise HifaError(f"{self.consecutive_skips} non-finite steps in a row up to step {values.step} ({', '.join(bad)}): "
+                            f"the run diverged; stopped, {where}")
+        return values.skipped_row()
 
     # --- the loop -------------------------------------------------------------------------
     def train(self, until: int | None = None) -> dict:
@@ -236,19 +267,17 @@ class Trainer:
         try:
             for step in bar:
                 current = step
-                row = self.training_step(step)
+                rows = [self.training_step(step)]
                 self.step = step
-                if step % cfg.log_every == 0 or step == cfg.iterations or row.get("skipped"):
-                    row["time_s"] = self.elapsed()
-                    self.log_rows.append(row)
-                    if self.tracker is not None:
-                        self.tracker.log_metrics({k: v for k, v in row.items() if k != "step"}, step)
-                    bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k in ("loss", "latent", "image", "sds", "depth", "t")})
-                elif step == start + 1 and compiling:
+                checkpoint = step % cfg.checkpoint_every == 0 or step == last or bool(stop)
+                if checkpoint:  # a checkpoint holds every step's outcome (overlap_steps: the last step's too)
+                    rows.append(self.flush())
+                logged = [row for row in rows if row is not None and self._log(row, bar)]
+                if step == start + 1 and compiling and not logged:
                     bar.set_postfix_str("")
                 if step % cfg.val_every == 0:
                     self.save_validation(step)
-                if step % cfg.checkpoint_every == 0 or step == last or stop:
+                if checkpoint:
                     self.save_checkpoint()
                 if stop:
                     raise Terminated(
@@ -268,6 +297,18 @@ class Trainer:
         if self.skipped_steps:
             summary["skipped_steps"] = self.skipped_steps
         return summary
+
+    def _log(self, row: dict[str, float], bar: tqdm) -> bool:
+        """Keep, track and show a step's row if it is one to log (every log_every steps, the last, a skipped one)."""
+        cfg, step = self.config, int(row["step"])
+        if not (step % cfg.log_every == 0 or step == cfg.iterations or row.get("skipped")):
+            return False
+        row["time_s"] = self.elapsed()
+        self.log_rows.append(row)
+        if self.tracker is not None:
+            self.tracker.log_metrics({k: v for k, v in row.items() if k != "step"}, step)
+        bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k in ("loss", "latent", "image", "sds", "depth", "t")})
+        return True
 
     @functools.cached_property
     def environment(self) -> dict:
@@ -324,7 +365,7 @@ class Trainer:
         if not isinstance(state, dict):
             raise HifaError(f"{path} is not a hifa training checkpoint; delete it to start over")
         if isinstance(state.get("config"), dict):
-            self.check_resumable(state["config"], path)
+            check_resumable(state["config"], self.config, path)
         try:
             self.renderer.load_state_dict(state["renderer"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -354,23 +395,6 @@ class Trainer:
     def elapsed(self) -> float:
         """Seconds of training up to now, over every resume."""
         return self.time_offset + (time.perf_counter() - self.started if self.started is not None else 0.0)
-
-    def check_resumable(self, saved: dict, path: Path) -> None:
-        """Refuse a checkpoint of another asset (prompt, method, seed, field, prior); warn about other changed settings
-        (tracking and mesh settings aside: they change nothing a training makes)."""
-        old, new, changed = changed_keys(as_read_today(saved), to_dict(self.config))
-        changed = [k for k in changed if k.split(".", 1)[0] not in UNTRAINED]
-        rank = lambda k: None if k in RESUME_COMPUTE else next(  # noqa: E731
-            (i for i, key in enumerate(RESUME_IDENTITY) if k == key or k.startswith(key + ".")), None)
-        identity = sorted((k for k in changed if rank(k) is not None), key=rank)
-        if identity:
-            key = identity[0]
-            raise HifaError(
-                f"{path} was trained with {key} = {shorten(str(old.get(key)), 60)}, this run asks for {shorten(str(new.get(key)), 60)}: "
-                "it is another asset, not a continuation; choose another --out (or delete the folder to start over)"
-            )
-        if changed:
-            log.warning("resuming %s with changed settings: %s", path, ", ".join(changed))
 
     def write_log(self) -> None:
         keys: list[str] = []

@@ -271,3 +271,59 @@ def test_adan_checkpoints_move_between_the_fused_and_the_foreach_step():
     params[0].grad = torch.full((5,), -0.25)
     plain.step()
     assert plain.state_dict()["param_groups"][0]["step"] == 2 and torch.isfinite(params[0]).all()
+
+
+def test_a_gated_adan_step_is_the_step_where_the_gate_holds_and_nothing_where_it_does_not():
+    """FusedAdan.gated_step (overlap_steps): gate true is step(); gate false, with NaN gradients, leaves parameters and
+    state as they were, and with its count taken back the run goes on as one that never took the step."""
+    torch.manual_seed(0)
+    start = [torch.randn(s) for s in ((40, 3), (7,))]
+    grads = [[torch.randn(t.shape) for t in start] for _ in range(4)]
+    runs = {}
+    for gated in (False, True):
+        params = [torch.nn.Parameter(t.clone()) for t in start]
+        opt = build_adan([{"params": params[:1], "lr": 5e-2}, {"params": params[1:], "lr": 5e-3}], lr=5e-3)
+        for step, gs in enumerate(grads):
+            if gated and step == 2:  # a non-finite step in between, gated out
+                for p in params:
+                    p.grad = torch.full(p.shape, float("nan"))
+                before = [p.detach().clone() for p in params] + [v.clone() for st in opt.state.values() for v in st.values()]
+                opt.gated_step(torch.tensor(False))
+                after = [p.detach() for p in params] + list(v for st in opt.state.values() for v in st.values())
+                assert all(torch.equal(a, b) for a, b in zip(before, after))
+                opt.uncount_step()
+            for p, g in zip(params, gs):
+                p.grad = g.clone()
+            if gated and step > 0:
+                opt.gated_step(torch.tensor(True))
+            else:
+                opt.step()
+        runs[gated] = (params, opt)
+    (plain, plain_opt), (gated, gated_opt) = runs[False], runs[True]
+    assert all(torch.equal(a, b) for a, b in zip(plain, gated))
+    assert [g["step"] for g in gated_opt.param_groups] == [g["step"] for g in plain_opt.param_groups] == [4, 4]
+    fresh = torch.nn.Parameter(torch.ones(2))
+    fresh.grad = torch.ones(2)
+    with pytest.raises(RuntimeError, match="first step"):  # Adan's state starts from the first step's gradient
+        build_adan([fresh], lr=0.1).gated_step(torch.tensor(True))
+
+
+def test_the_triton_adan_kernel_under_a_false_gate_writes_nothing():
+    """The gated Triton pass (Triton's interpreter on CPU tensors): a true gate is the ungated pass, a false one leaves
+    all six arrays, gradients included, as they were."""
+    pytest.importorskip("triton")
+    from hifa import adan_triton
+
+    generator = torch.Generator().manual_seed(3)
+    start = [[torch.randn(n, generator=generator) for n in (2500, 3)] for _ in range(6)]
+    start[3] = [t.abs() for t in start[3]]
+    args = (0.9, 0.02, 0.08, 0.01, 0.95, 1e-8, 5e-3, 4e-3, 1e-4)  # clip; betas, bias correction, eps, step sizes, decay
+    runs = {}
+    for name, gate in (("plain", None), ("open", torch.tensor(True)), ("shut", torch.tensor(False))):
+        state = [[t.clone() for t in ts] for ts in start]
+        adan_triton.adan_step(*state, torch.tensor(args[0]), *args[1:], gate=gate)
+        runs[name] = state
+    flat = lambda name: [t for ts in runs[name] for t in ts]  # noqa: E731
+    assert all(torch.equal(a, b) for a, b in zip(flat("plain"), flat("open")))
+    assert all(torch.equal(a, b) for a, b in zip(flat("shut"), [t for ts in start for t in ts]))
+    assert not torch.equal(runs["open"][0][0], start[0][0])

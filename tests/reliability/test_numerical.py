@@ -43,9 +43,14 @@ def checkpoint(trainer: Trainer) -> dict:
     return torch.load(trainer.run_dir / "checkpoint.pt", weights_only=True)
 
 
+# overlap_steps: the guard gates Adan's step on the device and reads each step's values during the next step.
+OVERLAP = pytest.mark.parametrize("overlap", [(), ("overlap_steps=true",)], ids=["sync", "overlap"])
+
+
+@OVERLAP
 @pytest.mark.parametrize("where,value", [("loss", NAN), ("loss", INF), ("gradients", NAN), ("gradients", -INF)])
-def test_stop_policy_keeps_the_last_good_checkpoint(where, value, tmp_path, monkeypatch):
-    trainer = Trainer(tiny_config(tmp_path, extra=("checkpoint_every=2",)), tmp_path / "run", progress=False)
+def test_stop_policy_keeps_the_last_good_checkpoint(where, value, overlap, tmp_path, monkeypatch):
+    trainer = Trainer(tiny_config(tmp_path, extra=("checkpoint_every=2", *overlap)), tmp_path / "run", progress=False)
     if where == "loss":
         poison_loss(trainer, {5: value}, monkeypatch)
     else:
@@ -58,9 +63,10 @@ def test_stop_policy_keeps_the_last_good_checkpoint(where, value, tmp_path, monk
     assert all(torch.isfinite(v).all() for v in state["renderer"].values())
 
 
-def test_skip_policy_skips_logs_and_records_each_step(tmp_path, monkeypatch, caplog):
+@OVERLAP
+def test_skip_policy_skips_logs_and_records_each_step(overlap, tmp_path, monkeypatch, caplog):
     db = tmp_path / "mlflow.db"
-    config = tiny_config(tmp_path, extra=("nan_policy=skip", "log_every=5"), db=db)
+    config = tiny_config(tmp_path, extra=("nan_policy=skip", "log_every=5", *overlap), db=db)
     from hifa.training import make_tracker
 
     tracker = make_tracker(config, tmp_path / "run", "skips")
@@ -88,9 +94,10 @@ def test_skip_policy_skips_logs_and_records_each_step(tmp_path, monkeypatch, cap
     assert checkpoint(trainer)["skipped_steps"] == 3
 
 
-def test_a_run_that_only_produces_nan_stops_as_diverged(tmp_path, monkeypatch):
+@OVERLAP
+def test_a_run_that_only_produces_nan_stops_as_diverged(overlap, tmp_path, monkeypatch):
     monkeypatch.setattr(trainer_module, "MAX_CONSECUTIVE_SKIPS", 3)
-    trainer = Trainer(tiny_config(tmp_path, extra=("nan_policy=skip", "checkpoint_every=1")), tmp_path / "run", progress=False)
+    trainer = Trainer(tiny_config(tmp_path, extra=("nan_policy=skip", "checkpoint_every=1", *overlap)), tmp_path / "run", progress=False)
     poison_loss(trainer, {s: NAN for s in range(4, 13)}, monkeypatch)
     with pytest.raises(HifaError, match=r"3 non-finite steps in a row up to step 6 \(latent\): the run diverged; stopped, the last good checkpoint \(step 5\)"):
         trainer.train()

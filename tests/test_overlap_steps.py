@@ -1,0 +1,105 @@
+"""overlap_steps: each step's NaN guard gates Adan on the device and its values are read during the next step.
+
+The results must be those of the waiting loop; the CUDA side (no host wait at the step's end) is tests/cuda.
+"""
+
+import pytest
+import torch
+
+from hifa import step_values
+from hifa.trainer import Trainer
+from tests.test_train import tiny_config
+
+# EMA on and the occupancy grid too: every part of the step that the gate and the lagged read touch.
+EXTRA = ["tracking.enabled=false", "optim.ema_decay=0.9", "renderer.occupancy.resolution=16", "renderer.occupancy.update_every=2"]
+
+
+@pytest.mark.parametrize("grid", [False, True], ids=["dense", "occupancy-grid"])
+def test_overlapped_steps_train_as_waiting_ones(tmp_path, grid):
+    """Without the grid bit for bit. With it, the overlapped run compacts its samples into fixed-size batches
+    (hifa.sample_budget) from step 2 on, which moves the hash grid's gradient sums by rounding (~1e-9 here)."""
+    extra = EXTRA if grid else [*EXTRA[:2], "renderer.occupancy.resolution=0"]
+    runs = {}
+    for overlap in (False, True):
+        trainer = Trainer(tiny_config(tmp_path, extra=[*extra, f"overlap_steps={str(overlap).lower()}"]), tmp_path / str(overlap), progress=False)
+        trainer.train()
+        runs[overlap] = trainer
+    waiting, overlapped = runs[False], runs[True]
+    assert overlapped.step == 6 and overlapped.pending is None
+    same = (lambda a, b: torch.allclose(a, b, rtol=1e-5, atol=1e-8)) if grid else torch.equal
+    for (name, a), (_, b) in zip(waiting.renderer.state_dict().items(), overlapped.renderer.state_dict().items()):
+        assert same(a, b), name
+    assert all(same(a, b) for a, b in zip(waiting.ema, overlapped.ema))
+    assert [g["step"] for g in overlapped.optimizer.param_groups] == [6, 6]
+    strip = lambda rows: [{k: v for k, v in row.items() if k != "time_s"} for row in rows]  # noqa: E731
+    rows, expected = strip(overlapped.log_rows), strip(waiting.log_rows)
+    assert len(rows) == 6 and [r.keys() for r in rows] == [r.keys() for r in expected]
+    assert all(r[k] == pytest.approx(e[k], rel=1e-5) for r, e in zip(rows, expected) for k in r), (rows, expected)
+    budget = overlapped.renderer.budget
+    assert (budget is not None) == grid
+    if grid:  # the counts of all six steps were read; the capacities cover them with room to spare
+        assert sorted(budget.counts) == ["coarse:3072", "fine:1536"] and all(len(c) == 6 for c in budget.counts.values())
+        assert all(max(c) < budget.capacity(key, int(key.split(":")[1])) for key, c in budget.counts.items())
+
+
+def test_a_step_reads_only_the_previous_step_s_values(tmp_path, monkeypatch):
+    """The first step waits (Adan's state comes from its gradient); each later one reads the one before it."""
+    reads: list[int] = []
+    original = step_values.StepValues.read
+
+    def read(self):
+        reads.append(self.step)
+        return original(self)
+
+    monkeypatch.setattr(step_values.StepValues, "read", read)
+    trainer = Trainer(tiny_config(tmp_path, extra=[*EXTRA, "overlap_steps=true"]), tmp_path / "run", progress=False)
+    returned, read_during = [], []
+    for step in range(1, 5):
+        reads.clear()
+        row = trainer.training_step(step)
+        returned.append(None if row is None else row["step"])
+        read_during.append(sorted(set(reads)))
+    assert returned == [1, None, 2, 3] and read_during == [[1], [], [2], [3]]
+    reads.clear()
+    assert trainer.flush()["step"] == 4 and set(reads) == {4} and trainer.flush() is None
+
+
+def test_a_skipped_overlapped_step_leaves_the_weights_and_takes_its_count_back(tmp_path):
+    """A non-finite step is gated out on the device: the weights, Adan's state and the EMA stay as they were."""
+    trainer = Trainer(tiny_config(tmp_path, extra=[*EXTRA, "overlap_steps=true", "nan_policy=skip"]), tmp_path / "run", progress=False)
+    trainer.training_step(1)
+    param = next(trainer.renderer.parameters())
+    before = [t.clone() for t in trainer.renderer.parameters()]
+    state = {k: v.clone() for k, v in trainer.optimizer.state[param].items()}
+    ema = [t.clone() for t in trainer.ema]
+    original = trainer.loss_terms
+
+    def poisoned(step):
+        terms, info = original(step)
+        return {k: v * float("nan") for k, v in terms.items()}, info
+
+    trainer.loss_terms = poisoned
+    assert trainer.training_step(2) is None
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.renderer.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(ema, trainer.ema))
+    assert all(torch.equal(state[k], trainer.optimizer.state[param][k]) for k in ("exp_avg", "exp_avg_sq", "exp_avg_diff", "previous_grad"))
+    assert trainer.optimizer.param_groups[0]["step"] == 2  # counted until its values are read
+    row = trainer.flush()
+    assert row["skipped"] == 1.0 and row["step"] == 2 and trainer.skipped_steps == 1
+    assert [g["step"] for g in trainer.optimizer.param_groups] == [1, 1]
+
+
+@pytest.mark.parametrize("until", [2, 4])
+def test_an_overlapped_run_resumes_as_it_would_have_gone_on(tmp_path, until):
+    """A checkpoint settles the last step first: its log row, skip count and Adan's step count are in it."""
+    config = tiny_config(tmp_path, extra=[*EXTRA, "overlap_steps=true", "checkpoint_every=100"])
+    straight = Trainer(config, tmp_path / "a", progress=False)
+    straight.train()
+    first = Trainer(config, tmp_path / "b", progress=False)
+    first.train(until=until)
+    assert first.pending is None and len(first.log_rows) == until
+    resumed = Trainer(config, tmp_path / "b", progress=False)
+    resumed.train()
+    for (name, a), (_, b) in zip(straight.renderer.state_dict().items(), resumed.renderer.state_dict().items()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    assert [row["step"] for row in resumed.log_rows] == list(range(1, 7))
