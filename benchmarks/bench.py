@@ -220,9 +220,17 @@ def bench_train_step(device: torch.device, preset_name: str, model: str, depth_m
         counter = iter(range(1, 10_000))
         peak_memory(device, reset=True)
         seconds = timed(lambda: trainer.training_step(next(counter)), device, warmup, repeat)
+        # The next steps back to back, one sync at the end, as a run takes them: a step may then queue behind the last
+        # (overlap_steps), which the per-step times above, each waiting for the GPU to finish, cannot show.
+        t0 = time.perf_counter()
+        for _ in range(repeat):
+            trainer.training_step(next(counter))
+        sync(device)
+        back_to_back = (time.perf_counter() - t0) / repeat
+        trainer.flush()
         config = trainer.config
         out = {"resolution": config.resolution, "samples": config.renderer.num_coarse + config.renderer.num_fine, "step_ms": 1000 * seconds,
-               "peak_gib": peak_memory(device), "overrides": " ".join(overrides)}
+               "step_ms_back_to_back": 1000 * back_to_back, "peak_gib": peak_memory(device), "overrides": " ".join(overrides)}
         if run_mean:
             times = []
             for i in range(run_mean):
@@ -259,16 +267,22 @@ def cuda_plan(device: torch.device, models: Path, warmup: int, repeat: int, out:
     fast = [occ, comp, graphs]  # with enc and depthc: the README's fast set
     s15 = ["renderer.compile=true", "prior.vae_attention=math"]  # session 15's options, not measured on a GPU yet
     s16 = ["prior.decoder_compile_mode=reduce-overhead", "depth.compile_mode=reduce-overhead"]  # session 16's, the same
+    overlap = "overlap_steps=true"  # session 18's: no host wait in a step (fixed-size sample batches, the guard on the device)
     plan: dict[str, Callable[[], dict]] = {
         # Issue 7's rows first: 'hifa-fast' with the README's fast set plus session 15's options (the render and loss
-        # math compiled, the VAE's plain attention), the profile that says where its host time goes (per phase) and
-        # whether a step still waits on the host, 'hifa' with everything (run means over 16 / 8 strata), the VAE
+        # math compiled, the VAE's plain attention), with session 18's overlap_steps and without (on the same machine:
+        # its only A/B), the profile that says where its host time goes (per phase) and whether a step still waits on
+        # the host, 'hifa' with everything, with and without overlap_steps (run means over 16 / 8 strata), the VAE
         # decoder and the depth model as CUDA graphs too (no more launches one by one), channels_last on top (in
         # session 14 cuDNN converted NCHW tensors to NHWC and back around the compiled VAE's and depth model's
         # convolutions, 2.8 ms per step; this puts the UNet and the VAE in NHWC), the fast set alone, then each
         # option's share. Session 17's first row took 266 s with its compiles; later rows reuse most of them.
+        "train_step_hifa-fast+occupancy+compile@cuda-graphs+encoder+depth+render+vae-math+overlap":
+            step("hifa-fast", [*fast, enc, depthc, *s15, overlap], 16),
         "train_step_hifa-fast+occupancy+compile@cuda-graphs+encoder+depth+render+vae-math": step("hifa-fast", [*fast, enc, depthc, *s15], 16),
-        "profile_hifa-fast_ms_per_step": lambda: profile_train_step(device, "hifa-fast", sd(), dpt(), [*fast, enc, depthc, *s15], out, "-fast-options"),
+        "profile_hifa-fast_ms_per_step": lambda: profile_train_step(device, "hifa-fast", sd(), dpt(), [*fast, enc, depthc, *s15, overlap], out,
+                                                                    "-fast-options"),
+        "train_step_hifa+occupancy+compile@cuda-graphs+encoder+depth+render+vae-math+overlap": step("hifa", [*fast, enc, depthc, *s15, overlap], 8),
         "train_step_hifa+occupancy+compile@cuda-graphs+encoder+depth+render+vae-math": step("hifa", [*fast, enc, depthc, *s15], 8),
         "train_step_hifa-fast+occupancy+compile@cuda-graphs+encoder+depth+render+vae-math+decoder-depth-graphs":
             step("hifa-fast", [*fast, enc, depthc, *s15, *s16], 16),

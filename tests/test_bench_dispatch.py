@@ -51,4 +51,4 @@ def test_train_step_benchmark_times_the_run_s_strata_and_the_first_steps_again(m
     assert out["resolution"] == 16 and out["samples"] == 12 and out["overrides"] == " ".join(small)
     assert len(out["run_mean_steps_ms"]) == 3 and all(t > 0 for t in out["run_mean_steps_ms"])
     assert out["run_mean_step_ms"] == pytest.approx(sum(out["run_mean_steps_ms"]) / 3, abs=0.1)
-    assert out["step_ms"] > 0 and out["step_ms_after_run"] > 0
+    assert out["step_ms"] > 0 and out["step_ms_after_run"] > 0 and out["step_ms_back_to_back"] > 0

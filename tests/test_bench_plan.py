@@ -39,10 +39,12 @@ def test_every_section_of_the_cuda_plan_resolves_its_training_config(monkeypatch
         run()  # raises on a config error
     trains = [c for c in calls if c[0] == "train"]
     assert len(calls) == len(plan) and len(trains) >= 25
-    # The first section and the profile right after it: 'hifa-fast' with every speed option measured or pending.
+    # The first sections: 'hifa-fast' with every speed option measured or pending, with overlap_steps and without (an
+    # A/B on one machine), then the profile of the first.
     first = list(plan)
-    assert first[0].startswith("train_step_hifa-fast+") and first[1] == "profile_hifa-fast_ms_per_step"
-    assert trains[0][2] == trains[1][2] and "renderer.compile=true" in trains[0][2] and "prior.vae_attention=math" in trains[0][2]
+    assert first[0].startswith("train_step_hifa-fast+") and first[2] == "profile_hifa-fast_ms_per_step"
+    assert trains[0][2] == trains[2][2] and "renderer.compile=true" in trains[0][2] and "prior.vae_attention=math" in trains[0][2]
+    assert trains[0][2] == [*trains[1][2], "overlap_steps=true"]
     pending = ["prior.decoder_compile_mode=reduce-overhead", "depth.compile_mode=reduce-overhead", "prior.channels_last=true"]
     for option in pending:
         assert any(option in overrides for _, _, overrides in trains), option

@@ -14,8 +14,8 @@ FAST_SET = ["prior.compile=true", "prior.compile_mode=reduce-overhead", "prior.c
             "renderer.occupancy.resolution=16", "renderer.compile=true", "prior.vae_attention=math"]
 
 
-@pytest.mark.parametrize("graphs", [[], ["prior.decoder_compile_mode=reduce-overhead", "depth.compile_mode=reduce-overhead"]],
-                         ids=["fast-set", "decoder-and-depth-graphs-too"])
+@pytest.mark.parametrize("graphs", [[], ["prior.decoder_compile_mode=reduce-overhead", "depth.compile_mode=reduce-overhead"],
+                                    ["overlap_steps=true"]], ids=["fast-set", "decoder-and-depth-graphs-too", "overlapped-steps"])
 def test_training_on_cuda_with_the_fast_set(models, tmp_path, graphs):
     """The README's fast set, plus renderer.compile and the VAE's plain attention (and the VAE decoder and depth model
     as CUDA graphs too), through the trainer in fp16: no CUDA graph output is read after the next replay, and the
@@ -56,6 +56,31 @@ def test_a_fast_set_step_waits_for_the_gpu_only_at_the_grid_s_compaction_before_
     assert end is not None, sites
     assert all(name == "renderer.py" and "nonzero" in line for name, _, line in sites[:end]), sites[:end]
     assert len(sites[:end]) == 2, sites[:end]  # coarse and fine samples
+
+
+def test_an_overlapped_fast_set_step_waits_for_the_gpu_nowhere(models, tmp_path):
+    """overlap_steps: the grid's samples compact into fixed-size batches, the NaN guard gates Adan's Triton pass on the
+    device and the step's values are read during the next step, so the host queues a whole step without a wait."""
+    import warnings
+    from pathlib import Path
+
+    config = tiny_cuda_config(models, extra=["iterations=6", *FAST_SET, "random_background_rate=0", "overlap_steps=true"])
+    trainer = Trainer(config, tmp_path / "overlap", progress=False)
+    for step in (1, 2, 3):  # compiles, CUDA-graph recording, the sample budget's first counts
+        trainer.training_step(step)
+    torch.cuda.synchronize()
+    assert trainer.renderer.budget.counts and trainer.optimizer._kernel_gates()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            row = trainer.training_step(4)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    sites = [(Path(w.filename).name, w.lineno) for w in caught if "synchroniz" in str(w.message)]
+    assert sites == [], sites
+    assert row["step"] == 3 and "skipped" not in row
+    assert trainer.flush()["step"] == 4 and trainer.skipped_steps == 0
 
 
 def test_compiled_render_and_loss_math_on_cuda_match_eager(models, tmp_path):
@@ -181,3 +206,35 @@ def test_adan_on_cuda_with_the_triton_pass_matches_adan_s_foreach_step():
     for key, state in slow_state["state"].items():
         for name, value in state.items():
             torch.testing.assert_close(fast_state["state"][key][name], value, rtol=1e-5, atol=1e-6)
+
+
+def test_gated_adan_on_cuda_runs_every_tensor_through_the_triton_pass_and_a_false_gate_changes_nothing():
+    """overlap_steps' optimiser step: all tensors, small ones too, through the gated Triton pass; against Adan's foreach
+    step over 12 steps, with a NaN step gated out (and its count taken back) in the middle."""
+    from hifa.optim import build_adan
+
+    torch.manual_seed(0)
+    start = [torch.randn(s, device="cuda") for s in ((70000, 2), (33, 32), (7,))]
+    grads = [[torch.randn(t.shape, device="cuda") * (100.0 if i % 5 == 3 else 0.1) for t in start] for i in range(12)]
+    runs = {}
+    for gated in (True, False):
+        params = [torch.nn.Parameter(t.clone()) for t in start]
+        opt = build_adan([{"params": params[:1], "lr": 5e-2}, {"params": params[1:], "lr": 5e-3}], lr=5e-3, fused=gated)
+        for i, gs in enumerate(grads):
+            if gated and i == 6:
+                for p in params:
+                    p.grad = torch.full_like(p, float("nan"))
+                before = [p.detach().clone() for p in params]
+                opt.gated_step(torch.tensor(False, device="cuda"))
+                assert all(torch.equal(a, b) for a, b in zip(before, params))
+                opt.uncount_step()
+            for p, g in zip(params, gs):
+                p.grad = g.clone()
+            if gated and i > 0:
+                assert opt._kernel_gates()
+                opt.gated_step(torch.tensor(True, device="cuda"))
+            else:
+                opt.step()
+        runs[gated] = params
+    for a, b in zip(runs[True], runs[False]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
