@@ -52,7 +52,7 @@ def test_a_fast_set_step_waits_for_the_gpu_only_at_the_grid_s_compaction_before_
             torch.cuda.set_sync_debug_mode("default")
     sites = [(Path(w.filename).name, w.lineno, linecache.getline(w.filename, w.lineno).strip())
              for w in caught if "synchroniz" in str(w.message)]
-    end = next((i for i, site in enumerate(sites) if site[0] == "trainer.py" and ".tolist()" in site[2]), None)  # the logged values
+    end = next((i for i, site in enumerate(sites) if site[0] == "step_values.py" and ".cpu()" in site[2]), None)  # the logged values
     assert end is not None, sites
     assert all(name == "renderer.py" and "nonzero" in line for name, _, line in sites[:end]), sites[:end]
     assert len(sites[:end]) == 2, sites[:end]  # coarse and fine samples
