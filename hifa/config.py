@@ -127,8 +127,8 @@ class TrainConfig:
     textureless_rate: float = 0.2
     random_background_rate: float = 0.5
     nan_policy: Literal["stop", "skip"] = "stop"
-    # Queue each step behind the last without waiting for the GPU: the NaN guard gates Adan's step on the device
-    # and a step's values (log, guard) are read during the next step. Pays on CUDA; the same results.
+    # CUDA: queue each step behind the last without waiting for the GPU (fixed-size sample batches, the NaN guard on
+    # the device, a step's values read during the next step); the same results. No effect on a CPU.
     overlap_steps: bool = False
     checkpoint_every: int = 500
     log_every: int = 10

@@ -25,3 +25,11 @@ def models(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("tiny-models")
     return build_tiny_stable_diffusion(root / "sd"), build_tiny_dpt(root / "dpt")
+
+
+@pytest.fixture
+def overlap_on_cpu(monkeypatch):
+    """overlap_steps as on CUDA (it is inert on a CPU, where a step never waits for a GPU): its logic, tested here."""
+    import hifa.trainer
+
+    monkeypatch.setattr(hifa.trainer, "overlap_applies", lambda config, device: config.overlap_steps)

@@ -87,6 +87,7 @@ def test_a_render_with_a_budget_equals_the_exact_compaction_and_waits_for_nothin
     assert not bool(renderer.budget.take().get("overflow"))
 
 
+@pytest.mark.usefixtures("overlap_on_cpu")
 def test_an_overlapped_step_over_its_budget_is_skipped_and_the_budget_grows(tmp_path, caplog, monkeypatch):
     monkeypatch.setattr(sample_budget, "GRAIN", 16)  # the tiny run keeps a few hundred samples a pass
     trainer = Trainer(tiny_config(tmp_path, extra=[*EXTRA, "overlap_steps=true"]), tmp_path / "run", progress=False)

@@ -45,9 +45,12 @@ def checkpoint(trainer: Trainer) -> dict:
 
 # overlap_steps: the guard gates Adan's step on the device and reads each step's values during the next step.
 OVERLAP = pytest.mark.parametrize("overlap", [(), ("overlap_steps=true",)], ids=["sync", "overlap"])
+# ... whose logic is tested here on the CPU, where the option is otherwise inert.
+ON_CPU = pytest.mark.usefixtures("overlap_on_cpu")
 
 
 @OVERLAP
+@ON_CPU
 @pytest.mark.parametrize("where,value", [("loss", NAN), ("loss", INF), ("gradients", NAN), ("gradients", -INF)])
 def test_stop_policy_keeps_the_last_good_checkpoint(where, value, overlap, tmp_path, monkeypatch):
     trainer = Trainer(tiny_config(tmp_path, extra=("checkpoint_every=2", *overlap)), tmp_path / "run", progress=False)
@@ -64,6 +67,7 @@ def test_stop_policy_keeps_the_last_good_checkpoint(where, value, overlap, tmp_p
 
 
 @OVERLAP
+@ON_CPU
 def test_skip_policy_skips_logs_and_records_each_step(overlap, tmp_path, monkeypatch, caplog):
     db = tmp_path / "mlflow.db"
     config = tiny_config(tmp_path, extra=("nan_policy=skip", "log_every=5", *overlap), db=db)
@@ -71,6 +75,7 @@ def test_skip_policy_skips_logs_and_records_each_step(overlap, tmp_path, monkeyp
 
     tracker = make_tracker(config, tmp_path / "run", "skips")
     trainer = Trainer(config, tmp_path / "run", tracker=tracker, progress=False)
+    assert trainer.overlap == bool(overlap)
     poison_loss(trainer, {2: NAN, 7: INF}, monkeypatch)
     poison_gradients(trainer, {4: NAN})
     with caplog.at_level(logging.WARNING, logger="hifa.trainer"):
@@ -95,6 +100,7 @@ def test_skip_policy_skips_logs_and_records_each_step(overlap, tmp_path, monkeyp
 
 
 @OVERLAP
+@ON_CPU
 def test_a_run_that_only_produces_nan_stops_as_diverged(overlap, tmp_path, monkeypatch):
     monkeypatch.setattr(trainer_module, "MAX_CONSECUTIVE_SKIPS", 3)
     trainer = Trainer(tiny_config(tmp_path, extra=("nan_policy=skip", "checkpoint_every=1", *overlap)), tmp_path / "run", progress=False)
