@@ -149,12 +149,13 @@ class Trainer:
             info["occupied"] = self.renderer.occupancy.occupied.float().mean()
         return terms, info
 
-    def training_step(self, step: int) -> dict[str, float] | None:
-        """Forward, backward, NaN guard, clip, Adan step, EMA; returns the logged row of this step.
+    def training_step(self, step: int) -> list[dict[str, float]]:
+        """Forward, backward, NaN guard, clip, Adan step, EMA; returns the logged rows it settled: this step's.
 
-        With `overlap_steps` (once Adan has its state) the guard and the step run on the device and the row
-        returned is the previous step's (None when there is none): the host queues this step's optimiser and the
-        next step behind the GPU instead of waiting here for this step's values. `flush()` returns the last row.
+        With `overlap_steps` on CUDA the guard and the optimiser step run on the device and the rows returned are
+        those of earlier steps (the previous one's; none on the first): the host queues this step's optimiser and
+        the next step behind the GPU instead of waiting here for this step's values. `flush()` returns the last.
+        A step where a parameter gets its first gradient waits (Adan's state starts from it).
         """
         cfg = self.config
         # The reference LambdaLR convention: global step i runs at factor(i - 1) (method.md §10).
@@ -181,26 +182,27 @@ class Trainer:
         overlap = self.overlap and self.optimizer.initialised()
         values = send(step, lr, list(terms), {**on_device, **budget}, on_host, wait=not overlap, hidden=tuple(budget))
         if not overlap:  # the step's one wait for the GPU: the guard decides on the host whether to step
+            earlier = self.flush()
             if (skipped := self._skip(values)) is not None:
                 self.optimizer.zero_grad(set_to_none=True)
-                return skipped
+                return [*earlier, skipped]
             clip_gradients(params, cfg.optim.grad_clip or math.inf, grad_norm)
             self.optimizer.step()
             self._average(1 - cfg.optim.ema_decay if cfg.optim.ema_decay else None)
-            return values.row()
+            return [*earlier, values.row()]
         finite = torch.isfinite(total.detach()) & torch.isfinite(grad_norm)
         if "overflow" in budget:  # samples beyond a fixed-size batch were dropped: the step does not stand
             finite = finite & ~budget["overflow"]
         clip_gradients(params, cfg.optim.grad_clip or math.inf, grad_norm)  # a non-finite step's clip is gated out below
         self.optimizer.gated_step(finite)
         self._average(finite * (1 - cfg.optim.ema_decay) if cfg.optim.ema_decay else None)
-        previous, self.pending = self.pending, values
-        return self._settle(previous) if previous is not None else None
+        earlier, self.pending = self.flush(), values
+        return earlier
 
-    def flush(self) -> dict[str, float] | None:
-        """The row of a step whose values are still on their way (overlap_steps), waiting for them; else None."""
+    def flush(self) -> list[dict[str, float]]:
+        """The row of a step whose values are still on their way (overlap_steps), waiting for them; else none."""
         previous, self.pending = self.pending, None
-        return self._settle(previous) if previous is not None else None
+        return [self._settle(previous)] if previous is not None else []
 
     def _settle(self, values: StepValues) -> dict[str, float]:
         """The row of an overlapped step, read now; a skipped one's optimiser step count is taken back."""
@@ -276,12 +278,12 @@ class Trainer:
         try:
             for step in bar:
                 current = step
-                rows = [self.training_step(step)]
+                rows = self.training_step(step)
                 self.step = step
                 checkpoint = step % cfg.checkpoint_every == 0 or step == last or bool(stop)
                 if checkpoint:  # a checkpoint holds every step's outcome (overlap_steps: the last step's too)
-                    rows.append(self.flush())
-                logged = [row for row in rows if row is not None and self._log(row, bar)]
+                    rows += self.flush()
+                logged = [row for row in rows if self._log(row, bar)]
                 if step == start + 1 and compiling and not logged:
                     bar.set_postfix_str("")
                 if step % cfg.val_every == 0:

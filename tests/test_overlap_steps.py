@@ -62,12 +62,11 @@ def test_a_step_reads_only_the_previous_step_s_values(tmp_path, monkeypatch):
     returned, read_during = [], []
     for step in range(1, 5):
         reads.clear()
-        row = trainer.training_step(step)
-        returned.append(None if row is None else row["step"])
+        returned.append([row["step"] for row in trainer.training_step(step)])
         read_during.append(sorted(set(reads)))
-    assert returned == [1, None, 2, 3] and read_during == [[1], [], [2], [3]]
+    assert returned == [[1], [], [2], [3]] and read_during == [[1], [], [2], [3]]
     reads.clear()
-    assert trainer.flush()["step"] == 4 and set(reads) == {4} and trainer.flush() is None
+    assert [row["step"] for row in trainer.flush()] == [4] and set(reads) == {4} and trainer.flush() == []
 
 
 @ON_CPU
@@ -86,12 +85,12 @@ def test_a_skipped_overlapped_step_leaves_the_weights_and_takes_its_count_back(t
         return {k: v * float("nan") for k, v in terms.items()}, info
 
     trainer.loss_terms = poisoned
-    assert trainer.training_step(2) is None
+    assert trainer.training_step(2) == []
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.renderer.parameters()))
     assert all(torch.equal(a, b) for a, b in zip(ema, trainer.ema))
     assert all(torch.equal(state[k], trainer.optimizer.state[param][k]) for k in ("exp_avg", "exp_avg_sq", "exp_avg_diff", "previous_grad"))
     assert trainer.optimizer.param_groups[0]["step"] == 2  # counted until its values are read
-    row = trainer.flush()
+    (row,) = trainer.flush()
     assert row["skipped"] == 1.0 and row["step"] == 2 and trainer.skipped_steps == 1
     assert [g["step"] for g in trainer.optimizer.param_groups] == [1, 1]
 
@@ -120,4 +119,27 @@ def test_on_a_cpu_the_option_is_inert_and_says_so(tmp_path, caplog):
     assert "overlap_steps has no effect on cpu" in caplog.text
     assert not trainer.overlap and trainer.renderer.budget is None
     trainer.training_step(1)
-    assert trainer.training_step(2)["step"] == 2 and trainer.pending is None
+    assert [row["step"] for row in trainer.training_step(2)] == [2] and trainer.pending is None
+
+
+@ON_CPU
+def test_a_parameter_s_first_gradient_after_the_first_step_makes_that_step_wait(tmp_path):
+    """Adan's state starts from a parameter's first gradient (a background MLP first used at step 3, say): that step
+    settles the previous one, then waits for its own values, and the run trains as the waiting loop does."""
+    runs = {}
+    for overlap in (False, True):
+        config = tiny_config(tmp_path, extra=[*EXTRA[:2], f"overlap_steps={str(overlap).lower()}"])
+        trainer = Trainer(config, tmp_path / str(overlap), progress=False)
+        late = list(trainer.renderer.background.parameters())
+        rows = []
+        for step in range(1, 6):
+            for p in late:
+                p.requires_grad_(step >= 3)
+            rows.append([row["step"] for row in trainer.training_step(step)])
+        rows.append([row["step"] for row in trainer.flush()])
+        runs[overlap] = trainer, rows
+    (waiting, waiting_rows), (overlapped, overlapped_rows) = runs[False], runs[True]
+    assert waiting_rows == [[1], [2], [3], [4], [5], []]
+    assert overlapped_rows == [[1], [], [2, 3], [], [4], [5]]
+    for (name, a), (_, b) in zip(waiting.renderer.state_dict().items(), overlapped.renderer.state_dict().items()):
+        assert torch.equal(a, b), name

@@ -152,7 +152,7 @@ def test_trainer_steps_with_checkpointed_chunks_equal_plain_steps(tmp_path):
         config = tiny_config(tmp_path, extra=["tracking.enabled=false", "regularisers.orientation=0.01",
                                               "regularisers.orientation_ray_fraction=0.5", *extra])
         trainer = Trainer(config, tmp_path / f"run{len(extra)}", progress=False)
-        rows = [trainer.training_step(step) for step in (1, 2, 3)]
+        rows = [row for step in (1, 2, 3) for row in trainer.training_step(step)]
         params.append((trainer.renderer.state_dict(), rows))
     (plain, rows_plain), (chunked, rows_chunked) = params
     for name in plain:

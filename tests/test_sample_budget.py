@@ -99,11 +99,11 @@ def test_an_overlapped_step_over_its_budget_is_skipped_and_the_budget_grows(tmp_
     trainer.training_step(2)
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.renderer.parameters()))  # gated out on the device
     with caplog.at_level(logging.WARNING, logger="hifa.trainer"):
-        row = trainer.flush()
+        (row,) = trainer.flush()
     assert row["step"] == 2 and row["skipped"] == 1.0 and trainer.skipped_steps == 0  # not a non-finite step
     assert "more occupied samples than its fixed-size batch" in caplog.text
     assert [g["step"] for g in trainer.optimizer.param_groups] == [1, 1]
     assert budget.counts == {}  # start over: step 3 compacts exactly, its count sets the budget again
     trainer.training_step(3)
-    assert "skipped" not in trainer.flush() and all(len(counts) == 1 for counts in budget.counts.values())
+    assert "skipped" not in trainer.flush()[0] and all(len(counts) == 1 for counts in budget.counts.values())
     assert not all(torch.equal(a, b) for a, b in zip(before, trainer.renderer.parameters()))
