@@ -42,8 +42,10 @@ class FusedAdan(Adan):
         if not self.fused or self.maximize:
             return False
         for group, params in self._stepped():
+            if not params:  # nothing to step in this group (Adan skips it too)
+                continue
             tensors = params + [p.grad for p in params] + [self.state[p][key] for p in params for key in self.STATE]
-            if group["weight_decouple"] or not self._can_use_foreach(group) or (params and not adan_triton.takes(tensors)):
+            if group["weight_decouple"] or not self._can_use_foreach(group) or not adan_triton.takes(tensors):
                 return False
         return True
 

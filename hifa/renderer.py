@@ -226,7 +226,7 @@ class Renderer(nn.Module):
             subset, normals_needed = None, options.need_normals or options.shading != "albedo"
         if normals_needed:
             points = (origins[:, None, :] + directions[:, None, :] * z[..., None]).reshape(-1, 3)
-            normals = self._normals(points, weights.detach().reshape(-1), None if occupied is None else occupied.reshape(-1))
+            normals = self._normals(points, weights.detach().reshape(-1), None if occupied is None else occupied.reshape(-1), options.training)
         color = shade(albedo, normals, options.shading, options.light_dir, options.ambient).view(R, K, 3)
         if options.background is None:
             bg = self.background(directions)
@@ -243,21 +243,23 @@ class Renderer(nn.Module):
         return out
 
     def _orient_subset(self, origins, directions, z, weights, rays: torch.Tensor, occupied) -> torch.Tensor:
-        """`orient` on the drawn subset of rays (with normal_ray_fraction < 1; its mean estimates the full mean)."""
+        """`orient` on the drawn subset of rays (with normal_ray_fraction < 1, in training; its mean estimates the full mean)."""
         if rays.numel() == 0:  # a checkpointed chunk without orientation rays
             return z.new_zeros(0)
         K = z.shape[1]
         points = (origins[rays, None, :] + directions[rays, None, :] * z[rays, :, None]).reshape(-1, 3)
         w = weights[rays]
         keep = None if occupied is None else occupied[rays].reshape(-1)
-        normals = self._normals(points, w.detach().reshape(-1), keep).view(rays.numel(), K, 3)
+        normals = self._normals(points, w.detach().reshape(-1), keep, training=True).view(rays.numel(), K, 3)
         return orient_per_ray(w, normals, directions[rays])
 
-    def _normals(self, points: torch.Tensor, weights: torch.Tensor, occupied: torch.Tensor | None = None) -> torch.Tensor:
+    def _normals(self, points: torch.Tensor, weights: torch.Tensor, occupied: torch.Tensor | None = None,
+                 training: bool = False) -> torch.Tensor:
         """Field normals at `points`; zero (not evaluated) where `weights` <= normal_weight_threshold or the sample was skipped.
 
         A skipped sample has density 0 without gradient, so its weight and every gradient through it are
-        exactly 0: its normal cannot change any output.
+        exactly 0: its normal cannot change any output. A training render with a sample budget evaluates them in
+        a fixed-size batch.
         """
         threshold = self.config.normal_weight_threshold
         if threshold <= 0 and occupied is None:
@@ -265,6 +267,10 @@ class Renderer(nn.Module):
         keep = weights > threshold if threshold > 0 else torch.ones_like(weights, dtype=torch.bool)
         if occupied is not None:
             keep = keep & occupied
+        if training and self.budget is not None and (fixed := self.budget.compact("normals", keep)) is not None:
+            index, slots = fixed  # no wait; the padding's normals land past the last point
+            n = points.shape[0]
+            return points.new_zeros(n + index.shape[0], 3).index_copy(0, slots, self.field.normals(points[index]))[:n]
         keep = keep.nonzero().squeeze(-1)
         normals = points.new_zeros(points.shape)
         if keep.numel() == 0:  # some backends (tiny-cuda-nn) reject empty batches

@@ -83,7 +83,7 @@ class Trainer:
         if config.overlap_steps and not self.overlap:
             log.warning("overlap_steps has no effect on %s: a step there never waits for a GPU (the option's padded sample "
                         "batches made a CPU step ~20 %% slower)", self.device)
-        if self.overlap and self.renderer.occupancy is not None:
+        if self.overlap:  # the grid's samples and the orientation loss's normals, compacted without a wait
             self.renderer.budget = SampleBudget()
         self.tracker = tracker
         self.step = self.checkpoint_step = 0

@@ -19,19 +19,23 @@ EXTRA = ["tracking.enabled=false", "optim.ema_decay=0.9", "renderer.occupancy.re
 
 
 @ON_CPU
-@pytest.mark.parametrize("grid", [False, True], ids=["dense", "occupancy-grid"])
-def test_overlapped_steps_train_as_waiting_ones(tmp_path, grid):
-    """Without the grid bit for bit. With it, the overlapped run compacts its samples into fixed-size batches
-    (hifa.sample_budget) from step 2 on, which moves the hash grid's gradient sums by rounding (~1e-9 here)."""
+@pytest.mark.parametrize("method,grid", [("hifa", False), ("hifa", True), ("dreamfusion", False)],
+                         ids=["hifa-dense", "hifa-occupancy-grid", "dreamfusion-normals"])
+def test_overlapped_steps_train_as_waiting_ones(tmp_path, method, grid):
+    """'hifa' without the grid bit for bit. With it, the overlapped run compacts its samples into fixed-size batches
+    (hifa.sample_budget) from step 2 on, which moves the hash grid's gradient sums by rounding (~1e-9 here); so do
+    'dreamfusion''s normals for its orientation loss."""
     extra = EXTRA if grid else [*EXTRA[:2], "renderer.occupancy.resolution=0"]
     runs = {}
     for overlap in (False, True):
-        trainer = Trainer(tiny_config(tmp_path, extra=[*extra, f"overlap_steps={str(overlap).lower()}"]), tmp_path / str(overlap), progress=False)
+        config = tiny_config(tmp_path, method, extra=[*extra, f"overlap_steps={str(overlap).lower()}"])
+        trainer = Trainer(config, tmp_path / str(overlap), progress=False)
         trainer.train()
         runs[overlap] = trainer
     waiting, overlapped = runs[False], runs[True]
     assert overlapped.step == 6 and overlapped.pending is None
-    same = (lambda a, b: torch.allclose(a, b, rtol=1e-5, atol=1e-8)) if grid else torch.equal
+    exact = method == "hifa" and not grid
+    same = torch.equal if exact else (lambda a, b: torch.allclose(a, b, rtol=1e-5, atol=1e-8))
     for (name, a), (_, b) in zip(waiting.renderer.state_dict().items(), overlapped.renderer.state_dict().items()):
         assert same(a, b), name
     assert all(same(a, b) for a, b in zip(waiting.ema, overlapped.ema))
@@ -40,11 +44,12 @@ def test_overlapped_steps_train_as_waiting_ones(tmp_path, grid):
     rows, expected = strip(overlapped.log_rows), strip(waiting.log_rows)
     assert len(rows) == 6 and [r.keys() for r in rows] == [r.keys() for r in expected]
     assert all(r[k] == pytest.approx(e[k], rel=1e-5) for r, e in zip(rows, expected) for k in r), (rows, expected)
+    # What the budget compacted, each count of steps 1-6 read: nothing ('hifa' without the grid), the grid's coarse
+    # and fine samples, or 'dreamfusion''s normals; the capacities cover the counts with room to spare.
+    keys = {(False, "hifa"): [], (True, "hifa"): ["coarse:3072", "fine:1536"], (False, "dreamfusion"): ["normals:144"]}[grid, method]
     budget = overlapped.renderer.budget
-    assert (budget is not None) == grid
-    if grid:  # the counts of all six steps were read; the capacities cover them with room to spare
-        assert sorted(budget.counts) == ["coarse:3072", "fine:1536"] and all(len(c) == 6 for c in budget.counts.values())
-        assert all(max(c) < budget.capacity(key, int(key.split(":")[1])) for key, c in budget.counts.items())
+    assert sorted(budget.counts) == keys and all(len(c) == 6 for c in budget.counts.values())
+    assert all(max(c) < budget.capacity(key, int(key.split(":")[1])) for key, c in budget.counts.items())
 
 
 @ON_CPU
@@ -117,7 +122,7 @@ def test_on_a_cpu_the_option_is_inert_and_says_so(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="hifa.trainer"):
         trainer = Trainer(tiny_config(tmp_path, extra=[*EXTRA, "overlap_steps=true"]), tmp_path / "run", progress=False)
     assert "overlap_steps has no effect on cpu" in caplog.text
-    assert not trainer.overlap and trainer.renderer.budget is None
+    assert not trainer.overlap and trainer.renderer.budget is None and trainer.renderer.occupancy is not None
     trainer.training_step(1)
     assert [row["step"] for row in trainer.training_step(2)] == [2] and trainer.pending is None
 

@@ -58,32 +58,50 @@ def test_more_occupied_samples_than_the_capacity_flag_an_overflow_and_the_capaci
     assert budget.capacity("tiny:100", 100) == 100  # never more than the samples there are
 
 
-@pytest.mark.parametrize("chunk", [0, 50])
-def test_a_render_with_a_budget_equals_the_exact_compaction_and_waits_for_nothing(chunk):
+RENDERS = {
+    "grid samples": dict(grid=16, options={}),
+    "grid samples, checkpointed chunks": dict(grid=16, chunk=50, options={}),
+    # 'dreamfusion': Lambertian shading's normals where the weight matters, no grid.
+    "normals above a weight": dict(threshold=1e-4, options=dict(shading="lambertian", light_dir=torch.tensor([0.0, 1.0, 0.0]),
+                                                                need_normals=True)),
+    # ... and its orientation loss on a subset of the rays, with the grid.
+    "orientation subset": dict(grid=16, threshold=1e-4, options=dict(need_normals=True, normal_ray_fraction=0.3)),
+}
+
+
+@pytest.mark.parametrize("case", RENDERS)
+def test_a_render_with_a_budget_equals_the_exact_compaction_and_waits_for_nothing(case):
     """Outputs and gradients as with nonzero; the field sees the fixed-size batches; no host read in the render."""
+    spec = RENDERS[case]
     field, background = blob_field(), BackgroundMLP()
     origins, dirs = rays()
-    config = RendererConfig(num_coarse=32, num_fine=16, checkpoint_chunk_rays=chunk, occupancy=OccupancyConfig(resolution=16))
+    config = RendererConfig(num_coarse=32, num_fine=16, checkpoint_chunk_rays=spec.get("chunk", 0), occupancy=OccupancyConfig(resolution=spec.get("grid", 0)),
+                            normal_weight_threshold=spec.get("threshold", 0.0))
+    options = lambda: RayOptions(training=True, generator=torch.Generator().manual_seed(3), **spec["options"])  # noqa: E731
     results = []
     for budgeted in (False, True):
         renderer = Renderer(field, background, config)
-        conservative_grid(renderer)
+        if renderer.occupancy is not None:
+            conservative_grid(renderer)
         if budgeted:
             renderer.budget = SampleBudget()
             # A first render learns the counts (exactly compacted); with autograd, so in the same chunks.
-            renderer(origins, dirs, RayOptions(training=True, generator=torch.Generator().manual_seed(3)))
+            renderer(origins, dirs, options())
             renderer.budget.observe({k: float(v) for k, v in renderer.budget.take().items()})
         points = count_points(field, "density_features")
         with HostReads() as reads:
-            out, grads = render_with_grads(renderer, origins, dirs, RayOptions(training=True, generator=torch.Generator().manual_seed(3)))
+            out, grads = render_with_grads(renderer, origins, dirs, options())
         del field.density_features
         results.append((out, grads, points, reads.ops))
     (exact, g_exact, points_exact, reads_exact), (fixed, g_fixed, points_fixed, reads_fixed) = results
     assert_same(exact, fixed, atol=1e-6)
     assert torch.allclose(g_exact, g_fixed, atol=1e-5)
     assert "aten.nonzero.default" in reads_exact and reads_fixed == []
-    capacities = sorted(renderer.budget.capacity(key, int(key.split(":")[1])) for key in renderer.budget.counts)
-    assert sorted(set(points_fixed)) == sorted(set(capacities)) and sum(points_fixed) > sum(points_exact)
+    counts = renderer.budget.counts
+    assert ("normals" in " ".join(counts)) == ("threshold" in spec) and ("coarse" in " ".join(counts)) == ("grid" in spec)
+    if "grid" in spec:  # the field's density saw the fixed-size batches (and the normals' finite differences, 6 per point)
+        capacities = {renderer.budget.capacity(key, int(key.split(":")[1])) for key in counts if not key.startswith("normals")}
+        assert capacities <= set(points_fixed) and sum(points_fixed) > sum(points_exact)
     assert not bool(renderer.budget.take().get("overflow"))
 
 
