@@ -111,7 +111,7 @@ class Renderer(nn.Module):
         grid = config.occupancy
         self.occupancy = OccupancyGrid(grid, field.config.bound) if grid.resolution else None
         self.compiled_math = RayMath.compile() if config.compile else EAGER_MATH
-        # Fixed-size compaction of the grid's samples (overlap_steps: the trainer sets one and feeds it the counts).
+        # Fixed-size compaction in training renders (overlap_steps: the trainer sets one and feeds it the counts).
         self.budget: SampleBudget | None = None
 
     def forward(self, origins: torch.Tensor, directions: torch.Tensor, options: RayOptions) -> dict[str, torch.Tensor]:
