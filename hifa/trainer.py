@@ -20,6 +20,7 @@ from hifa.loss_math import LossMath
 from hifa.config import TrainConfig
 from hifa.configio import dump_yaml, to_dict
 from hifa.errors import HifaError, OutputError, Terminated, is_out_of_memory, shorten
+from hifa.nan_guard import NanGuard
 from hifa.resume_checks import check_resumable, memory_message
 from hifa.step_values import StepValues, send
 from hifa.stop_signals import catch_stop_signals
@@ -37,8 +38,6 @@ from hifa.transfer import to_device
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
-# nan_policy=skip: this many non-finite steps in a row mean the run diverged; it stops (checkpoint kept).
-MAX_CONSECUTIVE_SKIPS = 100
 OCCUPANCY_SEED_OFFSET = 0x0CC0  # the occupancy grid's probe stream: seed + this, apart from the run's streams
 DEPTH_SCALE = 0.05 * 256**2 * 0.5  # method.md §5.1: L_depth = lambda_d(i) * 0.05 * 256^2 * 1/2 * mean(r^2)
 
@@ -87,7 +86,7 @@ class Trainer:
             self.renderer.budget = SampleBudget()
         self.tracker = tracker
         self.step = self.checkpoint_step = 0
-        self.skipped_steps = self.consecutive_skips = 0
+        self.guard = NanGuard(config.nan_policy)
         self.log_rows: list[dict] = []
         self.pending: StepValues | None = None  # overlap_steps: the last step's values, read with the next step
         self.time_offset, self.started = 0.0, None  # training seconds before this train() call, and when it started
@@ -227,24 +226,12 @@ class Trainer:
                 log.warning("step %d skipped: more occupied samples than its fixed-size batch (overlap_steps); the batch grows",
                             values.step)
                 return values.skipped_row()
-        return self._guard(values)
+        return self.guard.check(values, f"the last good checkpoint (step {self.checkpoint_step}) is kept in {self.run_dir / CHECKPOINT}")
 
-    def _guard(self, values: StepValues) -> dict[str, float] | None:
-        """The NaN guard: None for a finite step; else the skipped step's row (nan_policy=skip) or a HifaError."""
-        if not (bad := values.non_finite()):
-            self.consecutive_skips = 0
-            return None
-        where = f"the last good checkpoint (step {self.checkpoint_step}) is kept in {self.run_dir / CHECKPOINT}"
-        if self.config.nan_policy == "stop":
-            raise HifaError(f"non-finite loss at step {values.step} ({', '.join(bad)}); stopped, {where}")
-        self.skipped_steps += 1
-        self.consecutive_skips += 1
-        log.warning("non-finite loss at step %d (%s): step skipped (nan_policy=skip), %d skipped so far", values.step, ", ".join(bad),
-                    self.skipped_steps)
-        if self.consecutive_skips >= MAX_CONSECUTIVE_SKIPS:
-            raise HifaError(f"{self.consecutive_skips} non-finite steps in a row up to step {values.step} ({', '.join(bad)}): "
-                            f"the run diverged; stopped, {where}")
-        return values.skipped_row()
+    @property
+    def skipped_steps(self) -> int:
+        """Non-finite steps skipped so far (nan_policy=skip), over every resume."""
+        return self.guard.skipped
 
     # --- the loop -------------------------------------------------------------------------
     def train(self, until: int | None = None) -> dict:
@@ -338,8 +325,8 @@ class Trainer:
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "log_rows": self.log_rows,
-            "skipped_steps": self.skipped_steps,
-            "consecutive_skips": self.consecutive_skips,
+            "skipped_steps": self.guard.skipped,
+            "consecutive_skips": self.guard.consecutive,
             "train_time_s": self.elapsed(),
             "grad_scale": scaler.state() if (scaler := getattr(self.prior, "grad_scale", None)) is not None else None,
             "config": to_dict(self.config),
@@ -397,8 +384,8 @@ class Trainer:
                 f"checkpoint {path} does not fit this run ({exc.__class__.__name__}: {shorten(str(exc).splitlines()[0] if str(exc) else '', 100)}); "
                 "delete it to start over"
             ) from None
-        self.skipped_steps = int(state.get("skipped_steps", 0))
-        self.consecutive_skips = int(state.get("consecutive_skips", 0))
+        self.guard.skipped = int(state.get("skipped_steps", 0))
+        self.guard.consecutive = int(state.get("consecutive_skips", 0))
         self.time_offset = float(state.get("train_time_s", 0.0))  # train_log.csv's time_s goes on from the checkpoint
         if state.get("grad_scale") and getattr(self.prior, "grad_scale", None) is not None:
             self.prior.grad_scale.load(state["grad_scale"])

@@ -248,7 +248,7 @@ def test_resume_reads_keys_an_older_checkpoint_lacks_as_defaults_and_ignores_mes
     del state["config"]["field"]["normal_eps"], state["config"]["mesh"]["texture_size"]  # as a checkpoint of an older version
     torch.save(state, run / "checkpoint.pt")
     later = replace(config, mesh=replace(config.mesh, threshold=20.0))
-    with caplog.at_level(logging.WARNING, logger="hifa.trainer"):
+    with caplog.at_level(logging.WARNING, logger="hifa"):
         assert Trainer(later, run, progress=False).train()["steps"] == config.iterations
     assert "changed settings" not in caplog.text and "another asset" not in caplog.text
 

@@ -106,7 +106,7 @@ def test_a_resume_may_change_how_the_field_is_computed(trained, tmp_path, capsys
     shutil.copytree(trained, run)
     sets = [f"--set={o}" for o in tiny_overrides(tmp_path / "cache")]
     base = ["train", "--prompt", PROMPT, "--prior", "oracle", "--quiet", "--resume", "--out", str(run), *sets]
-    with caplog.at_level("WARNING", logger="hifa.trainer"):
+    with caplog.at_level("WARNING", logger="hifa"):
         code, err = main([*base, "--set", "field.mlp_precision=bf16", "--set", "field.grid.backend=auto"], capsys)
     assert code == 0, err
     assert "changed settings: field.grid.backend, field.mlp_precision" in caplog.text, caplog.text

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from hifa import cli
-from hifa import trainer as trainer_module
+from hifa import nan_guard
 from hifa.errors import HifaError
 from hifa.trainer import Trainer
 from tests.reliability.helpers import PROMPT, tiny_config, tiny_overrides
@@ -78,7 +78,7 @@ def test_skip_policy_skips_logs_and_records_each_step(overlap, tmp_path, monkeyp
     assert trainer.overlap == bool(overlap)
     poison_loss(trainer, {2: NAN, 7: INF}, monkeypatch)
     poison_gradients(trainer, {4: NAN})
-    with caplog.at_level(logging.WARNING, logger="hifa.trainer"):
+    with caplog.at_level(logging.WARNING, logger="hifa.nan_guard"):
         summary = trainer.train()
     tracker.set_terminated()
     warnings = [r.getMessage() for r in caplog.records]
@@ -102,7 +102,7 @@ def test_skip_policy_skips_logs_and_records_each_step(overlap, tmp_path, monkeyp
 @OVERLAP
 @ON_CPU
 def test_a_run_that_only_produces_nan_stops_as_diverged(overlap, tmp_path, monkeypatch):
-    monkeypatch.setattr(trainer_module, "MAX_CONSECUTIVE_SKIPS", 3)
+    monkeypatch.setattr(nan_guard, "MAX_CONSECUTIVE_SKIPS", 3)
     trainer = Trainer(tiny_config(tmp_path, extra=("nan_policy=skip", "checkpoint_every=1", *overlap)), tmp_path / "run", progress=False)
     poison_loss(trainer, {s: NAN for s in range(4, 13)}, monkeypatch)
     with pytest.raises(HifaError, match=r"3 non-finite steps in a row up to step 6 \(latent\): the run diverged; stopped, the last good checkpoint \(step 5\)"):
