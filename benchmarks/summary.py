@@ -53,6 +53,11 @@ def ratios(sections: dict) -> dict:
     for name in ("hifa", "hifa-fast"):
         if f"train_step_{name}+compile" in steps and f"train_step_{name}" in steps:
             out[f"train step {name}, compiled prior / default"] = steps[f"train_step_{name}+compile"] / steps[f"train_step_{name}"]
+    for name, figures in sections.items():  # overlap_steps against the same row without it, steps taken back to back
+        waiting = sections.get(name.removesuffix("+overlap"), {})
+        if name.endswith("+overlap") and "step_ms_back_to_back" in figures and "step_ms_back_to_back" in waiting:
+            out[f"train step {name.removeprefix('train_step_').removesuffix('+overlap')}, overlapped / waiting (back to back)"] = (
+                figures["step_ms_back_to_back"] / waiting["step_ms_back_to_back"])
     e = sections.get("encoding", {})
     for backend in ("cpp", "triton", "tcnn"):
         if f"{backend}_points_per_s" in e and "torch_points_per_s" in e:
