@@ -87,13 +87,10 @@ class RayDraws:
     fine_u: torch.Tensor | None  # (R, F) CDF values of the fine samples; None without fine samples
     orient_rays: torch.Tensor | None  # (C,) the rays carrying `orient`, in output order; None: every ray
 
-    def chunk(self, start: int, stop: int) -> tuple[RayDraws, torch.Tensor | None]:
-        """Draws of rays [start, stop) and the positions in `orient_rays` of the chunk's orientation rays."""
+    def chunk(self, start: int, stop: int) -> RayDraws:
+        """Draws of rays [start, stop), without an orientation subset (a checkpointed render orients it after its chunks)."""
         cut = lambda t: None if t is None else t[start:stop]  # noqa: E731
-        if self.orient_rays is None:
-            return RayDraws(cut(self.jitter), cut(self.fine_u), None), None
-        positions = ((self.orient_rays >= start) & (self.orient_rays < stop)).nonzero().squeeze(-1)
-        return RayDraws(cut(self.jitter), cut(self.fine_u), self.orient_rays[positions] - start), positions
+        return RayDraws(cut(self.jitter), cut(self.fine_u), None)
 
 
 def orient_per_ray(weights: torch.Tensor, normals: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
@@ -144,20 +141,21 @@ class Renderer(nn.Module):
     def _checkpointed(self, origins: torch.Tensor, directions: torch.Tensor, options: RayOptions, draws: RayDraws) -> dict[str, torch.Tensor]:
         """`_render` chunk by chunk under activation checkpointing, every output concatenated along rays."""
         chunk, R = self.config.checkpoint_chunk_rays, origins.shape[0]
-        parts, positions = [], []
+        subset = draws.orient_rays is not None
+        parts = []
         for start in range(0, R, chunk):
             stop = min(start + chunk, R)
-            sub, pos = draws.chunk(start, stop)
-            opts = options
+            # An orientation subset is oriented after the chunks: no chunk needs normals then.
+            opts = replace(options, need_normals=False) if subset else options
             if options.background is not None and options.background.dim() == 2:
-                opts = replace(options, background=options.background[start:stop])
-            # The recompute in backward sees the same `sub` draws: no generator is touched inside.
-            out = checkpoint(self._render, origins[start:stop], directions[start:stop], opts, sub, use_reentrant=False)
+                opts = replace(opts, background=options.background[start:stop])
+            # The recompute in backward sees the same draws: no generator is touched inside.
+            out = checkpoint(self._render, origins[start:stop], directions[start:stop], opts, draws.chunk(start, stop), use_reentrant=False)
             parts.append(out)
-            positions.append(pos)
         merged = {key: torch.cat([part[key] for part in parts], dim=0) for key in parts[0]}
-        if draws.orient_rays is not None:  # chunks list their orientation rays by position: back to draw order
-            merged["orient"] = merged["orient"][torch.argsort(torch.cat(positions))]
+        if subset:  # on the merged samples (splitting the subset by chunk would wait for the GPU), checkpointed too
+            merged["orient"] = checkpoint(self._orient_subset, origins, directions, merged["z_vals"], merged["weights"], draws.orient_rays,
+                                          None, options.training and self.occupancy is not None, use_reentrant=False)
         return merged
 
     def _render(self, origins: torch.Tensor, directions: torch.Tensor, options: RayOptions, draws: RayDraws) -> dict[str, torch.Tensor]:
@@ -242,14 +240,17 @@ class Renderer(nn.Module):
             out["orient"] = subset
         return out
 
-    def _orient_subset(self, origins, directions, z, weights, rays: torch.Tensor, occupied) -> torch.Tensor:
-        """`orient` on the drawn subset of rays (with normal_ray_fraction < 1, in training; its mean estimates the full mean)."""
-        if rays.numel() == 0:  # a checkpointed chunk without orientation rays
-            return z.new_zeros(0)
+    def _orient_subset(self, origins, directions, z, weights, rays: torch.Tensor, occupied, skip: bool = False) -> torch.Tensor:
+        """`orient` on the drawn subset of rays (with normal_ray_fraction < 1, in training; its mean estimates the full mean).
+
+        `occupied`: the samples' occupancy, (R, K), if they were skipped; or `skip`: look it up at the subset's samples.
+        """
         K = z.shape[1]
         points = (origins[rays, None, :] + directions[rays, None, :] * z[rays, :, None]).reshape(-1, 3)
         w = weights[rays]
         keep = None if occupied is None else occupied[rays].reshape(-1)
+        if skip:  # the same points as the render's samples, so the same cells
+            keep = self.occupancy.occupied_at(points)
         normals = self._normals(points, w.detach().reshape(-1), keep, training=True).view(rays.numel(), K, 3)
         return orient_per_ray(w, normals, directions[rays])
 

@@ -66,6 +66,7 @@ RENDERS = {
                                                                 need_normals=True)),
     # ... and its orientation loss on a subset of the rays, with the grid.
     "orientation subset": dict(grid=16, threshold=1e-4, options=dict(need_normals=True, normal_ray_fraction=0.3)),
+    "orientation subset, checkpointed chunks": dict(grid=16, chunk=50, threshold=1e-4, options=dict(need_normals=True, normal_ray_fraction=0.3)),
 }
 
 
