@@ -31,8 +31,8 @@ from hifa.optim import build_adan, clip_gradients, gradient_norm, param_groups, 
 from hifa.provenance import ENVIRONMENT_FILE, environment, record_session
 from hifa.renderer import RayOptions, Renderer
 from hifa.run_folder import WEIGHTS_FILE
-from hifa.sample_budget import SampleBudget
 from hifa.run_setup import build_estimator, build_prior, build_renderer, compiled_parts, resolve_device
+from hifa.sample_budget import SampleBudget
 from hifa.transfer import to_device
 
 log = logging.getLogger(__name__)
@@ -223,8 +223,8 @@ class Trainer:
         if (budget := self.renderer.budget) is not None:
             budget.observe(values.read())
             if values.read().get("overflow"):
-                log.warning("step %d skipped: more occupied samples than its fixed-size batch (overlap_steps); the batch grows",
-                            values.step)
+                log.warning("step %d skipped: more occupied samples than its fixed-size batch (overlap_steps); the next step "
+                            "compacts them exactly and sizes the batches anew", values.step)
                 return values.skipped_row()
         return self.guard.check(values, f"the last good checkpoint (step {self.checkpoint_step}) is kept in {self.run_dir / CHECKPOINT}")
 

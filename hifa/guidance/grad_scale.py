@@ -37,7 +37,7 @@ class GradientScale:
             self._state = to_device(self._state, device)
         return self._state[0]
 
-    def defer(self, finite: torch.Tensor) -> None:
+    def record(self, finite: torch.Tensor) -> None:
         """Apply one backward's finiteness (a 0-dim bool tensor) to S and the counters, on its device."""
         state = self._state.to(finite.device)
         scale, good, overflows = state.unbind()
@@ -69,7 +69,7 @@ class GradientScale:
 
     def update(self, finite: bool) -> None:
         """After one backward through the section: back off on an overflow, grow after a run of clean steps."""
-        self.defer(torch.tensor(bool(finite), device=self._state.device))
+        self.record(torch.tensor(bool(finite), device=self._state.device))
 
     def state(self) -> dict:
         """What a checkpoint keeps (a resumed run scales exactly as an uninterrupted one)."""
@@ -107,7 +107,7 @@ class _ScaleDown(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         grad = grad.float() / ctx.scale
         finite = torch.isfinite(grad).all()
-        ctx.scaler.defer(finite)
+        ctx.scaler.record(finite)
         return torch.where(finite, grad, torch.zeros_like(grad)), None
 
 
