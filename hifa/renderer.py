@@ -203,9 +203,10 @@ class Renderer(nn.Module):
             # `if` here would make the host wait for the GPU once more per pass (nonzero below waits anyway).
             occupied[0] |= ~occupied.any()
             keep = slots = occupied.nonzero().squeeze(-1)
+            size = n
         else:  # a batch of fixed size (hifa.sample_budget): no wait; the padding's results land past slot n
             keep, slots = fixed
-        size = n + (keep.shape[0] if fixed is not None else 0)
+            size = n + keep.shape[0]
         sigma_kept, feat_kept = self.field.density_features(points[keep], exact)
         rgb_kept = self.field.albedo(feat_kept, view_dirs, torch.div(keep, z.shape[1], rounding_mode="floor"), exact)
         sigma = sigma_kept.new_zeros(size).index_copy(0, slots, sigma_kept)[:n]

@@ -16,7 +16,7 @@ from collections import deque
 
 import torch
 
-# In oracle runs the grid's counts moved by up to ~12 % between steps and ~7 % at a grid update; the normals'
+# In oracle runs the grid's counts moved by up to ~10 % between steps and 3-7 % at a grid update; the normals'
 # ('dreamfusion') between 1100 and 1800 within 16 steps, which the maximum over the window covers.
 MARGIN = 1.2
 WINDOW = 16  # the grid's default update interval

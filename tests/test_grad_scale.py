@@ -1,5 +1,7 @@
 """Gradient scaling across the fp16 VAE encoder: accuracy against fp32, overflow back-off, growth, state."""
 
+from unittest.mock import patch
+
 import pytest
 import torch
 
@@ -51,16 +53,17 @@ def test_an_overflow_drops_the_section_s_gradient_and_backs_off():
 
 
 def test_the_scale_grows_after_clean_steps_and_round_trips_through_state():
+    clean, overflow = torch.tensor(True), torch.tensor(False)
     scaler = GradientScale(scale=8.0, growth_interval=3)
     for _ in range(3):
-        scaler.update(True)
+        scaler.record(clean)
     assert scaler.scale == 16.0 and scaler.good_steps == 0
-    scaler.update(False)
+    scaler.record(overflow)
     restored = GradientScale()
     restored.load(scaler.state())
     assert (restored.scale, restored.good_steps, restored.overflows) == (8.0, 0, 1)
     floor = GradientScale(scale=1.0)
-    floor.update(False)
+    floor.record(overflow)
     assert floor.scale == 1.0  # never below 1
 
 
@@ -80,7 +83,8 @@ def test_the_backward_reads_nothing_on_the_host_and_the_next_forward_uses_the_up
     grads = []
     for _ in range(2):
         x = torch.ones(4, requires_grad=True)
-        with HostReads() as reads:
+        # No value read (HostReads), and the state never copied to the host (`_read`, which `.tolist()`s it).
+        with HostReads() as reads, patch.object(GradientScale, "_read", side_effect=AssertionError("S read on the host")):
             scaled_section(to_half, x, scaler).sum().backward()
         assert reads.ops == [], reads.ops
         grads.append(x.grad)
@@ -92,7 +96,7 @@ def test_the_backward_reads_nothing_on_the_host_and_the_next_forward_uses_the_up
 
 
 def test_a_forward_keeps_its_scale_when_the_scale_changes_before_its_backward():
-    """Two sections in flight (a checkpointed render's chunks): each backward divides by the S its forward used."""
+    """Two sections in flight: each backward scales by the S its forward saw, whatever S has become since."""
     scaler = GradientScale(scale=2.0**16)
     x1, x2 = torch.ones(4, requires_grad=True), torch.ones(4, requires_grad=True)
     huge = lambda t: (t.half() * 60000).float()  # noqa: E731

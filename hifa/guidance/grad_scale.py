@@ -38,7 +38,8 @@ class GradientScale:
         return self._state[0]
 
     def record(self, finite: torch.Tensor) -> None:
-        """Apply one backward's finiteness (a 0-dim bool tensor) to S and the counters, on its device."""
+        """After one backward through the section (`finite`: a 0-dim bool tensor), on its device: back off on an overflow,
+        grow after a run of clean steps."""
         state = self._state.to(finite.device)
         scale, good, overflows = state.unbind()
         good = torch.where(finite, good + 1, 0.0)
@@ -66,10 +67,6 @@ class GradientScale:
     @property
     def overflows(self) -> int:
         return int(self._read()[2])
-
-    def update(self, finite: bool) -> None:
-        """After one backward through the section: back off on an overflow, grow after a run of clean steps."""
-        self.record(torch.tensor(bool(finite), device=self._state.device))
 
     def state(self) -> dict:
         """What a checkpoint keeps (a resumed run scales exactly as an uninterrupted one)."""
