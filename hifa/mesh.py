@@ -15,6 +15,7 @@ from skimage import measure
 from hifa.errors import HifaError, require
 from hifa.field import NeRFField
 from hifa.texture import TexturedMesh, texture_mesh
+from hifa.uv_atlas import ATLASES, AtlasName
 from hifa.volume import alpha_weights, composite
 from hifa.io import write_bytes_atomic
 from hifa.lazy import open3d as o3d, trimesh
@@ -35,6 +36,7 @@ class MeshConfig:
     max_faces: int = 100_000
     texture_size: int = 1024
     colour_depth: float = 0.1  # how far below the surface the head-on colour is composited, in units of field.bound
+    atlas: AtlasName = "uvatlas"  # the UV atlas tried first: UVAtlas (fewer charts) or xatlas (the same charts every run)
     chunk_points: int = 1 << 18
 
     def __post_init__(self) -> None:
@@ -45,6 +47,7 @@ class MeshConfig:
         require(self.max_faces >= 4, "mesh.max_faces", "must be >= 4")
         require(0.0 <= self.colour_depth <= 1.0, "mesh.colour_depth", f"must lie in [0, 1], got {self.colour_depth}")
         require(16 <= self.texture_size <= 8192, "mesh.texture_size", f"must lie in [16, 8192], got {self.texture_size}")
+        require(self.atlas in ATLASES, "mesh.atlas", f"must be one of {ATLASES}, got {self.atlas!r}")
 
 
 @dataclass
@@ -176,9 +179,9 @@ def albedo_colours(field: NeRFField, depth: float) -> Callable[[np.ndarray, np.n
 
 
 def texture_extracted(field: NeRFField, mesh: Mesh, config: MeshConfig) -> TexturedMesh:
-    """The extracted mesh UV-textured with the field's albedo seen head-on (config's texture_size and colour_depth)."""
+    """The extracted mesh UV-textured with the field's albedo seen head-on (config's texture_size, colour_depth, atlas)."""
     colours = albedo_colours(field, config.colour_depth * field.config.bound)
-    return texture_mesh(colours, mesh.vertices, mesh.faces, mesh.normals, config.texture_size)
+    return texture_mesh(colours, mesh.vertices, mesh.faces, mesh.normals, config.texture_size, config.atlas)
 
 
 @torch.no_grad()

@@ -16,7 +16,7 @@ import numpy as np
 from hifa.errors import HifaError
 from hifa.io import to_uint8, write_bytes_atomic
 from hifa.lazy import trimesh
-from hifa.uv_atlas import cell_layout, uv_atlas
+from hifa.uv_atlas import AtlasName, atlas_order, cell_layout, uv_atlas
 
 # Colours at surface points seen head-on: (points (N, 3), normals (N, 3)) -> (N, 3) in [0, 1].
 ColourFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -133,9 +133,10 @@ def bake_cells(colour: ColourFn, vertices: np.ndarray, normals: np.ndarray, face
     return fill_empty(image, covered), len(faces) * cell * cell / size**2
 
 
-def texture_mesh(colour: ColourFn, vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray, size: int) -> TexturedMesh:
-    """Atlas the mesh, split it along the seams and bake `colour` into an S x S texture."""
-    atlas = uv_atlas(vertices, faces, size)
+def texture_mesh(colour: ColourFn, vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray, size: int,
+                 atlas_first: AtlasName = "uvatlas") -> TexturedMesh:
+    """Atlas the mesh (`atlas_first`'s library first), split it along the seams and bake `colour` into an S x S texture."""
+    atlas = uv_atlas(vertices, faces, size, atlas_order(atlas_first))
     split_vertices, split_normals = vertices[atlas.source], normals[atlas.source]
     if atlas.method == "per-triangle":
         texture, coverage = bake_cells(colour, vertices, normals, faces, size)

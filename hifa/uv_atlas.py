@@ -4,7 +4,8 @@ Both libraries can crash their whole process on some meshes (measured: UVAtlas o
 marching cubes and decimation can leave; xatlas 0.0.11 on the 82k-face icosphere), so each runs in a
 child process and a crash moves on to the next. UVAtlas goes first: on the nine demo meshes it made 4-65
 charts where xatlas made 218-561 (fewer seams), with the same mesh PSNR and about the same time
-(benchmarks/results/mesh-colour-cpu.md).
+(benchmarks/results/mesh-colour-cpu.md). UVAtlas does not seed its random draws, so its charts differ from
+run to run; xatlas's do not, and `mesh.atlas=xatlas` puts it first for textures a rerun reproduces byte for byte.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -29,6 +31,8 @@ PADDING = 2  # texels between charts, so bilinear filtering at a chart's edge ne
 # (source vertex of each atlas vertex, atlas faces, atlas UVs, chart count)
 Charts = tuple[np.ndarray, np.ndarray, np.ndarray, int]
 ChartMaker = Callable[[np.ndarray, np.ndarray, int], Charts]
+AtlasName = Literal["uvatlas", "xatlas"]
+ATLASES = ("uvatlas", "xatlas")
 CHILD_TIMEOUT = 600.0  # seconds for one atlas (xatlas took 20-30 s for 100k faces on 2 cores)
 
 
@@ -77,6 +81,12 @@ def xatlas_charts(vertices: np.ndarray, faces: np.ndarray, size: int) -> Charts:
     atlas.generate(xatlas.ChartOptions(), pack)
     source, new_faces, uvs = atlas[0]
     return source.astype(np.int64), new_faces.astype(np.int64), uvs.astype(np.float64), int(atlas.chart_count)
+
+
+def atlas_order(first: AtlasName) -> tuple[ChartMaker, ...]:
+    """The atlas libraries to try in turn: `first`, then the other."""
+    makers = (uvatlas_charts, xatlas_charts)
+    return makers if first == "uvatlas" else makers[::-1]
 
 
 def cell_layout(count: int, size: int) -> tuple[int, int]:

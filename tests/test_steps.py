@@ -210,6 +210,14 @@ def test_mesh_texture_size_option_overrides_the_run_s_and_is_checked(stepped, tm
     assert "mesh.texture_size" in capsys.readouterr().err and not (tmp_path / "small" / "mesh.json").exists()
 
 
+def test_mesh_atlas_option_picks_the_atlas_library_and_is_checked(stepped, tmp_path, capsys):
+    assert main(["mesh", str(stepped), "--out", str(tmp_path / "mesh"), "--atlas", "xatlas", "--texture-size", "64", "--preview-resolution", "32"]) == 0
+    written = load_json(tmp_path / "mesh" / "mesh.json")
+    assert written["texture"]["atlas"] == "xatlas" and written["mesh_config"]["atlas"] == "xatlas"
+    assert main(["mesh", str(stepped), "--out", str(tmp_path / "bad"), "--atlas", "blender"]) == 2
+    assert "mesh.atlas" in capsys.readouterr().err and not (tmp_path / "bad" / "mesh.json").exists()
+
+
 def test_a_failed_step_leaves_no_done_marker(stepped, tmp_path, monkeypatch):
     out = tmp_path / "render"
     assert main(["render", str(stepped), "--views", "1", "--resolution", "16", "--out", str(out), "--quiet"]) == 0

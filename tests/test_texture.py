@@ -12,7 +12,7 @@ from hifa.mesh import surface_albedo
 from hifa.scenes import GroundTruthRenderer, Scene, textured_part
 from hifa.cameras import orbit_cameras
 from hifa.texture import bake_texture, export_textured, fill_empty, load_textured, rasterize_uv, sample_texture, texture_mesh
-from hifa.uv_atlas import uv_atlas, xatlas_charts
+from hifa.uv_atlas import atlas_order, uv_atlas, uvatlas_charts, xatlas_charts
 
 SQUARE_UV = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
 SQUARE_FACES = np.array([[0, 1, 2], [0, 2, 3]])
@@ -168,6 +168,17 @@ def test_uvatlas_charts_a_closed_mesh_with_seams_split():
     atlas = uv_atlas(vertices, faces, 128)
     assert atlas.method == "uvatlas" and atlas.charts >= 1 and len(atlas.source) > len(vertices)  # split along seams
     assert_same_triangles(atlas, vertices, faces)
+
+
+def test_xatlas_first_gives_the_same_texture_on_every_run():
+    # mesh.atlas=xatlas: the charts come from a fresh process each time, so equal results mean no unseeded draws.
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.8)
+    args = (position_colour, np.asarray(sphere.vertices), np.asarray(sphere.faces), np.asarray(sphere.vertex_normals), 64)
+    first, second = texture_mesh(*args, atlas_first="xatlas"), texture_mesh(*args, atlas_first="xatlas")
+    assert first.atlas == second.atlas == "xatlas"
+    for name in ("vertices", "faces", "uvs", "texture"):
+        assert np.array_equal(getattr(first, name), getattr(second, name)), name
+    assert atlas_order("xatlas") == (xatlas_charts, uvatlas_charts) and atlas_order("uvatlas") == (uvatlas_charts, xatlas_charts)
 
 
 def position_colour(points, normals):

@@ -196,11 +196,11 @@ def test_suites_are_checked_up_front_only_where_hifa_runs(tmp_path):
 
 def test_mesh_options_reach_hifa_mesh(tmp_path):
     config = {"suites": {"ok": {"prior": "oracle", "methods": ["hifa"], "prompts": ["a green torus"],
-                                "mesh": {"resolution": 128, "texture_size": 2048}}}}
+                                "mesh": {"resolution": 128, "texture_size": 2048, "atlas": "xatlas"}}}}
     path = tmp_path / "ok.yaml"
     path.write_text(yaml.safe_dump(config))
     proc = snakemake(["-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--configfile", str(path), "-n", "-p"], tmp_path, timeout=120)
-    assert "mesh results/ok/runs/hifa/a-green-torus --resolution 128 --texture-size 2048" in proc.stdout
+    assert "mesh results/ok/runs/hifa/a-green-torus --resolution 128 --texture-size 2048 --atlas xatlas" in proc.stdout
 
 
 def test_every_job_shares_one_compile_cache(tmp_path):

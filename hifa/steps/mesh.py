@@ -47,6 +47,7 @@ def colour_note(depth: float) -> str:
 
 def mesh_run(
     run: str | Path, resolution: int | None = None, out: str | Path | None = None, preview_resolution: int = 256, texture_size: int | None = None,
+    atlas: str | None = None,
 ) -> dict:
     """Extract, export .ply/.obj/.glb, a UV-textured .glb/.obj and preview.png into `out` (default R/mesh); mesh.json last."""
     t0 = time.perf_counter()
@@ -54,6 +55,7 @@ def mesh_run(
     config, renderer, step = load_run(run)
     mesh_config = config.mesh if resolution is None else replace(config.mesh, resolution=resolution)
     mesh_config = mesh_config if texture_size is None else replace(mesh_config, texture_size=texture_size)
+    mesh_config = mesh_config if atlas is None else replace(mesh_config, atlas=atlas)
     out = step_dir(run, "mesh", out)
     mesh = extract_mesh(renderer.field, mesh_config)
     for name in EXPORTS:
@@ -88,7 +90,7 @@ def mesh_run(
             "files": textured_files,
             "wall_time_s": t_texture,
         },
-        "mesh_config": {k: getattr(mesh_config, k) for k in ("resolution", "threshold", "auto_bounds", "coarse_resolution", "min_component_fraction", "max_faces", "texture_size")},
+        "mesh_config": {k: getattr(mesh_config, k) for k in ("resolution", "threshold", "auto_bounds", "coarse_resolution", "min_component_fraction", "max_faces", "texture_size", "atlas")},
         "files": {"ply": EXPORTS[0], "obj": EXPORTS[1], "glb": EXPORTS[2], "preview": "preview.png"},
         "wall_time_s": time.perf_counter() - t0,
     }

@@ -163,7 +163,7 @@ rule extract_mesh:
         LOGS + "/mesh/{method}/{slug}.log",
     params:
         run=run_dir,
-        options=lambda wc: option_args(suite_of(wc)["mesh"], {"resolution": "--resolution", "preview_resolution": "--preview-resolution", "texture_size": "--texture-size"}),
+        options=lambda wc: option_args(suite_of(wc)["mesh"], {"resolution": "--resolution", "preview_resolution": "--preview-resolution", "texture_size": "--texture-size", "atlas": "--atlas"}),
     threads: threads_of("mesh")
     resources:
         gpu=resource("mesh", "gpu"),
