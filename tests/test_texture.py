@@ -138,11 +138,9 @@ def test_a_missing_library_is_named_as_such_and_a_maker_must_be_importable(caplo
 
 
 def test_the_one_cell_per_triangle_fallback_gives_every_face_its_own_colour(monkeypatch):
-    import functools
-
     import hifa.texture
 
-    monkeypatch.setattr(hifa.texture, "uv_atlas", functools.partial(uv_atlas, makers=(crash,)))
+    monkeypatch.setattr(hifa.texture, "atlas_order", lambda first: (crash,))
     sphere = trimesh.creation.icosphere(subdivisions=2)  # 320 faces: 18 x 18 cells of 3 texels at 64²
     vertices, faces = np.asarray(sphere.vertices), np.asarray(sphere.faces)
     mesh = texture_mesh(position_colour, vertices, faces, np.asarray(sphere.vertex_normals), 64)
