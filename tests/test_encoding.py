@@ -147,6 +147,27 @@ def test_cpp_kernel_matches_pure_pytorch(interpolation, features):
         assert torch.allclose(a.grad, b.grad, atol=1e-4)
 
 
+def test_cpp_kernel_gives_the_same_bits_on_any_thread_count():
+    """Threads split the points (forward; ranges that start inside a block of the kernel) or the levels (backward)."""
+    from hifa.cpu_kernels import cpu_kernels
+
+    kernels = cpu_kernels()
+    if kernels is None:
+        pytest.skip("no C++ compiler: the pure-PyTorch path is used")
+    encoding = HashGridEncoding(HashGridConfig(n_levels=16, log2_hashmap_size=14, backend="cpp"))
+    with torch.no_grad():
+        for t in encoding.tables:
+            t.uniform_(-1, 1)
+    tables = [t.detach() for t in encoding.tables]
+    unit = torch.rand(1001, 3, generator=torch.Generator().manual_seed(0))
+    grad = torch.randn(1001, encoding.config.output_dim, generator=torch.Generator().manual_seed(1))
+    args = encoding.kernel_args()[:-1]
+    one = kernels.forward(unit, tables, *args, 1), kernels.backward(grad, unit, tables, *args, 1)
+    for threads in (3, 7):
+        assert torch.equal(kernels.forward(unit, tables, *args, threads), one[0])
+        assert all(torch.equal(a, b) for a, b in zip(kernels.backward(grad, unit, tables, *args, threads), one[1]))
+
+
 def test_cpu_kernel_sources_are_staged_by_content(tmp_path, monkeypatch):
     """Two checkouts of the same code share one build (ninja reruns when source paths change); new code gets its own."""
     from hifa import cpu_kernels as kernels
