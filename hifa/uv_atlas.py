@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -32,7 +32,7 @@ PADDING = 2  # texels between charts, so bilinear filtering at a chart's edge ne
 Charts = tuple[np.ndarray, np.ndarray, np.ndarray, int]
 ChartMaker = Callable[[np.ndarray, np.ndarray, int], Charts]
 AtlasName = Literal["uvatlas", "xatlas"]
-ATLASES = ("uvatlas", "xatlas")
+ATLASES = get_args(AtlasName)
 CHILD_TIMEOUT = 600.0  # seconds for one atlas (xatlas took 20-30 s for 100k faces on 2 cores)
 
 
