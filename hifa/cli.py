@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     mesh.add_argument("run", help="run folder written by `hifa train --out`")
     mesh.add_argument("--resolution", type=positive_int, help="marching-cubes grid resolution over [-1, 1] (default: the run's mesh.resolution)")
     mesh.add_argument("--texture-size", type=positive_int, help="side of the baked albedo texture in texels, 16-8192 (default: the run's mesh.texture_size)")
-    mesh.add_argument("--atlas", help="UV atlas tried first: uvatlas (fewer charts; they differ from run to run) or "
+    mesh.add_argument("--atlas", metavar="{uvatlas,xatlas}", help="UV atlas tried first: uvatlas (fewer charts; they differ from run to run) or "
                       "xatlas (the same texture every run) (default: the run's mesh.atlas)")
     mesh.add_argument("--preview-resolution", type=positive_int, default=256, help="preview image size per view (default %(default)s)")
     mesh.add_argument("--out", help="output folder (default RUN/mesh)")
