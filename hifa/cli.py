@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from hifa import __version__
-from hifa.cli_types import clip_models, positive_float, positive_int
+from hifa.cli_types import clip_models, mesh_threshold, positive_float, positive_int
 from hifa.errors import HifaError
 
 DEFAULT_CLIP_MODELS = ("ViT-B/32", "ViT-B/16", "ViT-L/14")  # hifa.evaluate.clip.DEFAULT_BACKBONES (kept import-free)
@@ -112,9 +112,10 @@ def cmd_depth(args: argparse.Namespace) -> int:
 
 
 def cmd_mesh(args: argparse.Namespace) -> int:
-    from hifa.steps.mesh import mesh_run
+    from hifa.steps.mesh import MeshOptions, mesh_run
 
-    result = mesh_run(args.run, args.resolution, args.out, args.preview_resolution, args.texture_size, args.atlas)
+    options = MeshOptions(args.resolution, args.texture_size, args.atlas, args.threshold, args.preview_resolution)
+    result = mesh_run(args.run, options, args.out)
     out = Path(args.out or Path(args.run) / "mesh")
     texture = result["texture"]
     print(f"mesh: {result['vertices']} vertices, {result['faces']} faces at density threshold {result['threshold']:.4g}, "
@@ -267,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     mesh.add_argument("--texture-size", type=positive_int, help="side of the baked albedo texture in texels, 16-8192 (default: the run's mesh.texture_size)")
     mesh.add_argument("--atlas", metavar="{uvatlas,xatlas}", help="UV atlas tried first: uvatlas (fewer charts; they differ from run to run) or "
                       "xatlas (the same texture every run) (default: the run's mesh.atlas)")
+    mesh.add_argument("--threshold", type=mesh_threshold, help="density level of the surface, or 'otsu' for the automatic level "
+                      "(default: the run's mesh.threshold)")
     mesh.add_argument("--preview-resolution", type=positive_int, default=256, help="preview image size per view (default %(default)s)")
     mesh.add_argument("--out", help="output folder (default RUN/mesh)")
     mesh.set_defaults(func=cmd_mesh)

@@ -27,6 +27,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def mesh_threshold(text: str) -> float | str:
+    """argparse type: a positive finite density, or 'otsu' (hifa.steps.mesh.OTSU: the automatic level)."""
+    if text.strip().lower() == "otsu":
+        return "otsu"
+    value = positive_float(text)
+    if value == float("inf"):
+        raise argparse.ArgumentTypeError("must be finite, got inf")
+    return value
+
+
 def clip_models(text: str) -> tuple[str, ...]:
     """argparse type: comma-separated CLIP backbones, or 'none'."""
     if text.strip().lower() in ("none", ""):

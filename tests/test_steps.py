@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from hifa.cli import main
+from hifa.errors import HifaError
 from hifa.evaluate.consistency import depth_consistency, fit_scale_shift, view_consistency
 from hifa.evaluate.image import ssim
 from hifa.steps.evaluate import SCHEMA_FILE
@@ -216,6 +217,39 @@ def test_mesh_atlas_option_picks_the_atlas_library_and_is_checked(stepped, tmp_p
     assert written["texture"]["atlas"] == "xatlas" and written["mesh_config"]["atlas"] == "xatlas"
     assert main(["mesh", str(stepped), "--out", str(tmp_path / "bad"), "--atlas", "blender"]) == 2
     assert "mesh.atlas" in capsys.readouterr().err and not (tmp_path / "bad" / "mesh.json").exists()
+
+
+def test_mesh_threshold_option_sets_the_level_or_asks_for_otsu(stepped, tmp_path, capsys):
+    small = ["--resolution", str(MESH_RES), "--texture-size", "64", "--preview-resolution", "32"]
+    assert main(["mesh", str(stepped), "--out", str(tmp_path / "otsu"), "--threshold", "otsu", *small]) == 0
+    otsu = load_json(tmp_path / "otsu" / "mesh.json")
+    assert otsu["threshold_mode"].startswith("automatic") and otsu["mesh_config"]["threshold"] is None
+    level = 1.5 * otsu["threshold"]  # a level the field crosses, other than the automatic one
+    assert main(["mesh", str(stepped), "--out", str(tmp_path / "fixed"), "--threshold", str(level), *small]) == 0
+    fixed = load_json(tmp_path / "fixed" / "mesh.json")
+    assert fixed["threshold_mode"].startswith("fixed") and fixed["threshold"] == pytest.approx(level)
+    assert fixed["mesh_config"]["threshold"] == pytest.approx(level)
+    assert f"at density threshold {level:.4g}" in capsys.readouterr().out
+    for bad in ("0", "-2", "auto", "inf"):
+        with pytest.raises(SystemExit) as stop:
+            main(["mesh", str(stepped), "--out", str(tmp_path / "bad"), "--threshold", bad])
+        assert stop.value.code == 2 and "--threshold" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_mesh_options_lay_over_the_run_s_mesh_config():
+    from hifa.mesh import MeshConfig
+    from hifa.steps.mesh import OTSU, MeshOptions
+
+    run = MeshConfig(resolution=256, threshold=37.5, texture_size=512)  # the 'hifa' preset's fixed level
+    assert MeshOptions().apply(run) == run
+    assert MeshOptions(threshold=OTSU).apply(run).threshold is None
+    assert MeshOptions(threshold=5).apply(run) == MeshConfig(resolution=256, threshold=5.0, texture_size=512)
+    assert MeshOptions(resolution=64, atlas="xatlas").apply(run) == MeshConfig(resolution=64, threshold=37.5, texture_size=512, atlas="xatlas")
+    with pytest.raises(HifaError, match="mesh.threshold"):
+        MeshOptions(threshold=-1.0).apply(run)
+    with pytest.raises(HifaError, match="mesh.threshold"):
+        MeshOptions(threshold="auto")
 
 
 def test_a_failed_step_leaves_no_done_marker(stepped, tmp_path, monkeypatch):

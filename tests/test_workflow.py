@@ -165,6 +165,10 @@ BAD_CONFIGS = {
         {"suites": {"bad": {"prior": "oracle", "methods": ["hifa"], "prompts": ["a green torus"], "mesh": {"texture_size": 8}}}},
         r"invalid config \(\S+\) at suites\.bad\.mesh\.texture_size: 8 is less than the minimum of 16",
     ),
+    "mesh threshold neither a density nor otsu": (
+        {"suites": {"bad": {"prior": "oracle", "methods": ["hifa"], "prompts": ["a green torus"], "mesh": {"threshold": "auto"}}}},
+        r"invalid config \(\S+\) at suites\.bad\.mesh\.threshold: 'auto' does not match '\^otsu\$'",
+    ),
     "slug collision": (
         {"suites": {"bad": {"prior": "oracle", "methods": ["hifa"], "prompts": ["a green torus", "A green torus!"]}}},
         r"invalid config \(\S+\) at suites\.bad\.prompts\.1: prompt 'A green torus!' has the slug 'a-green-torus' of 'a green torus'; give one of them an explicit slug",
@@ -194,13 +198,15 @@ def test_suites_are_checked_up_front_only_where_hifa_runs(tmp_path):
     assert job_counts(proc.stdout)["train"] == 1
 
 
-def test_mesh_options_reach_hifa_mesh(tmp_path):
+def test_mesh_and_render_options_reach_their_commands(tmp_path):
     config = {"suites": {"ok": {"prior": "oracle", "methods": ["hifa"], "prompts": ["a green torus"],
-                                "mesh": {"resolution": 128, "texture_size": 2048, "atlas": "xatlas"}}}}
+                                "render": {"views": 6, "chunk_rays": 2048},
+                                "mesh": {"resolution": 128, "texture_size": 2048, "atlas": "xatlas", "threshold": 12.5}}}}
     path = tmp_path / "ok.yaml"
     path.write_text(yaml.safe_dump(config))
     proc = snakemake(["-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--configfile", str(path), "-n", "-p"], tmp_path, timeout=120)
-    assert "mesh results/ok/runs/hifa/a-green-torus --resolution 128 --texture-size 2048 --atlas xatlas" in proc.stdout
+    assert "mesh results/ok/runs/hifa/a-green-torus --resolution 128 --texture-size 2048 --atlas xatlas --threshold 12.5" in proc.stdout
+    assert "render results/ok/runs/hifa/a-green-torus --views 6 --chunk-rays 2048 --quiet" in proc.stdout
 
 
 def test_every_job_shares_one_compile_cache(tmp_path):

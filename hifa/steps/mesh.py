@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from hifa.cameras import orbit_cameras
+from hifa.errors import require
 from hifa.io import save_image, write_json_atomic
-from hifa.mesh import export_mesh, extract_mesh, texture_extracted
+from hifa.mesh import MeshConfig, export_mesh, extract_mesh, texture_extracted
 from hifa.run_folder import load_run, log_artifacts, run_dir, step_dir
 from hifa.texture import TexturedMesh, export_textured
 
@@ -45,17 +46,39 @@ def colour_note(depth: float) -> str:
     return f"albedo seen head-on: composited along -n from {0.2 * depth:g} outside to {depth:g} inside the surface (x field.bound)"
 
 
-def mesh_run(
-    run: str | Path, resolution: int | None = None, out: str | Path | None = None, preview_resolution: int = 256, texture_size: int | None = None,
-    atlas: str | None = None,
-) -> dict:
+OTSU = "otsu"  # a threshold option asking for the automatic level whatever the run's mesh.threshold
+
+
+@dataclass(frozen=True)
+class MeshOptions:
+    """What `hifa mesh` changes in the run's mesh config (None keeps the run's value), and the preview size."""
+
+    resolution: int | None = None
+    texture_size: int | None = None
+    atlas: str | None = None
+    threshold: float | str | None = None  # a density, or OTSU
+    preview_resolution: int = 256
+
+    def __post_init__(self) -> None:
+        require(self.threshold is None or self.threshold == OTSU or (isinstance(self.threshold, (int, float)) and math.isfinite(self.threshold)),
+                "mesh.threshold", f"must be a positive density or {OTSU!r}, got {self.threshold!r}")
+        require(self.preview_resolution >= 8, "preview-resolution", "must be >= 8")
+
+    def apply(self, mesh: MeshConfig) -> MeshConfig:
+        """The run's mesh config with these options laid over it (validated by MeshConfig)."""
+        changes = {k: v for k, v in (("resolution", self.resolution), ("texture_size", self.texture_size), ("atlas", self.atlas)) if v is not None}
+        if self.threshold is not None:
+            changes["threshold"] = None if self.threshold == OTSU else float(self.threshold)
+        return replace(mesh, **changes)
+
+
+def mesh_run(run: str | Path, options: MeshOptions | None = None, out: str | Path | None = None) -> dict:
     """Extract, export .ply/.obj/.glb, a UV-textured .glb/.obj and preview.png into `out` (default R/mesh); mesh.json last."""
     t0 = time.perf_counter()
+    options = options or MeshOptions()
     run = run_dir(run)
     config, renderer, step = load_run(run)
-    mesh_config = config.mesh if resolution is None else replace(config.mesh, resolution=resolution)
-    mesh_config = mesh_config if texture_size is None else replace(mesh_config, texture_size=texture_size)
-    mesh_config = mesh_config if atlas is None else replace(mesh_config, atlas=atlas)
+    mesh_config = options.apply(config.mesh)
     out = step_dir(run, "mesh", out)
     mesh = extract_mesh(renderer.field, mesh_config)
     for name in EXPORTS:
@@ -64,7 +87,7 @@ def mesh_run(
     textured = texture_extracted(renderer.field, mesh, mesh_config)
     textured_files = {kind: path.name for kind, path in export_textured(textured, out, TEXTURED).items()}
     t_texture = time.perf_counter() - t_texture
-    save_image(preview(textured, resolution=preview_resolution), out / "preview.png")
+    save_image(preview(textured, resolution=options.preview_resolution), out / "preview.png")
     lo, hi = mesh.vertices.min(0), mesh.vertices.max(0)
     result = {
         "schema": SCHEMA,

@@ -103,7 +103,8 @@ rule render:
         run=run_dir,
         options=lambda wc: option_args(
             suite_of(wc)["render"],
-            {"views": "--views", "resolution": "--resolution", "elevation": "--elevation", "radius": "--radius", "fovy": "--fovy"},
+            {"views": "--views", "resolution": "--resolution", "elevation": "--elevation", "radius": "--radius", "fovy": "--fovy",
+             "chunk_rays": "--chunk-rays"},
         ),
     threads: threads_of("render")
     resources:
@@ -163,7 +164,11 @@ rule extract_mesh:
         LOGS + "/mesh/{method}/{slug}.log",
     params:
         run=run_dir,
-        options=lambda wc: option_args(suite_of(wc)["mesh"], {"resolution": "--resolution", "preview_resolution": "--preview-resolution", "texture_size": "--texture-size", "atlas": "--atlas"}),
+        options=lambda wc: option_args(
+            suite_of(wc)["mesh"],
+            {"resolution": "--resolution", "preview_resolution": "--preview-resolution", "texture_size": "--texture-size", "atlas": "--atlas",
+             "threshold": "--threshold"},
+        ),
     threads: threads_of("mesh")
     resources:
         gpu=resource("mesh", "gpu"),
