@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from hifa import __version__
-from hifa.cli_types import clip_models, mesh_threshold, positive_float, positive_int
+from hifa.cli_types import clip_models, mesh_threshold, non_negative_float, positive_float, positive_int
 from hifa.errors import HifaError
 
 DEFAULT_CLIP_MODELS = ("ViT-B/32", "ViT-B/16", "ViT-L/14")  # hifa.evaluate.clip.DEFAULT_BACKBONES (kept import-free)
@@ -17,6 +17,7 @@ DEFAULT_CLIP_MODELS = ("ViT-B/32", "ViT-B/16", "ViT-L/14")  # hifa.evaluate.clip
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from hifa.io import check_folder_path
     from hifa.reconstruct import ReconstructConfig, reconstruct, summary_line
     from hifa.scenes import get_scene, scene_names
 
@@ -35,6 +36,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
     mesh = {"resolution": args.mesh_resolution, "texture_size": args.texture_size}
     config = replace(config, mesh=replace(config.mesh, **{k: v for k, v in mesh.items() if v is not None}))
+    for scene in scenes:
+        check_folder_path(Path(args.out) / scene.name)
     for scene in scenes:
         out_dir = Path(args.out) / scene.name
         metrics = reconstruct(scene, config, out_dir, progress=not args.quiet)
@@ -317,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     again.add_argument("--out", help="where to train it again (default results/reproduce/<run folder name>)")
     again.add_argument("--device", help="train on this device instead of the run's (e.g. cpu, cuda:1)")
     again.add_argument("--against", metavar="RUN2", help="compare with this finished run instead of training again (e.g. one made elsewhere)")
-    again.add_argument("--tolerance", type=float, default=0.0, help="exit 0 if no weight differs by more than this (default 0: bit for bit)")
+    again.add_argument("--tolerance", type=non_negative_float, default=0.0, help="exit 0 if no weight differs by more than this (default 0: bit for bit)")
     again.add_argument("--quiet", action="store_true", help="no progress bar")
     again.set_defaults(func=cmd_reproduce)
 

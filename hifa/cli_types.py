@@ -27,6 +27,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """argparse type: a number >= 0 (not NaN)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def mesh_threshold(text: str) -> float | str:
     """argparse type: a positive finite density, or 'otsu' (hifa.steps.mesh.OTSU: the automatic level)."""
     if text.strip().lower() == "otsu":

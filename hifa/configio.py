@@ -148,6 +148,8 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 def load_yaml(path: str | Path) -> dict:
     """A YAML mapping from a file, with one-line errors for missing or malformed files."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(str(path), "is a folder, not a config file")
     if not path.is_file():
         raise ConfigError(str(path), "config file not found")
     try:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from hifa.errors import OutputError
+from hifa.errors import HifaError, OutputError
 
 if TYPE_CHECKING:
     import torch
@@ -88,6 +88,24 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def check_folder_path(path: str | Path, option: str = "--out") -> Path:
+    """`path` as a folder to write into, or a one-line error when it or a parent is an existing file."""
+    path = Path(path)
+    for place in (path, *path.parents):
+        if place.exists() and not place.is_dir():
+            raise HifaError(f"{option} {path} is a file, not a folder" if place == path else f"{option} {path}: {place} is a file, not a folder")
+        if place.is_dir():
+            break
+    return path
+
+
+def output_folder(path: str | Path, option: str = "--out") -> Path:
+    """`check_folder_path`, then the folder made (with its parents)."""
+    path = check_folder_path(path, option)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def remove_stale_temporaries(folder: str | Path, recursive: bool = True) -> list[Path]:

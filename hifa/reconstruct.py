@@ -56,9 +56,10 @@ class ReconstructConfig:
         require(self.time_budget_s is None or self.time_budget_s > 0, "time_budget_s", "must be positive")
         require(self.batch_rays >= 1, "batch_rays", f"must be positive, got {self.batch_rays}")
         require(self.train_views >= 1, "train_views", f"must be positive, got {self.train_views}")
-        require(self.resolution >= 1, "resolution", f"must be positive, got {self.resolution}")
+        require(self.resolution >= 8, "resolution", f"must be >= 8, got {self.resolution}")
+        require(0 <= self.seed < 2**63, "seed", f"must lie in [0, 2^63), got {self.seed}")
         require(self.eval_views >= 1, "eval_views", f"must be positive, got {self.eval_views}")
-        require(self.eval_resolution >= 1, "eval_resolution", f"must be positive, got {self.eval_resolution}")
+        require(self.eval_resolution >= 8, "eval_resolution", f"must be >= 8, got {self.eval_resolution}")
         require(self.lr > 0, "lr", "must be positive")
 
 

@@ -19,7 +19,7 @@ from hifa.configio import to_dict, trained_changes
 from hifa.errors import HifaError
 from hifa.io import write_json_atomic
 from hifa.provenance import differences, read_sessions
-from hifa.run_folder import WEIGHTS_FILE, load_config, run_dir
+from hifa.run_folder import WEIGHTS_FILE, load_config, load_state, run_dir
 
 SCHEMA = "hifa.reproduce/1"
 COMPARED = ("heldout_psnr", "heldout_depth_mae", "final_loss", "steps")  # train_summary.json values set side by side
@@ -29,7 +29,7 @@ def weight_difference(original: Path, reproduction: Path) -> tuple[float, str | 
     """The largest absolute difference between two runs' evaluation weights, and the tensor it is in (None: equal).
 
     inf when the two hold different tensors or shapes (another field, not a rounding difference)."""
-    a, b = (torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)["renderer"] for folder in (original, reproduction))
+    a, b = (load_state(folder / WEIGHTS_FILE)["renderer"] for folder in (original, reproduction))
     if a.keys() != b.keys():
         return math.inf, ", ".join(sorted(a.keys() ^ b.keys()))
     worst, where = 0.0, None

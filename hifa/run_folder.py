@@ -16,7 +16,7 @@ import torch
 from hifa.config import TrainConfig, as_read_today
 from hifa.configio import from_dict, load_yaml, to_dict, trained_changes
 from hifa.errors import HifaError
-from hifa.io import remove_stale_temporaries, write_bytes_atomic
+from hifa.io import output_folder, remove_stale_temporaries, write_bytes_atomic
 from hifa.mlflow_uri import foreign_store
 from hifa.step_markers import COMMANDS, STEPS
 from hifa.renderer import Renderer
@@ -46,6 +46,17 @@ def load_config(path: str | Path) -> TrainConfig:
     return from_dict(TrainConfig, load_yaml(run_dir(path) / CONFIG_FILE))
 
 
+def load_state(source: Path) -> dict:
+    """A checkpoint or weights file's contents (tensors and containers only), or a one-line error."""
+    try:
+        state = torch.load(source, map_location="cpu", weights_only=True)  # tensors and containers only: no code from a file
+    except Exception as exc:
+        raise HifaError(f"cannot read {source}: {exc.__class__.__name__} (truncated or corrupt)") from None
+    if not isinstance(state, dict) or "renderer" not in state:
+        raise HifaError(f"{source} is not a hifa training checkpoint (no renderer state); train the run again")
+    return state
+
+
 def load_checkpoint(path: str | Path, config: TrainConfig | None = None) -> dict:
     """The run's trained state: weights.pt when present (it exists only while the latest training is finished:
     a training with steps left deletes it), else checkpoint.pt; a one-line error when neither is there or
@@ -56,12 +67,7 @@ def load_checkpoint(path: str | Path, config: TrainConfig | None = None) -> dict
     if not source.is_file():
         raise HifaError(f"{ckpt} is missing: the run has not saved a checkpoint yet (train it, or resume with `hifa train --resume`); "
                         f"a finished run's {WEIGHTS_FILE} would do too")
-    try:
-        state = torch.load(source, map_location="cpu", weights_only=True)  # tensors and containers only: no code from a file
-    except Exception as exc:
-        raise HifaError(f"cannot read {source}: {exc.__class__.__name__} (truncated or corrupt)") from None
-    if not isinstance(state, dict) or "renderer" not in state:
-        raise HifaError(f"{source} is not a hifa training checkpoint (no renderer state); train the run again")
+    state = load_state(source)
     changed = config_drift(state.get("config"), config or load_config(folder))
     if changed:  # e.g. `dvc checkout` of an older config.yaml and weights.pt beside a newer local checkpoint.pt
         raise HifaError(f"{source} was trained with another config than {folder / CONFIG_FILE} (differs in {', '.join(changed[:4])}"
@@ -110,8 +116,7 @@ def load_run(path: str | Path, device: str | torch.device | None = None) -> tupl
 
 def step_dir(run: Path, step: str, out: str | Path | None) -> Path:
     """Where a step writes: `out` or R/<step>; its old marker is removed first, so it only ever marks a finished step."""
-    folder = Path(out) if out is not None else run / step
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = output_folder(Path(out) if out is not None else run / step)
     (folder / STEPS[step]).unlink(missing_ok=True)
     remove_stale_temporaries(folder, recursive=False)  # left by an earlier run of the step that was killed mid-write
     return folder

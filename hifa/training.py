@@ -15,7 +15,7 @@ from hifa.configio import apply_overrides, from_dict, load_yaml, to_dict, traine
 from hifa.errors import HifaError, Terminated, shorten
 from hifa.evaluate.image import masked_abs_error, psnr
 from hifa.guidance.stable_diffusion import DEFAULT_MODEL
-from hifa.io import save_image, write_json_atomic
+from hifa.io import check_folder_path, save_image, write_json_atomic
 from hifa.media import label_rows
 from hifa.mesh import export_mesh, extract_mesh
 from hifa.presets import oracle_world, preset
@@ -140,6 +140,7 @@ def check_prompt(config: TrainConfig) -> None:
 def check_inputs(config: TrainConfig, run_dir: Path, resume: bool) -> None:
     """Fail before anything is written (run folder, MLflow run) on an empty or unknown prompt or a taken folder."""
     check_prompt(config)
+    check_folder_path(run_dir)
     saved = run_dir / "config.yaml"
     if saved.is_file():  # e.g. two prompts with one slug: never mix two assets in one folder
         try:

@@ -34,6 +34,30 @@ def test_non_positive_resolution_is_one_line(tmp_path, value):
     assert "argument --resolution" in one_line_error(proc.stderr)
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--seed", "-1"], "hifa: error: config 'seed': must lie in [0, 2^63), got -1"),
+    (["--seed", str(2**70)], f"hifa: error: config 'seed': must lie in [0, 2^63), got {2**70}"),
+    (["--resolution", "4"], "hifa: error: config 'resolution': must be >= 8, got 4"),
+])
+def test_reconstruct_settings_out_of_range_are_one_line(tmp_path, args, message):
+    proc = run_cli("reconstruct", "--scene", "snowman", *args, "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and one_line_error(proc.stderr) == message
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_scene_that_is_a_folder_or_empty_and_an_out_that_is_a_file_are_one_line(tmp_path):
+    proc = run_cli("reconstruct", "--scene", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and one_line_error(proc.stderr) == f"hifa: error: {tmp_path} is a folder, not a mesh file"
+    proc = run_cli("reconstruct", "--scene", "", "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and one_line_error(proc.stderr).startswith("hifa: error: unknown scene ''; choose one of:")
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    proc = run_cli("reconstruct", "--scene", "snowman", "--out", str(taken))
+    assert proc.returncode == 2
+    assert one_line_error(proc.stderr) == f"hifa: error: --out {taken / 'snowman'}: {taken} is a file, not a folder"
+    assert taken.read_text() == "a file"
+
+
 def test_unreadable_mesh_file_is_one_line(tmp_path):
     bad = tmp_path / "bad.obj"
     bad.write_text("v 1 2\nf 9 9 9\n")

@@ -71,3 +71,18 @@ def test_reproduce_needs_a_finished_run_and_another_folder(tmp_path):
     with pytest.raises(HifaError, match="no finished training"):
         reproduce(run, tmp_path / "again", progress=False)
     assert main(["reproduce", str(tmp_path / "nowhere")]) == 2
+
+
+def test_reproduce_against_a_damaged_run_and_a_bad_tolerance_are_one_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    run_training(tiny_config(tmp_path, extra=["tracking.enabled=false"]), run, progress=False)
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "config.yaml").write_bytes((run / "config.yaml").read_bytes())
+    (damaged / WEIGHTS_FILE).write_bytes((run / WEIGHTS_FILE).read_bytes()[:1000])
+    assert main(["reproduce", str(run), "--against", str(damaged)]) == 2
+    assert capsys.readouterr().err.strip() == f"hifa: error: cannot read {damaged / WEIGHTS_FILE}: RuntimeError (truncated or corrupt)"
+    for bad in ("-1", "nan"):
+        with pytest.raises(SystemExit) as stop:
+            main(["reproduce", str(run), "--against", str(run), "--tolerance", bad])
+        assert stop.value.code == 2 and "argument --tolerance: must be >= 0" in capsys.readouterr().err

@@ -252,6 +252,25 @@ def test_mesh_options_lay_over_the_run_s_mesh_config():
         MeshOptions(threshold="auto")
 
 
+@pytest.mark.parametrize("step", ["render", "depth", "mesh", "evaluate"])
+def test_an_out_folder_that_is_a_file_is_one_line(stepped, tmp_path, capsys, step):
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    extra = ["--clip-models", "none"] if step == "evaluate" else []
+    assert main([step, str(stepped), "--out", str(taken / "inner"), *extra]) == 2
+    assert capsys.readouterr().err.strip() == f"hifa: error: --out {taken / 'inner'}: {taken} is a file, not a folder"
+    assert main([step, str(stepped), "--out", str(taken), *extra]) == 2
+    assert capsys.readouterr().err.strip() == f"hifa: error: --out {taken} is a file, not a folder"
+    assert taken.read_text() == "a file"
+
+
+@pytest.mark.parametrize("azimuth", ["nan", "inf", "-inf"])
+def test_render_refuses_a_start_azimuth_that_is_not_finite(stepped, tmp_path, capsys, azimuth):
+    assert main(["render", str(stepped), "--views", "1", "--resolution", "8", f"--start-azimuth={azimuth}", "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.strip().startswith("hifa: error: --start-azimuth: must be a finite angle in degrees")
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_failed_step_leaves_no_done_marker(stepped, tmp_path, monkeypatch):
     out = tmp_path / "render"
     assert main(["render", str(stepped), "--views", "1", "--resolution", "16", "--out", str(out), "--quiet"]) == 0

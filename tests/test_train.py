@@ -131,6 +131,17 @@ def test_existing_checkpoint_needs_resume(tmp_path):
         run_training(config, tmp_path / "run", progress=False)
 
 
+def test_an_out_folder_that_is_a_file_fails_before_anything_is_written(tmp_path):
+    config = tiny_config(tmp_path, extra=["tracking.enabled=false"])
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    with pytest.raises(HifaError, match=f"^--out {taken} is a file, not a folder$"):
+        run_training(config, taken, progress=False)
+    with pytest.raises(HifaError, match=f"^--out {taken / 'run'}: {taken} is a file, not a folder$"):
+        run_training(config, taken / "run", progress=False)
+    assert taken.read_text() == "a file"
+
+
 def test_a_failed_start_leaves_no_mlflow_run_for_the_next_attempt(tmp_path):
     """A missing model fails before any tracking; a run.json left without a checkpoint is not reused."""
     from mlflow.tracking import MlflowClient

@@ -95,6 +95,6 @@ def get_scene(key: str) -> Scene:
     for spec in CATALOGUE:
         if wanted in (spec.name, spec.prompt.lower()):
             return spec.scene()
-    if Path(key).suffix.lower() in MESH_SUFFIXES or Path(key).exists():
+    if wanted and (Path(key).suffix.lower() in MESH_SUFFIXES or Path(key).exists()):
         return scene_from_mesh_file(key)
     raise HifaError(f"unknown scene {key!r}; choose one of: {', '.join(scene_names())} (or give a mesh file path)")

@@ -119,6 +119,8 @@ def ply_counts(path: Path) -> dict[str, int]:
 def scene_from_mesh_file(path: str | Path, prompt: str | None = None, fit_radius: float = 0.5) -> Scene:
     """Load a user mesh as a one-part scene, centred and scaled to fit a sphere of `fit_radius`."""
     path = Path(path)
+    if path.is_dir():
+        raise HifaError(f"{path} is a folder, not a mesh file")
     if not path.is_file():
         raise HifaError(f"mesh file not found: {path}")
     if path.suffix.lower() not in MESH_SUFFIXES:

@@ -62,7 +62,7 @@ class MeshOptions:
     def __post_init__(self) -> None:
         require(self.threshold is None or self.threshold == OTSU or (isinstance(self.threshold, (int, float)) and math.isfinite(self.threshold)),
                 "mesh.threshold", f"must be a positive density or {OTSU!r}, got {self.threshold!r}")
-        require(self.preview_resolution >= 8, "preview-resolution", "must be >= 8")
+        require(self.preview_resolution >= 8, "mesh.preview_resolution", f"must be >= 8, got {self.preview_resolution}")
 
     def apply(self, mesh: MeshConfig) -> MeshConfig:
         """The run's mesh config with these options laid over it (validated by MeshConfig)."""

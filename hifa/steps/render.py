@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -44,6 +45,7 @@ class RenderOptions:
         require(0.0 < self.fovy_deg < 180.0, "fovy", "must lie in (0, 180) degrees")
         require(self.resolution >= 8, "resolution", "must be >= 8")
         require(self.chunk_rays is None or self.chunk_rays >= 1, "chunk-rays", "must be positive")
+        require(math.isfinite(self.start_azimuth_deg), "start-azimuth", f"must be a finite angle in degrees, got {self.start_azimuth_deg}")
 
 
 # The oracle world runs on CPUs: 100 views at 512^2 would take ~15 min per run there; the demo's 8 at 96^2 take seconds.
