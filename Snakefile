@@ -17,8 +17,9 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 
-# A --configfile replaces the default suites instead of being merged into them.
-if not config.get("suites"):
+# A --configfile replaces the default suites instead of being merged into them (one with `suites: {}`
+# is an error, not the default suites).
+if "suites" not in config:
 
     configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 

@@ -169,6 +169,27 @@ BAD_CONFIGS = {
         {"suites": {"bad": {"prior": "oracle", "methods": ["hifa"], "prompts": ["a green torus"], "mesh": {"threshold": "auto"}}}},
         r"invalid config \(\S+\) at suites\.bad\.mesh\.threshold: 'auto' does not match '\^otsu\$'",
     ),
+    "empty prompt": (
+        {"suites": {"bad": {"prior": "oracle", "methods": ["hifa"], "prompts": ["a green torus", ""]}}},
+        r"invalid config \(\S+\) at suites\.bad\.prompts\.1: '' should be non-empty",
+    ),
+    "slug with a path": (
+        {"suites": {"bad": {"prior": "oracle", "methods": ["hifa"], "prompts": [{"prompt": "a green torus", "slug": "../x"}]}}},
+        r"invalid config \(\S+\) at suites\.bad\.prompts\.0\.slug: '\.\./x' does not match ",
+    ),
+    "mesh resolution too small": (
+        {"suites": {"bad": {"prior": "oracle", "methods": ["hifa"], "prompts": ["a green torus"], "mesh": {"resolution": 2}}}},
+        r"invalid config \(\S+\) at suites\.bad\.mesh\.resolution: 2 is less than the minimum of 8",
+    ),
+    "settings for a method the suite does not run": (
+        {"suites": {"bad": {"prior": "oracle", "methods": ["hifa"], "prompts": ["a green torus"],
+                            "train": {"methods": {"dreamfusion": {"set": {"iterations": 5}}}}}}},
+        r"invalid config \(\S+\) at suites\.bad\.train\.methods\.dreamfusion: 'dreamfusion' is not one of the suite's methods \['hifa'\]",
+    ),
+    "no suites": (
+        {"suites": {}},
+        r"invalid config \(\S+\) at suites: \{\} should be non-empty",
+    ),
     "slug collision": (
         {"suites": {"bad": {"prior": "oracle", "methods": ["hifa"], "prompts": ["a green torus", "A green torus!"]}}},
         r"invalid config \(\S+\) at suites\.bad\.prompts\.1: prompt 'A green torus!' has the slug 'a-green-torus' of 'a green torus'; give one of them an explicit slug",

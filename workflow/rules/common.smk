@@ -97,6 +97,10 @@ def load_suites(config):
         for i, seed in enumerate(raw["seeds"]):  # JSON Schema counts 1.0 as an integer; a folder name must not
             if not isinstance(seed, int) or isinstance(seed, bool):
                 raise WorkflowError(f"invalid config ({_files()}) at suites.{name}.seeds.{i}: {seed!r} is not an integer")
+        for method in raw["train"]["methods"]:
+            if method not in raw["methods"]:
+                raise WorkflowError(f"invalid config ({_files()}) at suites.{name}.train.methods.{method}: {method!r} is not one of the "
+                                    f"suite's methods {raw['methods']}")
         for where, sets in [("train.set", raw["train"]["set"])] + [
             (f"train.methods.{m}.set", (entry or {}).get("set") or {}) for m, entry in raw["train"]["methods"].items()
         ]:
