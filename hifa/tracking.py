@@ -32,7 +32,7 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from hifa.io import write_json_atomic  # noqa: E402
-from hifa.mlflow_uri import default_tracking_uri, foreign_store  # noqa: E402,F401 - default_tracking_uri is part of this module's API
+from hifa.mlflow_uri import default_tracking_uri, foreign_store, unreachable_server  # noqa: E402,F401 - default_tracking_uri is part of this module's API
 from hifa.tracking_queue import BackgroundWriter  # noqa: E402
 
 try:
@@ -200,6 +200,9 @@ class Tracker:
         run_dir: Path,
     ) -> Tracker:
         """Create the run (or reopen the one in run_dir/run.json), write run.json, log params; NullTracker on failure."""
+        if (why := unreachable_server(tracking_uri)) is not None:
+            log.warning("MLflow tracking disabled: the tracking server %s cannot be reached (%s)", tracking_uri, why)
+            return NullTracker()
         try:
             client = make_client(tracking_uri)
             record = read_run_file(run_dir)
@@ -230,6 +233,9 @@ class Tracker:
             return NullTracker()
         if (current := foreign_store(record["tracking_uri"])) is not None:
             log.warning("MLflow tracking skipped: %s was tracked in %s, this job writes to %s", run_dir, record["tracking_uri"], current)
+            return NullTracker()
+        if (why := unreachable_server(record["tracking_uri"])) is not None:
+            log.warning("MLflow tracking skipped: the tracking server %s cannot be reached (%s)", record["tracking_uri"], why)
             return NullTracker()
         try:
             client = make_client(record["tracking_uri"])

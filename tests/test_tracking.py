@@ -84,6 +84,32 @@ def test_run_json_and_reopen(tmp_path):
     assert type(Tracker.from_run_dir(tmp_path / "no-such-run")) is NullTracker
 
 
+def closed_port() -> int:
+    """A local TCP port that nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_an_unreachable_tracking_server_disables_tracking_at_once(tmp_path, caplog):
+    from hifa.mlflow_uri import unreachable_server
+
+    uri = f"http://127.0.0.1:{closed_port()}"
+    assert unreachable_server(uri).startswith("ConnectionRefusedError")
+    assert unreachable_server(default_tracking_uri(tmp_path)) is None  # not a server: nothing to probe
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with caplog.at_level(logging.WARNING, logger="hifa.tracking"):
+        tracker = Tracker.start(uri, "suite", "hifa-cat", {"lr": 0.01}, None, run_dir)
+    assert type(tracker) is NullTracker and not (run_dir / "run.json").exists()
+    assert f"MLflow tracking disabled: the tracking server {uri} cannot be reached (ConnectionRefusedError" in caplog.text
+    (run_dir / "run.json").write_text(json.dumps({"tracking_uri": uri, "run_id": "abc"}))
+    assert type(Tracker.from_run_dir(run_dir)) is NullTracker
+    assert f"MLflow tracking skipped: the tracking server {uri} cannot be reached" in caplog.text
+
+
 def test_failures_warn_once_and_do_not_raise(tmp_path, caplog):
     class Broken:
         def __getattr__(self, name):
