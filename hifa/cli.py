@@ -204,9 +204,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if any(c.status == FAIL for c in checks) else 0
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with one-line errors (the usage block would bury the line that says what is wrong)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (options: `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `hifa`."""
-    parser = argparse.ArgumentParser(prog="hifa", description="HiFA text-to-3D pipeline")
+    parser = OneLineParser(prog="hifa", description="HiFA text-to-3D pipeline")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details (e.g. the mesh threshold)")
     parser.add_argument("--version", action="version", version=f"hifa-pipeline {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)

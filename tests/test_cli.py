@@ -58,6 +58,15 @@ def test_a_scene_that_is_a_folder_or_empty_and_an_out_that_is_a_file_are_one_lin
     assert taken.read_text() == "a file"
 
 
+def test_a_bad_option_is_one_line_naming_the_help(tmp_path):
+    proc = run_cli("render", str(tmp_path), "--views", "0")
+    assert proc.returncode == 2
+    assert proc.stderr == "hifa render: error: argument --views: must be positive, got 0 (options: `hifa render --help`)\n"
+    proc = run_cli("teleport")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith("hifa: error: argument command: invalid choice: 'teleport'")
+
+
 def test_unreadable_mesh_file_is_one_line(tmp_path):
     bad = tmp_path / "bad.obj"
     bad.write_text("v 1 2\nf 9 9 9\n")

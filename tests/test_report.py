@@ -214,6 +214,61 @@ def test_errors_are_one_line(tmp_path, capsys):
     assert not (tmp_path / "empty" / "report").exists()
 
 
+PROMPTS_WANTED = "a non-empty mapping of prompt slugs (folder names without a dot) to prompts"
+BAD_MANIFESTS = [
+    ({"methods": 5}, "'methods' must be a non-empty list of distinct method names, got 5"),
+    ({"methods": "hifa"}, "'methods' must be a non-empty list of distinct method names, got \"hifa\""),
+    ({"methods": []}, "'methods' must be a non-empty list of distinct method names, got []"),
+    ({"methods": ["hifa", ""]}, "'methods' must be a non-empty list of distinct method names, got [\"hifa\", \"\"]"),
+    ({"methods": ["hifa", "hifa"]}, "'methods' must be a non-empty list of distinct method names, got [\"hifa\", \"hifa\"]"),
+    ({"methods": ["../../elsewhere"]}, "'methods' must be a non-empty list of distinct method names, got [\"../../elsewhere\"]"),
+    ({"seeds": 3}, "'seeds' must be a non-empty list of distinct non-negative integers, got 3"),
+    ({"seeds": [-1]}, "'seeds' must be a non-empty list of distinct non-negative integers, got [-1]"),
+    ({"seeds": [0, 0]}, "'seeds' must be a non-empty list of distinct non-negative integers, got [0, 0]"),
+    ({"seeds": [0, 1.0]}, "'seeds' must be a non-empty list of distinct non-negative integers, got [0, 1.0]"),
+    ({"seeds": [True]}, "'seeds' must be a non-empty list of distinct non-negative integers, got [true]"),
+    ({"prompts": 5}, f"'prompts' must be {PROMPTS_WANTED}, got 5"),
+    ({"prompts": {}}, f"'prompts' must be {PROMPTS_WANTED}, got {{}}"),
+    ({"prompts": {"snowman": "a snowman", "x": 5}}, f"'prompts' must be {PROMPTS_WANTED}, got {{\"x\": 5}}"),
+    ({"prompts": {"x": " "}}, f"'prompts' must be {PROMPTS_WANTED}, got {{\"x\": \" \"}}"),
+    ({"prompts": {"x.seed1": "a x"}}, f"'prompts' must be {PROMPTS_WANTED}, got {{\"x.seed1\": \"a x\"}}"),
+    ({"prompts": {"a/b": "a b"}}, f"'prompts' must be {PROMPTS_WANTED}, got {{\"a/b\": \"a b\"}}"),
+    ({"suite": 5}, "'suite' must be a string (the suite's name), got 5"),
+    ({"world": ["oracle"]}, "'world' must be a string or null, got [\"oracle\"]"),
+    ({"description": {"text": "x"}}, "'description' must be a string or null, got {\"text\": \"x\"}"),
+]
+
+
+@pytest.mark.parametrize("change, message", BAD_MANIFESTS, ids=[json.dumps(c) for c, _ in BAD_MANIFESTS])
+def test_a_damaged_suite_json_is_one_line_naming_the_key_and_nothing_is_written(tmp_path, capsys, change, message):
+    root = make_suite(tmp_path / "s", failed=(), missing=())
+    meta = json.loads((root / "suite.json").read_text())
+    (root / "suite.json").write_text(json.dumps({**meta, **change}))
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    assert main(["report", str(root)]) == 2
+    assert capsys.readouterr().err == f"hifa: error: {root / 'suite.json'}: {message}\n"
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
+
+
+def test_a_long_bad_value_is_clipped_to_one_short_line(tmp_path, capsys):
+    root = make_suite(tmp_path / "s", failed=(), missing=())
+    (root / "suite.json").write_text(json.dumps({"methods": "hifa\n" * 100}))
+    assert main(["report", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and len(err) < 250 and err.rstrip().endswith("... (602 characters)")  # of JSON text
+
+
+def test_a_suite_json_from_before_seeds_still_reports(tmp_path):
+    """Results made before seeds were a setting: no `seeds`, and the workflow wrote `description: null`."""
+    root = make_suite(tmp_path / "old", failed=(), missing=())
+    meta = json.loads((root / "suite.json").read_text())
+    old = {k: v for k, v in meta.items() if k != "seeds"} | {"description": None, "later": {"x": 1}}
+    (root / "suite.json").write_text(json.dumps(old))
+    s = collect(root)
+    assert s.seeds == [0] and s.methods == ["hifa", "dreamfusion"] and s.description is None and len(s.runs) == 4
+    assert main(["report", str(root)]) == 0 and (root / "report" / "index.html").is_file()
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (scripts/install-system-deps.sh installs it)")
 def test_chromium_screenshot_and_dom(suite, tmp_path):
     shot = tmp_path / "report.png"

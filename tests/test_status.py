@@ -159,3 +159,19 @@ def test_the_devices_the_runs_trained_on_are_counted(suite):
     runs = {(r["method"], r["prompt_slug"]): r for r in status.as_dict()["runs"]}
     assert runs[("hifa", "a-red-ball-on-blue-box")]["device"] == "NVIDIA H100 80GB HBM3"
     assert runs[("dreamfusion", "snowman")]["device"] is None
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"methods": 5}, "'methods' must be a non-empty list of distinct method names, got 5"),
+    ({"methods": "hifa"}, "'methods' must be a non-empty list of distinct method names, got \"hifa\""),
+    ({"seeds": 3}, "'seeds' must be a non-empty list of distinct non-negative integers, got 3"),
+    ({"prompts": {"x": 5}},
+     "'prompts' must be a non-empty mapping of prompt slugs (folder names without a dot) to prompts, got {\"x\": 5}"),
+])
+def test_a_damaged_suite_json_is_one_line_naming_the_key(suite, capsys, change, message):
+    """The check `hifa report` makes (hifa.report.collect), for table and JSON alike."""
+    meta = json.loads((suite / "suite.json").read_text())
+    (suite / "suite.json").write_text(json.dumps({**meta, **change}))
+    for extra in ([], ["--json"]):
+        assert main(["status", str(suite), *extra]) == 2
+        assert capsys.readouterr() == ("", f"hifa: error: {suite / 'suite.json'}: {message}\n")

@@ -9,12 +9,14 @@ the report marks such runs, it never drops them.
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hifa.errors import HifaError
+from hifa.errors import HifaError, clip
 from hifa.report.catalog import order_methods, sort_metrics
 from hifa.report.run import Aggregate, Run, Value, aggregate, read_json, read_run
 from hifa.run_names import parse_run_name, run_name
@@ -84,6 +86,59 @@ class Suite:
         return {"runs": len(statuses), **{s: statuses.count(s) for s in ("complete", "incomplete", "failed")}}
 
 
+def _folder_name(name: object) -> bool:
+    """Whether `name` can name one folder under runs/ (a method, or a slug), never a path out of it."""
+    return isinstance(name, str) and name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
+
+
+def _methods(value: object) -> bool:
+    """Distinct folder names, at least one."""
+    return isinstance(value, list) and bool(value) and all(map(_folder_name, value)) and len(set(value)) == len(value)
+
+
+def _prompt_entry(slug: str, prompt: object) -> bool:
+    """A run folder name of seed 0 (no dot, so `.seed<N>` stays unambiguous) mapped to a prompt that is not blank."""
+    return _folder_name(slug) and "." not in slug and isinstance(prompt, str) and bool(prompt.strip())
+
+
+def _seeds(value: object) -> bool:
+    """Distinct non-negative integers (not booleans), at least one."""
+    return (isinstance(value, list) and bool(value)
+            and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value) and len(set(value)) == len(value))
+
+
+def _text_or_null(value: object) -> bool:
+    return value is None or isinstance(value, str)
+
+
+PROMPTS_WANTED = "a non-empty mapping of prompt slugs (folder names without a dot) to prompts"
+# suite.json's keys as the workflow writes them (suite_manifest in workflow/rules/suite.smk): each may be absent
+# (a hand-made manifest; results made before seeds existed have none), but one that is present must have its type.
+MANIFEST_KEYS: dict[str, tuple[Callable[[object], bool], str]] = {
+    "suite": (lambda v: isinstance(v, str), "a string (the suite's name)"),
+    "methods": (_methods, "a non-empty list of distinct method names"),
+    "prompts": (lambda v: isinstance(v, dict) and bool(v), PROMPTS_WANTED),
+    "seeds": (_seeds, "a non-empty list of distinct non-negative integers"),
+    "world": (_text_or_null, "a string or null"),
+    "description": (_text_or_null, "a string or null"),
+}
+
+
+def _bad_key(path: Path, key: str, wanted: str, value: object) -> HifaError:
+    return HifaError(f"{path}: {key!r} must be {wanted}, got {clip(json.dumps(value), 60)}")
+
+
+def check_manifest(meta: dict, path: Path) -> dict:
+    """suite.json's contents, each known key's type checked: a one-line HifaError naming the file and the first bad key."""
+    for key, (valid, wanted) in MANIFEST_KEYS.items():
+        if key in meta and not valid(meta[key]):
+            raise _bad_key(path, key, wanted, meta[key])
+    for slug, prompt in meta.get("prompts", {}).items():
+        if not _prompt_entry(slug, prompt):
+            raise _bad_key(path, "prompts", PROMPTS_WANTED, {slug: prompt})  # the bad entry alone: the mapping may be long
+    return meta
+
+
 def _subdirs(path: Path) -> list[str]:
     return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))) if path.is_dir() else []
 
@@ -99,9 +154,10 @@ def collect(suite_dir: str | Path) -> Suite:
     meta = read_json(root / "suite.json", problems) or {}
     if problems:
         raise HifaError(f"{root / 'suite.json'}: {problems[0]}")
-    declared_prompts = meta.get("prompts") if isinstance(meta.get("prompts"), dict) else {}
-    declared_methods = [str(m) for m in meta.get("methods") or [] if isinstance(m, str)]
-    declared_seeds = [s for s in meta.get("seeds") or [] if isinstance(s, int) and not isinstance(s, bool) and s >= 0]
+    check_manifest(meta, root / "suite.json")
+    declared_prompts: dict[str, str] = meta.get("prompts", {})
+    declared_methods: list[str] = meta.get("methods", [])
+    declared_seeds: list[int] = meta.get("seeds", [])
     runs_dir = root / "runs"
     found = {m: [name for d in _subdirs(runs_dir / m) if (name := parse_run_name(d))] for m in _subdirs(runs_dir)}
     # The seeds suite.json names are the suite's: a folder of another seed, left by an earlier config, would change the
