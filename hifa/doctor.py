@@ -16,7 +16,8 @@ import urllib.parse
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from hifa.hub import hub_endpoint, in_cache, is_local_path, missing_model_message, offline, reachable, resolve_model, unreachable_message
+from hifa.hub import (MODEL, PIPELINE, hub_endpoint, in_cache, is_local_path, missing_model_message, model_folder_problem,
+                      offline, reachable, resolve_model, unreachable_message)
 from hifa.provenance import checkpoint, code_version, commit_label, device_info, package_version
 
 OK, WARN, FAIL = "ok", "warning", "failed"
@@ -71,12 +72,13 @@ def check_kernels() -> Check:
     return Check("kernels", WARN, "no C++ compiler: the pure-PyTorch paths run instead (slower; install g++)")
 
 
-def check_model(role: str, model: str, what: str) -> Check:
-    """A pretrained model: a local folder, cached, downloadable from the hub, or missing (with how to get it)."""
+def check_model(role: str, model: str, what: str, kind: str) -> Check:
+    """A pretrained model: a local `kind` folder (PIPELINE or MODEL), cached, downloadable from the hub, or missing
+    (with how to get it)."""
     if is_local_path(model):
-        folder = Path(model).expanduser()
-        if not folder.is_dir():
-            return Check(role, FAIL, f"{what} folder '{model}' does not exist")
+        problem = model_folder_problem(model, what, kind)
+        if problem is not None:
+            return Check(role, FAIL, problem)
         return Check(role, OK, f"{model}: local folder, fingerprint {checkpoint(model)['fingerprint']}")
     resolved = resolve_model(model)
     if in_cache(resolved):
@@ -112,6 +114,9 @@ def check_storage(results: Path) -> Check:
     """The results folder can be written and has room (the nearest existing parent is checked)."""
     folder = results.expanduser().resolve()
     existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        where = "" if existing == folder else f" (results go to {folder})"
+        return Check("results", FAIL, f"{existing} is a file, not a folder{where}")
     free = shutil.disk_usage(existing).free / 2**30
     if not os.access(existing, os.W_OK):
         return Check("results", FAIL, f"{existing} is not writable (results go to {folder})")
@@ -138,9 +143,10 @@ def run_checks(prior_model: str | None, depth_model: str | None, clip_models: tu
     from hifa.depth import DEFAULT_DEPTH_MODEL
     from hifa.guidance.stable_diffusion import DEFAULT_MODEL
 
-    return [check_device(), check_kernels(), check_model("prior", prior_model or DEFAULT_MODEL, "Stable Diffusion model"),
-            check_model("depth", depth_model or DEFAULT_DEPTH_MODEL, "depth model"), check_clip(clip_models), check_storage(results),
-            check_compile_cache()]
+    return [check_device(), check_kernels(),
+            check_model("prior", prior_model or DEFAULT_MODEL, "Stable Diffusion model", PIPELINE),
+            check_model("depth", depth_model or DEFAULT_DEPTH_MODEL, "depth model", MODEL), check_clip(clip_models),
+            check_storage(results), check_compile_cache()]
 
 
 def report(checks: list[Check], as_json: bool = False) -> str:

@@ -60,6 +60,56 @@ ARCHIVED = {
 }
 
 
+PIPELINE, MODEL = "diffusers pipeline", "transformers model"
+WEIGHTS = ("*.safetensors", "*.bin")  # either format, one file or shards
+MODEL_FILES = (("config.json",), WEIGHTS)
+# What hifa's loaders read from a local folder of each kind: per subfolder ("" for the folder itself), groups of files
+# of which one each must be there. The SD prior loads five components and never model_index.json (the tiny world's
+# folders have none); the depth model its config, weights and image processor. A CLIPTokenizer given no tokenizer
+# files loads anyway, as a two-token vocabulary, so a missing tokenizer/ is caught here or not at all.
+LAYOUTS = {
+    PIPELINE: {"tokenizer": (("tokenizer.json", "vocab.json"),), "text_encoder": MODEL_FILES, "vae": MODEL_FILES,
+               "unet": MODEL_FILES, "scheduler": (("scheduler_config.json",),)},
+    MODEL: {"": (*MODEL_FILES, ("preprocessor_config.json",))},
+}
+MARKS = {PIPELINE: ("model_index.json", *LAYOUTS[PIPELINE]), MODEL: ("config.json",)}  # any one: meant as that kind
+
+
+def describe(subfolder: str, group: tuple[str, ...]) -> str:
+    """A group of files as a gap in a folder: 'unet/config.json', 'unet/ weights (*.safetensors or *.bin)'."""
+    prefix = f"{subfolder}/" if subfolder else ""
+    if group == WEIGHTS:
+        return f"{prefix} weights ({' or '.join(group)})".lstrip()
+    return " or ".join(prefix + name for name in group)
+
+
+def gaps(folder: Path, kind: str) -> list[str]:
+    """What `folder` lacks of a `kind` folder: a missing subfolder as 'unet/', missing files as in describe()."""
+    found = []
+    for subfolder, groups in LAYOUTS[kind].items():
+        part = folder / subfolder
+        if not part.is_dir():
+            found.append(f"{subfolder}/")
+            continue
+        found += [describe(subfolder, group) for group in groups if not any(any(part.glob(name)) for name in group)]
+    return found
+
+
+def model_folder_problem(model: str, what: str, kind: str) -> str | None:
+    """Why local path `model` cannot be loaded as `what` from a `kind` folder (PIPELINE or MODEL), or None if it can."""
+    folder = Path(model).expanduser()
+    if not folder.exists():
+        return f"{what} folder '{model}' does not exist"
+    if not folder.is_dir():
+        return f"{what} '{model}' is a file, not a folder"
+    missing = gaps(folder, kind)
+    if not missing:
+        return None
+    if not any((folder / mark).exists() for mark in MARKS[kind]):
+        return f"{what} '{model}' is not a {kind} folder: it has no {', '.join(missing)}"
+    return f"{what} folder '{model}' has no {', '.join(missing)}"
+
+
 def cached_file(model: str) -> Path | None:
     """A file of the local Hugging Face cache's snapshot of hub id `model` (no network), or None if none is cached;
     its folder names the snapshot's revision (.../snapshots/<commit>/)."""
@@ -129,6 +179,11 @@ def load_component(cls, model: str, subfolder: str | None, what: str, **kwargs):
     The cache is tried with no network at all, so a cached checkpoint loads the same on a compute node without
     internet; huggingface_hub would otherwise retry each file's request with back-off (minutes per model).
     """
+    if is_local_path(model):
+        # A component in a subfolder is one of a pipeline's (the SD prior); none, a single model (the depth model).
+        problem = model_folder_problem(model, what, PIPELINE if subfolder else MODEL)
+        if problem is not None:
+            raise HifaError(problem)
     if subfolder is not None:
         kwargs["subfolder"] = subfolder
     try:
@@ -154,9 +209,5 @@ def load_component(cls, model: str, subfolder: str | None, what: str, **kwargs):
                 "a file is truncated or corrupt: download it again (or rebuild the folder)"
             ) from exc
         if isinstance(exc, (OSError, ValueError)):
-            if is_local_path(model) and not Path(model).expanduser().exists():
-                raise HifaError(f"{what} folder '{model}' does not exist") from exc
-            if Path(model).is_dir() and subfolder and not (Path(model) / subfolder).is_dir():
-                raise HifaError(f"{what} folder '{model}' has no {subfolder}/ (a diffusers checkpoint folder holds one per component)") from exc
             raise HifaError(missing_model_message(model, what)) from exc
         raise

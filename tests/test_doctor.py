@@ -41,12 +41,10 @@ def line(out: str, name: str) -> str:
     return " ".join(next(x for x in out.splitlines() if x[3:].startswith(name + " ")).split())
 
 
-def test_cached_and_local_models_pass_offline_and_only_warnings_remain(tmp_path, capsys, hub_cache, monkeypatch):
+def test_cached_and_local_models_pass_offline_and_only_warnings_remain(tmp_path, capsys, hub_cache, monkeypatch, models):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     hub_cache("someone/sd")
-    depth = tmp_path / "dpt"
-    depth.mkdir()
-    (depth / "config.json").write_text("{}")
+    depth = models[1]
     clip_dir = tmp_path / "clip"
     clip_dir.mkdir()
     (clip_dir / "ViT-B-32.pt").write_bytes(b"weights")
@@ -79,11 +77,45 @@ def test_an_uncached_model_online_downloads_later_or_fails_when_the_hub_is_unrea
     for name in ("HF_HUB_OFFLINE", "HIFA_OFFLINE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(doctor, "reachable", lambda url: hub_up)
-    check = doctor.check_model("prior", "someone/not-cached", "Stable Diffusion model")
+    check = doctor.check_model("prior", "someone/not-cached", "Stable Diffusion model", doctor.PIPELINE)
     if hub_up:
         assert check.status == doctor.WARN and "downloaded from huggingface.co on first use" in check.detail
     else:
         assert check.status == doctor.FAIL and "cannot be reached from this machine" in check.detail and "hf download someone/not-cached" in check.detail
+
+
+def test_a_local_model_folder_must_hold_a_model_of_its_kind(tmp_path, capsys, monkeypatch, models):
+    """An empty folder, or a depth model given as the prior and the prior as the depth model, fails; each its own."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    sd, dpt = models
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, out = run(capsys, "--model", str(empty), "--depth-model", str(empty), "--clip-models", "none",
+                    "--results", str(tmp_path))
+    assert code == 1
+    assert line(out, "prior") == (f"✗ prior Stable Diffusion model '{empty}' is not a diffusers pipeline folder: "
+                                  "it has no tokenizer/, text_encoder/, vae/, unet/, scheduler/")
+    assert line(out, "depth") == (f"✗ depth depth model '{empty}' is not a transformers model folder: "
+                                  "it has no config.json, weights (*.safetensors or *.bin), preprocessor_config.json")
+    code, out = run(capsys, "--model", str(dpt), "--depth-model", str(sd), "--clip-models", "none", "--results", str(tmp_path))
+    assert code == 1
+    assert line(out, "prior").startswith(f"✗ prior Stable Diffusion model '{dpt}' is not a diffusers pipeline folder")
+    assert line(out, "depth").startswith(f"✗ depth depth model '{sd}' is not a transformers model folder")
+    code, out = run(capsys, "--model", str(sd), "--depth-model", str(dpt), "--clip-models", "none", "--results", str(tmp_path))
+    assert line(out, "prior").startswith(f"✓ prior {sd}: local folder, fingerprint ")
+    assert line(out, "depth").startswith(f"✓ depth {dpt}: local folder, fingerprint ")
+
+
+def test_a_file_given_as_a_model_or_results_folder_fails(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    file = tmp_path / "file.yaml"
+    file.write_text("model: x\n")
+    code, out = run(capsys, "--model", str(file), "--depth-model", str(file), "--clip-models", "none", "--results", str(file))
+    assert code == 1
+    assert line(out, "prior") == f"✗ prior Stable Diffusion model '{file}' is a file, not a folder"
+    assert line(out, "depth") == f"✗ depth depth model '{file}' is a file, not a folder"
+    assert line(out, "results") == f"✗ results {file} is a file, not a folder"
+    assert doctor.check_storage(file / "results").detail == f"{file} is a file, not a folder (results go to {file / 'results'})"
 
 
 def test_a_read_only_or_full_results_folder_is_reported(tmp_path, monkeypatch):

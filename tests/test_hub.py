@@ -89,6 +89,7 @@ def test_an_uncached_checkpoint_with_the_hub_unreachable_is_one_line_without_a_d
 
 @pytest.mark.parametrize("case", ["offline", "local folder", "damaged"])
 def test_no_hub_for_offline_runs_local_folders_or_damaged_files(case, recorder, monkeypatch, tmp_path):
+    """A local folder that is no pipeline is refused before the loader runs."""
     monkeypatch.setattr(hub, "reachable", lambda url: pytest.fail("the hub was probed"))
     model = "org/name"
     error: BaseException = OSError("not in cache")
@@ -101,8 +102,62 @@ def test_no_hub_for_offline_runs_local_folders_or_damaged_files(case, recorder, 
     recorder.script = [error]
     with pytest.raises(HifaError) as info:
         hub.load_component(recorder, model, "unet", "Stable Diffusion model")
-    expected = {"offline": "is not available offline", "local folder": "has no unet/", "damaged": "is damaged"}[case]
-    assert expected in str(info.value) and len(recorder.calls) == 1
+    expected = {"offline": "is not available offline", "local folder": "is not a diffusers pipeline folder",
+                "damaged": "is damaged"}[case]
+    assert expected in str(info.value) and len(recorder.calls) == (case != "local folder")
+
+
+def test_a_local_folder_must_hold_what_hifa_loads_from_a_folder_of_its_kind(models, tmp_path):
+    sd, dpt = models
+    assert hub.model_folder_problem(str(sd), "SD", hub.PIPELINE) is None
+    assert hub.model_folder_problem(str(dpt), "depth", hub.MODEL) is None
+    assert hub.model_folder_problem(str(dpt), "SD", hub.PIPELINE) == (
+        f"SD '{dpt}' is not a diffusers pipeline folder: it has no tokenizer/, text_encoder/, vae/, unet/, scheduler/")
+    assert hub.model_folder_problem(str(sd), "depth", hub.MODEL) == (
+        f"depth '{sd}' is not a transformers model folder: it has no config.json, weights (*.safetensors or *.bin), "
+        "preprocessor_config.json")
+    nowhere, file = tmp_path / "nowhere", tmp_path / "model.yaml"
+    file.write_text("model: x\n")
+    assert hub.model_folder_problem(str(nowhere), "SD", hub.PIPELINE) == f"SD folder '{nowhere}' does not exist"
+    assert hub.model_folder_problem(str(file), "depth", hub.MODEL) == f"depth '{file}' is a file, not a folder"
+    # A partial copy (an interrupted download): each gap named, the folder recognised as meant to be a pipeline.
+    partial = tmp_path / "partial"
+    shutil.copytree(sd, partial)
+    shutil.rmtree(partial / "tokenizer")
+    (partial / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    assert hub.model_folder_problem(str(partial), "SD", hub.PIPELINE) == (
+        f"SD folder '{partial}' has no tokenizer/, unet/ weights (*.safetensors or *.bin)")
+    only_index = tmp_path / "index"
+    only_index.mkdir()
+    (only_index / "model_index.json").write_text("{}")
+    assert hub.model_folder_problem(str(only_index), "SD", hub.PIPELINE) == (
+        f"SD folder '{only_index}' has no tokenizer/, text_encoder/, vae/, unet/, scheduler/")
+
+
+def test_loading_a_folder_that_is_no_model_says_so_instead_of_calling_it_damaged(models, tmp_path, capsys):
+    from hifa.cli import main
+    from hifa.depth import DPTDepthEstimator
+    from hifa.guidance.stable_diffusion import StableDiffusionConfig, StableDiffusionPrior
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code = main(["train", "--prompt", "a corgi", "--prior", f"stable-diffusion:{empty}", "--quiet", "--no-mlflow",
+                 "--out", str(tmp_path / "run")])
+    assert code == 2 and capsys.readouterr().err.splitlines()[-1] == (
+        f"hifa: error: Stable Diffusion model '{empty}' is not a diffusers pipeline folder: "
+        "it has no tokenizer/, text_encoder/, vae/, unet/, scheduler/")
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(HifaError) as info:
+        DPTDepthEstimator(str(empty), device="cpu")
+    assert str(info.value) == (f"depth model '{empty}' is not a transformers model folder: it has no config.json, "
+                               "weights (*.safetensors or *.bin), preprocessor_config.json")
+    # Without tokenizer/, CLIPTokenizer would load anyway as a two-token vocabulary: refused before it does.
+    no_tokenizer = tmp_path / "sd"
+    shutil.copytree(models[0], no_tokenizer)
+    shutil.rmtree(no_tokenizer / "tokenizer")
+    with pytest.raises(HifaError) as info:
+        StableDiffusionPrior(StableDiffusionConfig(model=str(no_tokenizer)))
+    assert str(info.value) == f"Stable Diffusion model folder '{no_tokenizer}' has no tokenizer/"
 
 
 def fake_hub_cache(home: Path, repo: str, folder: Path) -> None:
