@@ -104,6 +104,25 @@ def test_malformed_yaml_is_a_one_line_error(tmp_path):
     assert "\n" not in str(info.value)
 
 
+def test_a_key_given_twice_in_a_config_file_is_an_error_not_the_last_value(tmp_path):
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("iterations: 4\nrenderer:\n  num_coarse: 8\n  num_coarse: 16\niterations: 8\n")
+    with pytest.raises(ConfigError) as info:
+        resolve_config("hifa", "a green torus", "oracle", config_file=str(twice))
+    assert str(info.value) == f"config '{twice}': malformed YAML at line 5, column 1: the key 'iterations' is given twice"
+    twice.write_text("iterations: 4\nrenderer:\n  num_coarse: 8\n  num_coarse: 16\n")
+    with pytest.raises(ConfigError) as info:
+        resolve_config("hifa", "a green torus", "oracle", config_file=str(twice))
+    assert str(info.value) == f"config '{twice}': malformed YAML at line 4, column 3: the key 'num_coarse' is given twice"
+    unhashable = tmp_path / "unhashable.yaml"
+    unhashable.write_text("? [1, 2]\n: 3\n")
+    with pytest.raises(ConfigError, match="malformed YAML at line 1"):
+        resolve_config("hifa", "a green torus", "oracle", config_file=str(unhashable))
+    again = tmp_path / "again.yaml"  # the same key in two sections is fine
+    again.write_text("renderer:\n  num_coarse: 8\n  compile: false\nprior:\n  compile: false\n")
+    assert resolve_config("hifa", "a green torus", "oracle", config_file=str(again)).renderer.num_coarse == 8
+
+
 def test_yaml_file_lays_over_the_preset(tmp_path):
     good = tmp_path / "good.yaml"
     good.write_text("iterations: 42\nregularisers:\n  zvar: 0.5\n")
