@@ -132,7 +132,9 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         parts = key.split(".")
         node = data
         for depth, part in enumerate(parts[:-1]):
-            if not isinstance(node.get(part), dict):
+            if part in node and not isinstance(node[part], dict):  # e.g. a config file's `renderer: null`
+                raise ConfigError(".".join(parts[: depth + 1]), f"holds {node[part]!r}, not a section of keys, so '{key}' names nothing")
+            if part not in node:
                 raise ConfigError(".".join(parts[: depth + 1]), "unknown key (not a section)")
             node = node[part]
         if parts[-1] not in node:
@@ -155,8 +157,9 @@ class UniqueKeyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if not isinstance(key, Hashable):
                 break  # SafeLoader's own error says so
+            key = (type(key), key)  # 1 and true are equal in Python, not in YAML
             if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice", key_node.start_mark)
+                raise yaml.constructor.ConstructorError(None, None, f"the key {key[1]!r} is given twice", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep)
 

@@ -12,7 +12,7 @@ import torch
 from hifa.cameras import orbit_cameras
 from hifa.config import PriorConfig, TrainConfig, as_read_today
 from hifa.configio import apply_overrides, from_dict, load_yaml, to_dict, trained_changes
-from hifa.errors import HifaError, Terminated, shorten
+from hifa.errors import ConfigError, HifaError, Terminated, clip, shorten
 from hifa.evaluate.image import masked_abs_error, psnr
 from hifa.guidance.stable_diffusion import DEFAULT_MODEL
 from hifa.io import check_folder_path, save_image, write_json_atomic
@@ -66,8 +66,10 @@ def check_identity(before: dict, after: dict, where: str) -> None:
     """One line when `where` changed the method, the prompt or the kind of prior."""
     for path, flag in IDENTITY.items():
         old, new = before, after
-        for part in path:
-            old, new = old.get(part) if isinstance(old, dict) else None, new.get(part) if isinstance(new, dict) else None
+        for depth, part in enumerate(path):
+            if isinstance(old, dict) and not isinstance(new, dict):  # e.g. a file's `prior: null`: the section itself is wrong
+                raise ConfigError(".".join(path[:depth]), f"expected a mapping of keys, got {clip(repr(new), 60)}")
+            old, new = old.get(part) if isinstance(old, dict) else None, new.get(part)
         if new != old:
             key = ".".join(path)
             hint = f"use {flag} instead" if where == "--set" else f"drop {key} from the file ({flag} chooses it)"

@@ -166,7 +166,8 @@ BAD_CLI = [
     (["--set", "seed=99999999999999999999"], "config 'seed': must lie in [0, 2^63)"),
     (["--set", "cameras.radius=[3, 2]"], "config 'cameras.radius': range must be (low, high) with low <= high"),
     (["--set", "renderer=5"], "config 'renderer': expected a mapping of keys"),
-    (["--set", "renderer.num_coarse.x=1"], "config 'renderer.num_coarse': unknown key (not a section)"),
+    (["--set", "renderer.num_coarse.x=1"], "config 'renderer.num_coarse': holds 48, not a section of keys, so 'renderer.num_coarse.x' names nothing"),
+    (["--set", "renderers.num_coarse=1"], "config 'renderers': unknown key (not a section)"),
     (["--set", "resolution"], "config 'resolution': an override looks like key.subkey=value"),
     (["--set", "iterations=²"], "config 'iterations': expected an integer"),
 ]
