@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from hifa import __version__
 from hifa.cli_types import clip_models, mesh_threshold, non_negative_float, positive_float, positive_int
@@ -207,7 +208,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 class OneLineParser(argparse.ArgumentParser):
     """argparse with one-line errors (the usage block would bury the line that says what is wrong)."""
 
-    def error(self, message: str):
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (options: `{self.prog} --help`)\n")
 
 
