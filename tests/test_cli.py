@@ -67,12 +67,14 @@ def test_a_bad_option_is_one_line_naming_the_help(tmp_path):
     assert proc.stderr.startswith("hifa: error: argument command: invalid choice: 'teleport'")
 
 
-def test_unreadable_mesh_file_is_one_line(tmp_path):
-    bad = tmp_path / "bad.obj"
-    bad.write_text("v 1 2\nf 9 9 9\n")
+@pytest.mark.parametrize("name, text", [("bad.obj", "v 1 2\nf 9 9 9\n"), ("empty.obj", ""), ("bad.stl", "v 1 2\n")])
+def test_unreadable_mesh_file_is_one_line(tmp_path, name, text):
+    bad = tmp_path / name
+    bad.write_text(text)
     proc = run_cli("scenes", "render", "--scene", str(bad), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2
-    assert one_line_error(proc.stderr).startswith("hifa: error: cannot read mesh file")
+    assert proc.stderr.startswith(f"hifa: error: cannot read mesh file {bad}") and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stdout == "", proc.stdout  # Open3D prints its warnings there
 
 
 def test_scenes_list_names_every_scene(capsys):

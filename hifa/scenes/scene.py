@@ -126,7 +126,9 @@ def scene_from_mesh_file(path: str | Path, prompt: str | None = None, fit_radius
     if path.suffix.lower() not in MESH_SUFFIXES:
         raise HifaError(f"unsupported mesh file {path.name!r}; expected one of {', '.join(MESH_SUFFIXES)}")
     try:
-        mesh = o3d.io.read_triangle_mesh(str(path))
+        # Open3D's own warnings about an unreadable file would precede the one line that says so.
+        with o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Error):
+            mesh = o3d.io.read_triangle_mesh(str(path))
     except Exception as exc:  # open3d raises RuntimeError on parse failures
         raise HifaError(f"cannot read mesh file {path}: {exc}") from exc
     if len(mesh.triangles) == 0 or not np.isfinite(np.asarray(mesh.vertices)).all():
