@@ -18,6 +18,8 @@ from pathlib import Path
 
 from hifa.hub import (MODEL, PIPELINE, hub_endpoint, in_cache, is_local_path, missing_model_message, model_folder_problem,
                       offline, reachable, resolve_model, unreachable_message)
+from hifa.errors import HifaError
+from hifa.io import check_folder_path
 from hifa.provenance import checkpoint, code_version, commit_label, device_info, package_version
 
 OK, WARN, FAIL = "ok", "warning", "failed"
@@ -94,7 +96,6 @@ def check_model(role: str, model: str, what: str, kind: str) -> Check:
 
 def check_clip(names: tuple[str, ...]) -> Check:
     """The CLIP checkpoints of `hifa evaluate`: present in the CLIP folder, downloadable, or missing."""
-    from hifa.errors import HifaError
     from hifa.evaluate.clip import check_available, checkpoint_file, clip_root
 
     root, present, later = clip_root(), [], []
@@ -113,10 +114,11 @@ def check_clip(names: tuple[str, ...]) -> Check:
 def check_storage(results: Path) -> Check:
     """The results folder can be written and has room (the nearest existing parent is checked)."""
     folder = results.expanduser().resolve()
+    try:
+        check_folder_path(folder, "--results")
+    except HifaError as exc:
+        return Check("results", FAIL, str(exc))
     existing = next(p for p in (folder, *folder.parents) if p.exists())
-    if not existing.is_dir():
-        where = "" if existing == folder else f" (results go to {folder})"
-        return Check("results", FAIL, f"{existing} is a file, not a folder{where}")
     free = shutil.disk_usage(existing).free / 2**30
     if not os.access(existing, os.W_OK):
         return Check("results", FAIL, f"{existing} is not writable (results go to {folder})")

@@ -56,6 +56,13 @@ def require(condition: bool, key: str, message: str) -> None:
         raise ConfigError(key, message)
 
 
+def shown(value: object) -> str:
+    """A JSON value as an error message shows it: one line, clipped to 60 characters."""
+    import json
+
+    return clip(json.dumps(value), 60)
+
+
 def shorten(text: str, limit: int = 80) -> str:
     """repr() of a user text cut to `limit` characters (error messages stay one short line)."""
     return clip(text, limit, repr)

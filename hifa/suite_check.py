@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from hifa.errors import HifaError, clip, shorten
+from hifa.errors import HifaError, shorten, shown
 from hifa.training import check_prompt, resolve_config
 
 
@@ -32,11 +32,6 @@ def check_suite(name: str, prior: str, budget: str, prompts: dict[str, str], met
             check_prompt(replace(config, prompt=prompt))
         except HifaError as exc:
             raise HifaError(f"suite {name}, prompt {shorten(prompt, 60)}: {exc}") from None
-
-
-def shown(value: object) -> str:
-    """A JSON value as it appears in an error: one line, clipped."""
-    return clip(json.dumps(value), 60)
 
 
 def is_text(value: object) -> bool:

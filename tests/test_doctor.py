@@ -114,8 +114,8 @@ def test_a_file_given_as_a_model_or_results_folder_fails(tmp_path, capsys, monke
     assert code == 1
     assert line(out, "prior") == f"✗ prior Stable Diffusion model '{file}' is a file, not a folder"
     assert line(out, "depth") == f"✗ depth depth model '{file}' is a file, not a folder"
-    assert line(out, "results") == f"✗ results {file} is a file, not a folder"
-    assert doctor.check_storage(file / "results").detail == f"{file} is a file, not a folder (results go to {file / 'results'})"
+    assert line(out, "results") == f"✗ results --results {file} is a file, not a folder"
+    assert doctor.check_storage(file / "results").detail == f"--results {file / 'results'}: {file} is a file, not a folder"
 
 
 def test_a_read_only_or_full_results_folder_is_reported(tmp_path, monkeypatch):

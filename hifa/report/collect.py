@@ -9,14 +9,13 @@ the report marks such runs, it never drops them.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hifa.errors import HifaError, clip
+from hifa.errors import HifaError, shown
 from hifa.report.catalog import order_methods, sort_metrics
 from hifa.report.run import Aggregate, Run, Value, aggregate, read_json, read_run
 from hifa.run_names import parse_run_name, run_name
@@ -125,7 +124,7 @@ MANIFEST_KEYS: dict[str, tuple[Callable[[object], bool], str]] = {
 
 
 def _bad_key(path: Path, key: str, wanted: str, value: object) -> HifaError:
-    return HifaError(f"{path}: {key!r} must be {wanted}, got {clip(json.dumps(value), 60)}")
+    return HifaError(f"{path}: {key!r} must be {wanted}, got {shown(value)}")
 
 
 def check_manifest(meta: dict, path: Path) -> dict:
