@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from hifa.errors import HifaError
-from hifa.report.catalog import STEPS, method_label
+from hifa.report.catalog import STEP_MARKERS, STEPS, method_label
 from hifa.report.collect import Suite, collect
 from hifa.report.run import Run
 
@@ -28,7 +28,7 @@ MARKS = {"done": "✓", "failed": "✗", "partial": "…", "stale": "stale", "mi
 class Training:
     """What a run folder says about its training."""
 
-    state: str  # done | failed | running | stopped | waiting
+    state: str  # done | failed | damaged (an unreadable train_summary.json) | running | stopped | waiting
     step: int | None  # last logged step
     iterations: int | None
     seconds_per_step: float | None
@@ -65,7 +65,7 @@ def recent_pace(rows: list[dict], window: int = PACE_ROWS) -> float | None:
 
 
 def training_of(run: Run, now: float | None = None) -> Training:
-    """The training's state: done, failed, running (log changed in the last 30 min), stopped, or waiting (no trace)."""
+    """The training's state: done, failed, damaged, running (log changed in the last 30 min), stopped, or waiting (no trace)."""
     iterations = iterations_of(run)
     rows = [r for r in run.curves if r.get("step")]
     step = int(rows[-1]["step"]) if rows else None
@@ -78,6 +78,8 @@ def training_of(run: Run, now: float | None = None) -> Training:
         state = "done"
     elif run.steps.get("train") == "failed":
         state = "failed"
+    elif (run.path / STEP_MARKERS["train"]).is_file():  # there but unreadable: the training ended, its record did not survive
+        state = "damaged"
     elif idle is None and run.steps.get("train") == "missing":
         state = "waiting"
     else:
@@ -102,6 +104,8 @@ def training_text(t: Training) -> str:
         return "✗ failed" + (f" at {t.step}" if t.step else "")
     if t.state == "waiting":
         return "·"
+    if t.state == "damaged":
+        return f"✗ {STEP_MARKERS['train']} unreadable" + (f" (log at {t.step})" if t.step else "")
     where = f"{t.step or 0}/{t.iterations}" if t.iterations else f"step {t.step or 0}"
     if t.iterations and t.step:
         where += f" ({100 * t.step / t.iterations:.0f} %)"
@@ -135,7 +139,7 @@ class Status:
         """'trainings: 5 done, 2 running (ETA 14 min), 1 stopped, 1 waiting; evaluations: 4/9; on NVIDIA H100 80GB HBM3 (7)'
         (the devices of the runs' latest training sessions, where recorded)."""
         states = [t.state for t in self.trainings.values()]
-        parts = [f"{states.count(s)} {s}" for s in ("done", "running", "stopped", "failed", "waiting") if states.count(s)]
+        parts = [f"{states.count(s)} {s}" for s in ("done", "running", "stopped", "failed", "damaged", "waiting") if states.count(s)]
         etas = [t.eta_s for t in self.trainings.values() if t.eta_s is not None]
         if etas:
             parts[[p.endswith(" running") for p in parts].index(True)] += f" (longest ETA {duration(max(etas))})"

@@ -91,6 +91,18 @@ def test_a_run_not_started_is_waiting(tmp_path):
     assert "trainings: 3 done, 1 waiting; evaluations: 3/4" in text
 
 
+def test_an_unreadable_training_summary_is_damaged_not_running(suite):
+    """A train_summary.json that does not parse means the training ended and its record was lost, however fresh the log."""
+    run = suite / "runs" / "hifa" / "snowman"
+    (run / "train_summary.json").write_text('{"steps": 4')
+    status = suite_status(suite)
+    t = status.trainings[("hifa", "snowman", 0)]
+    assert (t.state, t.eta_s) == ("damaged", None)
+    text = render_status(status)
+    assert "✗ train_summary.json unreadable (log at 200)" in text
+    assert "trainings: 3 done, 1 damaged; evaluations: 2/4" in text
+
+
 def test_cli_prints_the_table_or_json(suite, capsys):
     assert main(["status", str(suite)]) == 0
     assert "ETA 80 s" in capsys.readouterr().out

@@ -230,6 +230,9 @@ def test_mesh_threshold_option_sets_the_level_or_asks_for_otsu(stepped, tmp_path
     assert fixed["threshold_mode"].startswith("fixed") and fixed["threshold"] == pytest.approx(level)
     assert fixed["mesh_config"]["threshold"] == pytest.approx(level)
     assert f"at density threshold {level:.4g}" in capsys.readouterr().out
+    # A re-run that finds no surface leaves neither its marker nor the earlier mesh's files behind.
+    assert main(["mesh", str(stepped), "--out", str(tmp_path / "fixed"), "--threshold", "1e12", *small]) == 2
+    assert "no surface" in capsys.readouterr().err and sorted(p.name for p in (tmp_path / "fixed").iterdir()) == []
     for bad in ("0", "-2", "auto", "inf"):
         with pytest.raises(SystemExit) as stop:
             main(["mesh", str(stepped), "--out", str(tmp_path / "bad"), "--threshold", bad])

@@ -14,7 +14,7 @@ from hifa.cameras import orbit_cameras
 from hifa.errors import require
 from hifa.io import save_image, write_json_atomic
 from hifa.mesh import MeshConfig, export_mesh, extract_mesh, texture_extracted
-from hifa.run_folder import load_run, log_artifacts, run_dir, step_dir
+from hifa.run_folder import clear_outputs, load_run, log_artifacts, run_dir, step_dir
 from hifa.texture import TexturedMesh, export_textured
 
 SCHEMA = "hifa.mesh/1"
@@ -80,6 +80,8 @@ def mesh_run(run: str | Path, options: MeshOptions | None = None, out: str | Pat
     config, renderer, step = load_run(run)
     mesh_config = options.apply(config.mesh)
     out = step_dir(run, "mesh", out)
+    # An earlier mesh's files would otherwise sit beside a failed re-run's, looking like its output.
+    clear_outputs(out, [*EXPORTS, f"{TEXTURED}.*", "preview.png"])
     mesh = extract_mesh(renderer.field, mesh_config)
     for name in EXPORTS:
         export_mesh(mesh, out / name)
