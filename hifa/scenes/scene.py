@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,6 +121,23 @@ def ply_counts(path: Path) -> dict[str, int]:
     return counts
 
 
+@contextmanager
+def native_stderr_captured() -> Iterator[list[str]]:
+    """Send what C code writes to file descriptor 2 (e.g. the PLY reader's messages) into the yielded list."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    caught: list[str] = []
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield caught
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            caught.extend(line.strip() for line in sink.read().decode("utf-8", "replace").splitlines() if line.strip())
+
+
 def scene_from_mesh_file(path: str | Path, prompt: str | None = None, fit_radius: float = 0.5) -> Scene:
     """Load a user mesh as a one-part scene, centred and scaled to fit a sphere of `fit_radius`."""
     path = Path(path)
@@ -126,13 +148,15 @@ def scene_from_mesh_file(path: str | Path, prompt: str | None = None, fit_radius
     if path.suffix.lower() not in MESH_SUFFIXES:
         raise HifaError(f"unsupported mesh file {path.name!r}; expected one of {', '.join(MESH_SUFFIXES)}")
     try:
-        # Open3D's own warnings about an unreadable file would precede the one line that says so.
-        with o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Error):
+        # Open3D's warnings and its PLY reader's messages about an unreadable file would precede the
+        # one line that says so: the reader's first message goes into that line instead.
+        with o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Error), native_stderr_captured() as reader:
             mesh = o3d.io.read_triangle_mesh(str(path))
     except Exception as exc:  # open3d raises RuntimeError on parse failures
         raise HifaError(f"cannot read mesh file {path}: {exc}") from exc
     if len(mesh.triangles) == 0 or not np.isfinite(np.asarray(mesh.vertices)).all():
-        raise HifaError(f"cannot read mesh file {path}: no valid triangles found")
+        said = f" ({reader[0]})" if reader else ""
+        raise HifaError(f"cannot read mesh file {path}: no valid triangles found{said}")
     if path.suffix.lower() == ".ply":  # open3d keeps what it read of a truncated PLY, with only a printed warning
         promised = ply_counts(path)
         found = {"vertex": len(mesh.vertices), "face": len(mesh.triangles)}
