@@ -28,7 +28,8 @@ class PerpNegPlan:
 def perpneg_plan(azimuth_deg: float, front_neg: float = -2.0, side_neg: float = 2.0, back_neg: float = 10.0) -> PerpNegPlan:
     """Perp-Neg interpolation and negative weights at azimuth a (constants -2, 2, 10 of the reference)."""
     a = 180.0 - ((180.0 - azimuth_deg) % 360.0)  # wrap to (-180, 180]
-    # Float32 arithmetic as in the reference (method.md §10); the table of §8.12 holds to 1e-5.
+    # Python floats where the reference computes in float32 (method.md §10): the table of §8.12 holds to 1e-5,
+    # and at the break points (|a| = 18, 72, 108 deg) each comparison falls on the reference's side.
     if -90.0 <= a < 90.0:
         r = 1.0 - abs(a) / 90.0
         w_front = 0.0 if r > 0.8 else front_neg * math.exp(-side_neg * r)
