@@ -86,12 +86,28 @@ def density_grid(
         xs = axes[0][start : start + slab]
         points = torch.cat([xs.repeat_interleave(yz.shape[0])[:, None], yz.repeat(len(xs), 1)], dim=-1)
         grid[start : start + len(xs)] = density(points).reshape(len(xs), res[1], res[2]).float().cpu().numpy()
+    return finite_density(grid)
+
+
+SATURATED = float(np.finfo(np.float32).max)  # where an overflowed (+inf) density goes: solid at any threshold
+
+
+def finite_density(grid: np.ndarray) -> np.ndarray:
+    """The grid with NaN as empty (0) and +inf (an exp that overflowed) as SATURATED, so meshing and Otsu see numbers."""
+    bad = ~np.isfinite(grid)
+    if bad.any():
+        log.warning("mesh: %d of %d density samples were not finite (NaN as empty, inf as solid)", int(bad.sum()), grid.size)
+        grid = np.nan_to_num(grid, nan=0.0, posinf=SATURATED, neginf=0.0)
     return grid
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
-    """Otsu's threshold of log(1 + density): the split that best separates empty and solid."""
-    logs = np.log1p(np.clip(values, 0.0, None)).ravel()
+    """Otsu's threshold of log(1 + density): the split that best separates empty and solid (non-finite and
+    saturated values left out: they would stretch the histogram over the range of float32)."""
+    values = np.asarray(values).ravel()
+    logs = np.log1p(np.clip(values[np.isfinite(values) & (values < SATURATED)], 0.0, None))
+    if logs.size == 0:
+        raise HifaError("mesh: the field's density is not finite anywhere; the training diverged")
     hist, edges = np.histogram(logs, bins=bins)
     centres = (edges[:-1] + edges[1:]) / 2
     w0 = np.cumsum(hist)

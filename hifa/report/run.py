@@ -181,7 +181,8 @@ def to_value(raw) -> Value | None:
                     return to_value(raw[key])
             return None
         per_view = next((raw[k] for k in ("per_view", "values") if isinstance(raw.get(k), list)), None)
-        n = raw.get("n") if isinstance(raw.get("n"), int) else (len(per_view) if per_view else None)
+        counted = sum(_number(x) is not None for x in per_view) if per_view else 0  # null views are not views scored
+        n = raw["n"] if isinstance(raw.get("n"), int) and not isinstance(raw["n"], bool) else (counted or None)
         return Value(mean, _number(raw.get("se")), n)
     return None
 
