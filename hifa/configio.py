@@ -154,6 +154,8 @@ class UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *defaults`: the keys written here override the merged ones, as YAML says
             key = self.construct_object(key_node, deep=deep)
             if not isinstance(key, Hashable):
                 break  # SafeLoader's own error says so

@@ -23,6 +23,8 @@ def sh_encode(d: torch.Tensor, degree: int = 4) -> torch.Tensor:
             0.54627421529603959 * (xx - yy),
         ]
     if degree > 3:
+        # tiny-cuda-nn gives terms 9, 11, 13 and 15 the opposite sign: either is an orthonormal basis and
+        # the colour layer after it learns both, but a checkpoint holds weights for this convention.
         out += [
             0.59004358992664352 * y * (3 * xx - yy),
             2.8906114426405538 * x * y * z,

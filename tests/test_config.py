@@ -186,3 +186,17 @@ def test_an_enormous_bad_value_still_gives_one_short_line():
     message = str(info.value)
     assert message.startswith("config 'device': must be auto, cpu, cuda or cuda:N, got '999")
     assert "\n" not in message and len(message) < 600 and "characters)" in message
+
+
+def test_yaml_merge_keys_work_in_config_files_and_the_keys_written_win(tmp_path):
+    merged = tmp_path / "merged.yaml"
+    merged.write_text(
+        "renderer:\n  <<: &sampling {num_coarse: 8, num_fine: 4}\n  num_fine: 16\n"
+        "mesh:\n  <<: [{resolution: 40}, {resolution: 50}]\n"
+    )
+    config = resolve_config("hifa", "a green torus", "oracle", config_file=str(merged))
+    assert (config.renderer.num_coarse, config.renderer.num_fine) == (8, 16)
+    assert config.mesh.resolution == 40  # YAML: the first mapping in a merged list wins
+    merged.write_text("renderer:\n  <<: {num_coarse: 8}\n  num_fine: 16\n  num_fine: 32\n")
+    with pytest.raises(ConfigError, match="the key 'num_fine' is given twice"):
+        resolve_config("hifa", "a green torus", "oracle", config_file=str(merged))
