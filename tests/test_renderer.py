@@ -20,13 +20,14 @@ class BallField(nn.Module):
 
     config = FieldConfig()
 
-    def __init__(self):
+    def __init__(self, density: float = 2000.0):
         super().__init__()
         self.dummy = nn.Parameter(torch.zeros(1))
+        self.inside_density = density
 
     def density_features(self, points, exact=False):
         inside = (points.norm(dim=-1) < RADIUS).float()
-        return inside * 2000.0 + self.dummy * 0, COLOR.expand(points.shape[0], 3)
+        return inside * self.inside_density + self.dummy * 0, COLOR.expand(points.shape[0], 3)
 
     def density(self, points):
         return self.density_features(points)[0]

@@ -2,42 +2,17 @@
 
 import pytest
 import torch
-from torch import nn
 
 from hifa import volume
 from hifa.background import BackgroundMLP
-from hifa.field import FieldConfig
 from hifa.renderer import RayOptions, Renderer, RendererConfig, orient_per_ray
 from hifa.sampling import importance_samples, invert_cdf
 
-RADIUS = 0.5
-ALBEDO = torch.tensor([0.9, 0.3, 0.1])
-
-
-class Ball(nn.Module):
-    """A dense ball of one colour at the origin with outward normals."""
-
-    config = FieldConfig()
-
-    def __init__(self):
-        super().__init__()
-        self.dummy = nn.Parameter(torch.zeros(1))
-
-    def density_features(self, points, exact=False):
-        return (points.norm(dim=-1) < RADIUS).float() * 50.0 + self.dummy * 0, ALBEDO.expand(points.shape[0], 3)
-
-    def density(self, points):
-        return self.density_features(points)[0]
-
-    def albedo(self, feature, directions=None, rays=None, exact=False):
-        return feature
-
-    def normals(self, points):
-        return torch.nn.functional.normalize(points, dim=-1)
+from tests.test_renderer import RADIUS, BallField
 
 
 def renderer(coarse=16, fine=8, smoothing="boxcar"):
-    return Renderer(Ball(), BackgroundMLP(), RendererConfig(num_coarse=coarse, num_fine=fine, smoothing=smoothing))
+    return Renderer(BallField(density=50.0), BackgroundMLP(), RendererConfig(num_coarse=coarse, num_fine=fine, smoothing=smoothing))
 
 
 def ray(direction=(0.0, 0.0, -1.0)):
