@@ -18,6 +18,12 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(scope="session")
+def oracle_bank(tmp_path_factory):
+    """One oracle bank folder per xdist worker, shared across modules (a bank takes seconds to build)."""
+    return tmp_path_factory.getbasetemp() / "oracle-bank"
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """Tiny random Stable Diffusion and DPT checkpoints on disk (the tiny world), built once per test module."""

@@ -80,10 +80,9 @@ def test_a_local_artifact_store_is_a_file_uri_on_this_host(uri, expected):
     assert got == (Path(expected) if expected else None)
 
 
-def test_a_run_loads_its_ema_weights_from_the_checkpoint_and_from_weights_pt(tmp_path_factory, tmp_path):
+def test_a_run_loads_its_ema_weights_from_the_checkpoint_and_from_weights_pt(oracle_bank, tmp_path):
     """What render, mesh and evaluate read: the EMA shadows where the run keeps an EMA, from either file."""
-    bank = tmp_path_factory.getbasetemp() / "audit-bank"  # shared with the other audit modules: built once a session
-    config = tiny_config(bank, extra=["tracking.enabled=false", "optim.ema_decay=0.75"])
+    config = tiny_config(oracle_bank, extra=["tracking.enabled=false", "optim.ema_decay=0.75"])
     trainer = Trainer(config, tmp_path / "run", progress=False)
     trainer.train(until=3)
     assert not (tmp_path / "run" / WEIGHTS_FILE).exists()

@@ -13,14 +13,8 @@ from hifa.trainer import Trainer
 from tests.test_train import tiny_config
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """One oracle bank folder for the session's audit modules (the bank takes seconds to build, a tiny training under one)."""
-    return tmp_path_factory.getbasetemp() / "audit-bank"
-
-
-def config_for(cache, *extra, method="hifa"):
-    return tiny_config(cache, method, extra=["tracking.enabled=false", *extra])
+def config_for(oracle_bank, *extra, method="hifa"):
+    return tiny_config(oracle_bank, method, extra=["tracking.enabled=false", *extra])
 
 
 def recording_checkpoints(trainer, monkeypatch) -> list[int]:
@@ -35,9 +29,9 @@ def recording_checkpoints(trainer, monkeypatch) -> list[int]:
     return saved
 
 
-def test_warm_up_runs_global_step_i_at_lr_times_i_minus_1_over_warmup(cache, tmp_path):
+def test_warm_up_runs_global_step_i_at_lr_times_i_minus_1_over_warmup(oracle_bank, tmp_path):
     """method.md §6.3/§10: step i runs at factor (i-1)/warmup, the grid group at grid_lr_scale times the MLPs' lr."""
-    config = config_for(cache, "optim.warmup_steps=4", "optim.lr=0.004", "optim.grid_lr_scale=10")
+    config = config_for(oracle_bank, "optim.warmup_steps=4", "optim.lr=0.004", "optim.grid_lr_scale=10")
     trainer = Trainer(config, tmp_path / "run", progress=False)
     initial = [p.detach().clone() for p in trainer.renderer.parameters()]
     trainer.train(until=1)
@@ -51,9 +45,9 @@ def test_warm_up_runs_global_step_i_at_lr_times_i_minus_1_over_warmup(cache, tmp
 
 
 @pytest.mark.parametrize("every,iterations,until,expected", [(2, 5, None, [2, 4, 5]), (3, 6, 4, [3, 4]), (4, 6, 99, [4, 6])])
-def test_checkpoints_at_multiples_of_checkpoint_every_and_at_the_last_step(cache, tmp_path, monkeypatch, every, iterations, until,
+def test_checkpoints_at_multiples_of_checkpoint_every_and_at_the_last_step(oracle_bank, tmp_path, monkeypatch, every, iterations, until,
                                                                          expected):
-    config = config_for(cache, f"checkpoint_every={every}", f"iterations={iterations}", "val_every=100")
+    config = config_for(oracle_bank, f"checkpoint_every={every}", f"iterations={iterations}", "val_every=100")
     trainer = Trainer(config, tmp_path / "run", progress=False)
     saved = recording_checkpoints(trainer, monkeypatch)
     summary = trainer.train(until=until)
@@ -62,8 +56,8 @@ def test_checkpoints_at_multiples_of_checkpoint_every_and_at_the_last_step(cache
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == expected[-1]
 
 
-def test_rows_are_logged_every_log_every_steps_at_the_last_step_and_at_a_skipped_one(cache, tmp_path, monkeypatch):
-    config = config_for(cache, "log_every=4", "nan_policy=skip", "val_every=100")
+def test_rows_are_logged_every_log_every_steps_at_the_last_step_and_at_a_skipped_one(oracle_bank, tmp_path, monkeypatch):
+    config = config_for(oracle_bank, "log_every=4", "nan_policy=skip", "val_every=100")
     trainer = Trainer(config, tmp_path / "run", progress=False)
     original = trainer.loss_terms
 
@@ -84,10 +78,10 @@ def test_rows_are_logged_every_log_every_steps_at_the_last_step_and_at_a_skipped
     assert summary["skipped_steps"] == 1
 
 
-def test_the_field_s_initial_weights_follow_config_seed_not_the_caller_s_random_state(cache, tmp_path):
+def test_the_field_s_initial_weights_follow_config_seed_not_the_caller_s_random_state(oracle_bank, tmp_path):
     def initial(seed, global_seed):
         torch.manual_seed(global_seed)
-        trainer = Trainer(config_for(cache, f"seed={seed}"), tmp_path / f"{seed}-{global_seed}", progress=False)
+        trainer = Trainer(config_for(oracle_bank, f"seed={seed}"), tmp_path / f"{seed}-{global_seed}", progress=False)
         return [p.detach().clone() for p in trainer.renderer.parameters()]
 
     a, b, c = initial(3, 0), initial(3, 12345), initial(4, 0)
@@ -95,10 +89,10 @@ def test_the_field_s_initial_weights_follow_config_seed_not_the_caller_s_random_
     assert any(not torch.equal(x, z) for x, z in zip(a, c))
 
 
-def test_loss_terms_carry_their_weights_and_schedules(cache, tmp_path, monkeypatch):
+def test_loss_terms_carry_their_weights_and_schedules(oracle_bank, tmp_path, monkeypatch):
     """method.md §5: zvar, z-entropy and sample entropy ramp with r(i) = min(1, 2i/N); monotonicity and opacity entropy
     do not; depth is lambda_d (1 - sqrt(i/N)) 0.05 256^2 / 2 times its SSI term. Each unweighted term is made 1 here."""
-    config = config_for(cache, "iterations=8", "regularisers.zvar=3", "regularisers.z_entropy=0.01", "regularisers.monotonicity=1",
+    config = config_for(oracle_bank, "iterations=8", "regularisers.zvar=3", "regularisers.z_entropy=0.01", "regularisers.monotonicity=1",
                         "regularisers.opacity_entropy=1e-4", "regularisers.sample_entropy=0.5", "depth.weight=0.1", "depth.loss=ssi")
     trainer = Trainer(config, tmp_path / "run", progress=False)
     one = lambda *args, **kwargs: torch.tensor(1.0)  # noqa: E731
@@ -113,8 +107,8 @@ def test_loss_terms_carry_their_weights_and_schedules(cache, tmp_path, monkeypat
             assert float(terms[key]) == pytest.approx(value, rel=1e-6), (step, key)
 
 
-def test_validation_views_orbit_at_the_middle_of_the_training_radius_and_field_of_view(cache, tmp_path, monkeypatch):
-    config = config_for(cache, "cameras.radius=[1.5,2.5]", "cameras.fovy_deg=[30,50]", "val_views=3")
+def test_validation_views_orbit_at_the_middle_of_the_training_radius_and_field_of_view(oracle_bank, tmp_path, monkeypatch):
+    config = config_for(oracle_bank, "cameras.radius=[1.5,2.5]", "cameras.fovy_deg=[30,50]", "val_views=3")
     trainer = Trainer(config, tmp_path / "run", progress=False)
     calls = []
     original = hifa.trainer.orbit_cameras
@@ -130,8 +124,8 @@ def test_validation_views_orbit_at_the_middle_of_the_training_radius_and_field_o
     assert args == (3,) and kwargs["radius"] == pytest.approx(2.0) and kwargs["fovy_deg"] == pytest.approx(40.0)
 
 
-def test_the_evaluation_renderer_holds_the_ema_weights(cache, tmp_path):
-    config = config_for(cache, "optim.ema_decay=0.75")
+def test_the_evaluation_renderer_holds_the_ema_weights(oracle_bank, tmp_path):
+    config = config_for(oracle_bank, "optim.ema_decay=0.75")
     trainer = Trainer(config, tmp_path / "run", progress=False)
     initial = [p.detach().clone() for p in trainer.renderer.parameters()]
     trainer.train(until=3)
@@ -147,7 +141,7 @@ def test_the_evaluation_renderer_holds_the_ema_weights(cache, tmp_path):
     assert any(not torch.allclose(e, p) for e, p in zip(evaluated, trainer.renderer.parameters()))
 
 
-def test_stop_signals_are_caught_during_the_loop_only_and_a_second_ctrl_c_interrupts(cache, tmp_path):
+def test_stop_signals_are_caught_during_the_loop_only_and_a_second_ctrl_c_interrupts(oracle_bank, tmp_path):
     before_term = signal.getsignal(signal.SIGTERM)
     previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
     try:
@@ -158,7 +152,7 @@ def test_stop_signals_are_caught_during_the_loop_only_and_a_second_ctrl_c_interr
         assert stop == [signal.SIGTERM, signal.SIGINT] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
         restore()
         assert signal.getsignal(signal.SIGTERM) == before_term
-        Trainer(config_for(cache, "iterations=2"), tmp_path / "run", progress=False).train()
+        Trainer(config_for(oracle_bank, "iterations=2"), tmp_path / "run", progress=False).train()
         assert signal.getsignal(signal.SIGTERM) == before_term  # after training, SIGTERM ends the process again
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:

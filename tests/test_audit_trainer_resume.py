@@ -9,14 +9,8 @@ from hifa.trainer import Trainer
 from tests.test_train import tiny_config
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """One oracle bank folder for the session's audit modules (the bank takes seconds to build, a tiny training under one)."""
-    return tmp_path_factory.getbasetemp() / "audit-bank"
-
-
-def config_for(cache, *extra, method="hifa"):
-    return tiny_config(cache, method, extra=["tracking.enabled=false", *extra])
+def config_for(oracle_bank, *extra, method="hifa"):
+    return tiny_config(oracle_bank, method, extra=["tracking.enabled=false", *extra])
 
 
 def poison(trainer, monkeypatch, steps) -> None:
@@ -33,9 +27,9 @@ def poison(trainer, monkeypatch, steps) -> None:
     monkeypatch.setattr(trainer, "loss_terms", poisoned)
 
 
-def test_a_resumed_dreamfusion_run_equals_an_uninterrupted_one_ema_included(cache, tmp_path):
+def test_a_resumed_dreamfusion_run_equals_an_uninterrupted_one_ema_included(oracle_bank, tmp_path):
     """'dreamfusion' keeps an EMA (its shadows are not parameters: the checkpoint carries them apart)."""
-    config = config_for(cache, "optim.ema_decay=0.5", method="dreamfusion")
+    config = config_for(oracle_bank, "optim.ema_decay=0.5", method="dreamfusion")
     straight = Trainer(config, tmp_path / "a", progress=False)
     straight.train()
     Trainer(config, tmp_path / "b", progress=False).train(until=3)
@@ -50,8 +44,8 @@ def test_a_resumed_dreamfusion_run_equals_an_uninterrupted_one_ema_included(cach
     assert any(not torch.allclose(e, p) for e, p in zip(straight.ema, straight.renderer.parameters()))
 
 
-def test_skipped_steps_are_counted_over_a_resume(cache, tmp_path, monkeypatch):
-    config = config_for(cache, "nan_policy=skip")
+def test_skipped_steps_are_counted_over_a_resume(oracle_bank, tmp_path, monkeypatch):
+    config = config_for(oracle_bank, "nan_policy=skip")
     first = Trainer(config, tmp_path / "run", progress=False)
     poison(first, monkeypatch, {2})
     first.train(until=3)
@@ -60,10 +54,10 @@ def test_skipped_steps_are_counted_over_a_resume(cache, tmp_path, monkeypatch):
     assert summary["skipped_steps"] == 1 and summary["steps"] == 6
 
 
-def test_skips_in_a_row_are_counted_across_a_resume(cache, tmp_path, monkeypatch):
+def test_skips_in_a_row_are_counted_across_a_resume(oracle_bank, tmp_path, monkeypatch):
     """Steps 3 and 4 non-finite, with a resume between them: two in a row, which a limit of 2 calls a divergence."""
     monkeypatch.setattr(hifa.nan_guard, "MAX_CONSECUTIVE_SKIPS", 2)
-    config = config_for(cache, "nan_policy=skip")
+    config = config_for(oracle_bank, "nan_policy=skip")
     first = Trainer(config, tmp_path / "run", progress=False)
     poison(first, monkeypatch, {3})
     first.train(until=3)
@@ -73,8 +67,8 @@ def test_skips_in_a_row_are_counted_across_a_resume(cache, tmp_path, monkeypatch
         resumed.train()
 
 
-def test_after_a_resume_the_guard_names_the_checkpoint_it_resumed_from(cache, tmp_path, monkeypatch):
-    config = config_for(cache, "checkpoint_every=3", "iterations=9")
+def test_after_a_resume_the_guard_names_the_checkpoint_it_resumed_from(oracle_bank, tmp_path, monkeypatch):
+    config = config_for(oracle_bank, "checkpoint_every=3", "iterations=9")
     Trainer(config, tmp_path / "run", progress=False).train(until=3)
     resumed = Trainer(config, tmp_path / "run", progress=False)
     poison(resumed, monkeypatch, {5})
