@@ -6,11 +6,7 @@ import torch
 import hifa.nan_guard
 from hifa.errors import HifaError
 from hifa.trainer import Trainer
-from tests.test_train import tiny_config
-
-
-def config_for(oracle_bank, *extra, method="hifa"):
-    return tiny_config(oracle_bank, method, extra=["tracking.enabled=false", *extra])
+from tests.test_audit_trainer_loop import config_for
 
 
 def poison(trainer, monkeypatch, steps) -> None:
