@@ -139,6 +139,21 @@ def test_the_pace_is_the_recent_one():
     assert recent_pace(slow) == pytest.approx(1.0) and recent_pace(slow[:1]) == pytest.approx(1.0) and recent_pace([]) is None
 
 
+def read_until(stream, needle: bytes, times: int, timeout_s: float = 120.0) -> bytes:
+    """What a pipe has written by the time `needle` appeared `times` times (or the timeout passed)."""
+    import os
+    import select
+
+    seen, end = b"", time.monotonic() + timeout_s
+    while seen.count(needle) < times and time.monotonic() < end:
+        if select.select([stream], [], [], 0.5)[0]:
+            chunk = os.read(stream.fileno(), 65536)
+            if not chunk:
+                break
+            seen += chunk
+    return seen
+
+
 def test_watch_repeats_rides_out_a_missing_suite_and_ends_quietly_on_ctrl_c(suite, tmp_path):
     import signal
     import subprocess
@@ -148,12 +163,16 @@ def test_watch_repeats_rides_out_a_missing_suite_and_ends_quietly_on_ctrl_c(suit
     # A shell without job control starts background commands with SIGINT ignored (`make test &`), and Python then
     # installs no KeyboardInterrupt handler: give the watch the default disposition a terminal would.
     procs = [subprocess.Popen([sys.executable, "-m", "hifa.cli", "status", str(folder), "--watch", "1"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                              stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
              for folder in (suite, later)]
-    time.sleep(3.5)
+    # Wait for two reports each rather than a fixed time: on a loaded machine the start-up alone can take seconds.
+    report, missing = b"trainings: 3 done, 1 running", f"hifa: suite folder not found: {later}".encode()
+    early = [read_until(procs[0].stdout, report, 2), read_until(procs[1].stderr, missing, 2)]
     for proc in procs:
         proc.send_signal(signal.SIGINT)
     (out, err), (out_later, err_later) = (proc.communicate(timeout=30) for proc in procs)
+    out, err_later = (early[0] + out).decode(), (early[1] + err_later).decode()
+    err, out_later = err.decode(), out_later.decode()
     assert [proc.returncode for proc in procs] == [0, 0], (err, err_later)
     assert out.count("trainings: 3 done, 1 running") >= 2 and "interrupted" not in err
     assert err_later.count(f"hifa: suite folder not found: {later}") >= 2 and out_later.strip() == ""
