@@ -89,6 +89,28 @@ def _atomic_target(path: Path) -> Path:
     return Path(tmp)
 
 
+def mp4_boxes(path: Path) -> list[bytes]:
+    """The types of an MP4's top-level boxes, or [] when they do not tile the file exactly (a cut-off write)."""
+    size, types = path.stat().st_size, []
+    with path.open("rb") as f:
+        at = 0
+        while at < size:
+            f.seek(at)
+            head = f.read(16)
+            if len(head) < 8:
+                return []
+            length = int.from_bytes(head[:4], "big")
+            if length == 1 and len(head) == 16:  # a 64-bit size follows the type
+                length = int.from_bytes(head[8:16], "big")
+            elif length == 0:  # the last box runs to the end of the file
+                length = size - at
+            if length < 8 or at + length > size:
+                return []
+            types.append(head[4:8])
+            at += length
+    return types
+
+
 def write_mp4(frames: list[np.ndarray], path: Path, fps: float) -> Path:
     """H.264 MP4 via imageio-ffmpeg's bundled ffmpeg, atomically."""
     import imageio_ffmpeg
@@ -105,6 +127,11 @@ def write_mp4(frames: list[np.ndarray], path: Path, fps: float) -> Path:
         for frame in frames:
             writer.send(np.ascontiguousarray(frame))
         writer.close()
+        # imageio-ffmpeg neither checks ffmpeg's exit status nor reports a timeout kill: ffmpeg writes the index
+        # (moov) last, so a finished file has it and its boxes tile it exactly.
+        boxes = mp4_boxes(tmp)
+        if b"moov" not in boxes or b"mdat" not in boxes:
+            raise RuntimeError(f"ffmpeg did not finish the MP4 (top-level boxes: {[b.decode('latin-1') for b in boxes] or 'none'})")
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -185,5 +185,6 @@ def checkpoint_name(entry: dict | None) -> str:
     if not entry:
         return "none"
     if entry.get("path"):
-        return f"{PurePath(str(entry['path'])).name} #{str(entry.get('fingerprint') or 'unreadable')[:8]}"
+        fingerprint = entry.get("fingerprint")
+        return f"{PurePath(str(entry['path'])).name} #{str(fingerprint)[:8] if fingerprint else 'unreadable'}"
     return f"{entry.get('model')} @ {str(entry['revision'])[:7] if entry.get('revision') else 'revision unknown'}"
