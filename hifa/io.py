@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import io
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -123,6 +124,17 @@ def remove_stale_temporaries(folder: str | Path, recursive: bool = True) -> list
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed
+
+
+def finite(value):
+    """JSON-safe copy: non-finite floats become None (JSON has no NaN or infinity)."""
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def write_json_atomic(path: str | Path, payload: object) -> Path:

@@ -25,7 +25,7 @@ from hifa.evaluate.geometry import compare_points, sample_mesh_surface
 from hifa.evaluate.image import masked_abs_error, psnr
 from hifa.evaluate.mesh_views import render_textured
 from hifa.field import FieldConfig, NeRFField
-from hifa.io import save_image, write_bytes_atomic, write_json_atomic
+from hifa.io import finite, save_image, write_bytes_atomic, write_json_atomic
 from hifa.mesh import MeshConfig, export_mesh, extract_mesh, texture_extracted
 from hifa.renderer import RayOptions, Renderer, RendererConfig
 from hifa.scenes import GroundTruthRenderer, Scene, get_scene
@@ -204,7 +204,7 @@ def write_outputs(out_dir: Path, metrics: dict, history: list[dict], images: dic
     buffer = io.BytesIO()
     torch.save(renderer.state_dict(), buffer)
     write_bytes_atomic(out_dir / "field.pt", buffer.getvalue())
-    write_json_atomic(out_dir / "metrics.json", metrics)
+    write_json_atomic(out_dir / "metrics.json", finite(metrics))  # strict JSON: an empty mask's IoU is NaN
 
 
 def summary_line(metrics: dict) -> str:

@@ -149,8 +149,10 @@ def in_child(maker: ChartMaker, vertices: np.ndarray, faces: np.ndarray, size: i
         except OSError as exc:
             raise ChildFailed(f"cannot start {sys.executable!r}: {exc}") from None
         if proc.returncode != 0 or not result.is_file():
-            last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1][:200]
-            raise ChildFailed(last if proc.returncode == UNAVAILABLE else f"exit status {proc.returncode}: {last}", proc.returncode == UNAVAILABLE)
+            last, status = (proc.stderr.strip().splitlines() or [""])[-1][:200], f"exit status {proc.returncode}"
+            if proc.returncode == UNAVAILABLE:
+                raise ChildFailed(last or status, True)
+            raise ChildFailed(f"{status}: {last}" if last else status)
         with np.load(result) as out:
             return out["source"], out["faces"], out["uvs"], int(out["charts"])
 

@@ -17,7 +17,7 @@ import hifa
 from hifa.errors import HifaError
 from hifa.evaluate import clip as clipm
 from hifa.evaluate.mesh_views import textured_views
-from hifa.io import load_image, write_json_atomic
+from hifa.io import finite, load_image, write_json_atomic
 from hifa.provenance import package_version
 from hifa.run_folder import load_config, read_marker, run_dir, step_dir
 from hifa.steps.render import marker_cameras
@@ -47,17 +47,6 @@ def captions_file(path: str | None) -> Path:
         if (base / CAPTIONS).is_file():
             return base / CAPTIONS
     raise HifaError(f"the R-precision caption set {CAPTIONS} was not found; pass --captions FILE")
-
-
-def finite(value):
-    """JSON-safe copy: non-finite floats become None (JSON has no NaN or infinity)."""
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def clip_metrics(
